@@ -1,0 +1,89 @@
+"""On-disk cache and file-system safety: cache location, atomic writes, safe file names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def cache_dir() -> Path:
+    """Root of atlbench's cache (zoo weights, features); ``ATLBENCH_CACHE`` overrides it."""
+    root = os.environ.get("ATLBENCH_CACHE")
+    path = Path(root) if root else Path.home() / ".cache" / "atlbench"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def content_hash(obj: Any, length: int = 16) -> str:
+    """Stable hash of a JSON-able object (sorted keys), used for cell and cache keys."""
+    payload = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str, max_len: int = 80) -> str:
+    """Turn a user-given id into a file name that cannot escape its directory.
+
+    Path separators, ``..`` and other odd characters are replaced; a hash suffix keeps
+    distinct ids distinct after sanitising.
+    """
+    cleaned = _UNSAFE.sub("_", name).strip("._") or "unnamed"
+    if cleaned != name or len(cleaned) > max_len:
+        cleaned = f"{cleaned[: max_len - 9]}-{content_hash(name, 8)}"
+    return cleaned
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename: never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Save an array atomically with a sha256 side-car so a torn entry is detected."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    atomic_write_text(path.with_suffix(path.suffix + ".sha256"), hashlib.sha256(data).hexdigest())
+
+
+def load_array(path: Path) -> np.ndarray | None:
+    """Load an array saved by :func:`save_array`; ``None`` if missing or corrupt."""
+    digest_path = path.with_suffix(path.suffix + ".sha256")
+    if not path.exists() or not digest_path.exists():
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest_path.read_text().strip():
+        return None
+    import io
+
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError):
+        return None

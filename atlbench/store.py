@@ -1,0 +1,229 @@
+"""The result store: one SQLite file (WAL) per results directory, written only by the driver.
+
+Every write is one transaction, so a crash at any moment leaves the store consistent; a cell is
+either recorded whole or not at all, and a re-run skips what is done.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atlbench.errors import AtlbenchError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    record TEXT NOT NULL,
+    predictions TEXT,
+    error TEXT,
+    traceback TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plan (
+    key TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    cell TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS estimates (
+    key TEXT NOT NULL,
+    estimator TEXT NOT NULL,
+    source TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    score REAL,
+    time_s REAL,
+    extra TEXT,
+    error TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (key, estimator)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (key, kind)
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"""
+
+
+class SweepLock:
+    """An exclusive advisory lock: one sweep per results directory, never interleaved writes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / ".sweep.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> SweepLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.path.read_text().strip() or "another process"
+            raise AtlbenchError(
+                f"{self.path.parent}: another sweep ({holder}) is writing here; wait for it or use "
+                "a different --results-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Store:
+    """Records by cell key. Reads are free; writes happen only in the sweep driver."""
+
+    FILENAME = "atlbench.sqlite"
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / self.FILENAME
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes (driver only) ------------------------------------------------------------
+    def _tx(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany(sql, rows)
+
+    def put_cell(self, record: dict[str, Any], predictions: list[int] | None = None) -> None:
+        """Insert or replace one cell's record atomically."""
+        self._tx(
+            "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    record["key"],
+                    record["status"],
+                    json.dumps(record, default=_json_default),
+                    json.dumps(predictions) if predictions is not None else None,
+                    record.get("error"),
+                    record.get("traceback"),
+                    time.time(),
+                )
+            ],
+        )
+
+    def put_estimates(self, rows: list[dict[str, Any]]) -> None:
+        self._tx(
+            "INSERT OR REPLACE INTO estimates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r["key"],
+                    r["estimator"],
+                    r["source"],
+                    r["target"],
+                    r["status"],
+                    r.get("score"),
+                    r.get("time_s"),
+                    json.dumps(r.get("extra", {}), default=_json_default),
+                    r.get("error"),
+                    time.time(),
+                )
+                for r in rows
+            ],
+        )
+
+    def put_artifact(self, key: str, kind: str, payload: dict[str, Any]) -> None:
+        self._tx(
+            "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)",
+            [(key, kind, json.dumps(payload, default=_json_default), time.time())],
+        )
+
+    def set_plan(self, cells: list[dict[str, Any]]) -> None:
+        """Replace the current plan (what this results directory's views are about)."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("DELETE FROM plan")
+            self.conn.executemany(
+                "INSERT INTO plan VALUES (?, ?, ?)",
+                [(c["key"], i, json.dumps(c)) for i, c in enumerate(cells)],
+            )
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._tx("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(key, json.dumps(value))])
+
+    # -- reads ---------------------------------------------------------------------------
+    def statuses(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT key, status FROM cells").fetchall())
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def estimate_keys(self) -> set[tuple[str, str]]:
+        rows = self.conn.execute("SELECT key, estimator FROM estimates WHERE status = 'done'")
+        return set(rows.fetchall())
+
+    def records(self, plan_only: bool = True) -> pd.DataFrame:
+        """All cell records as a DataFrame (by default only those in the current plan)."""
+        sql = "SELECT c.record FROM cells c"
+        if plan_only:
+            sql += " JOIN plan p ON p.key = c.key ORDER BY p.position"
+        rows = [json.loads(r[0]) for r in self.conn.execute(sql)]
+        if plan_only:
+            labels = {
+                json.loads(r[0])["key"]: json.loads(r[0])
+                for r in self.conn.execute("SELECT cell FROM plan")
+            }
+            for row in rows:  # ids as the current suite names them
+                row.update({k: v for k, v in labels[row["key"]].items() if k != "key"})
+        return pd.DataFrame(rows)
+
+    def predictions(self, key: str) -> list[int] | None:
+        row = self.conn.execute("SELECT predictions FROM cells WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def estimates(self) -> pd.DataFrame:
+        frame = pd.read_sql_query(
+            "SELECT key, estimator, source, target, status, score, time_s, error FROM estimates",
+            self.conn,
+        )
+        return frame
+
+    def artifacts(self, kind: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT payload FROM artifacts WHERE kind = ?", (kind,))
+        return [json.loads(r[0]) for r in rows]
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)

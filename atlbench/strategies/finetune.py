@@ -1,0 +1,195 @@
+"""Trainable strategies: fine-tuning (full, top-k blocks, layer-wise LR decay, L2-SP) and scratch.
+
+Every one of them runs the same learning-rate grid and the same early-stopping budget from the
+suite's ``training`` section, so scratch is tuned exactly as hard as transfer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from atlbench.strategies.base import CellContext, CellOutcome, Strategy, StrategyParams, count_params
+from atlbench.train import Classifier, PreparedSplit, TrainConfig, fit, predict_logits
+from atlbench.timing import PeakMemory
+
+
+class FinetuneParams(StrategyParams):
+    layers: Literal["all", "head"] | int = "all"
+    backbone_lr_mult: float = Field(0.1, gt=0, le=1)
+    layer_decay: float | None = Field(None, gt=0, le=1)
+    l2sp: float = Field(0.0, ge=0)
+
+
+class ScratchParams(StrategyParams):
+    pass
+
+
+def block_index(names: list[str], blocks: list[str]) -> list[int]:
+    """For each parameter name, the index of the block it belongs to (stem 0 ... top).
+
+    Parameters before the first block (stem, embeddings) get 0; after the last (final norm), the
+    last index; so lower layers always get lower learning rates under layer-wise decay.
+    """
+    out, current = [], 0
+    for name in names:
+        for i, block in enumerate(blocks):
+            if name == block or name.startswith(block + "."):
+                current = i + 1
+                break
+        else:
+            current = current if current else 0
+        out.append(current)
+    return out
+
+
+def finetune_groups(model: Classifier, p: FinetuneParams) -> list[dict[str, Any]]:
+    """Parameter groups: head at full LR, backbone blocks at lower (possibly decayed) LRs."""
+    named = [(n, prm) for n, prm in model.encoder.named_parameters()]
+    blocks = [b.removeprefix("encoder.") for b in model.encoder.layer_names()]
+    idx = block_index([n for n, _ in named], blocks)
+    n_blocks = len(blocks) + 1
+    frozen_below = 0
+    if p.layers == "head":
+        frozen_below = n_blocks + 1
+    elif isinstance(p.layers, int):
+        frozen_below = max(0, n_blocks - p.layers)
+    groups: dict[int, list[torch.nn.Parameter]] = {}
+    for (_, prm), i in zip(named, idx, strict=True):
+        if i < frozen_below:
+            prm.requires_grad_(False)
+        else:
+            groups.setdefault(i, []).append(prm)
+    out = []
+    for i, params in sorted(groups.items()):
+        mult = p.backbone_lr_mult
+        if p.layer_decay is not None:
+            mult *= p.layer_decay ** (n_blocks - 1 - i)
+        out.append({"params": params, "lr_mult": mult, "name": f"block{i}"})
+    out.append({"params": list(model.head.parameters()), "lr_mult": 1.0, "name": "head"})
+    return out
+
+
+def l2sp_penalty(model: Classifier, alpha: float) -> Any:
+    """L2-SP (Li et al. 2018): pull backbone weights toward their pre-trained values."""
+    anchors = {n: p.detach().clone() for n, p in model.encoder.named_parameters() if p.requires_grad}
+
+    def penalty(m: torch.nn.Module) -> torch.Tensor:
+        total = torch.zeros((), device=next(m.parameters()).device)
+        for n, prm in m.encoder.named_parameters():  # type: ignore[union-attr]
+            if n in anchors:
+                anchor = anchors[n].to(prm.device)
+                total = total + (prm - anchor).pow(2).sum()
+        return 0.5 * alpha * total
+
+    return penalty
+
+
+def train_with_grid(ctx: CellContext, pretrained: bool, make_groups: Any, l2sp: float = 0.0) -> CellOutcome:
+    """Run the suite's LR grid with early stopping on validation; score test once with the best."""
+    cfg = ctx.training
+    encoder = ctx.build_encoder(pretrained)
+    train = PreparedSplit(encoder, ctx.task.train.subset(ctx.train_idx))
+    val = PreparedSplit(encoder, ctx.task.val)
+    memory = PeakMemory(ctx.device)
+    torch.manual_seed(ctx.seed)
+    initial_model = Classifier(encoder, ctx.task.num_classes)
+    initial = {k: v.clone() for k, v in initial_model.state_dict().items()}
+    grid, best, best_lr, best_fit, best_model = [], -1.0, 0.0, None, None
+    started = time.perf_counter()
+    for lr in cfg.lr_grid:
+        model = initial_model
+        model.load_state_dict(initial)
+        for prm in model.parameters():
+            prm.requires_grad_(True)
+        groups = make_groups(model)
+        extra = l2sp_penalty(model, l2sp) if l2sp > 0 else None
+        train_cfg = TrainConfig(
+            lr=lr,
+            max_epochs=cfg.max_epochs,
+            patience=cfg.patience,
+            batch_size=cfg.batch_size,
+            weight_decay=cfg.weight_decay,
+            warmup_epochs=cfg.warmup_epochs,
+            grad_clip=cfg.grad_clip,
+            optimizer=cfg.optimizer,
+            seed=ctx.seed,
+            compile=cfg.compile,
+        )
+
+        def report(epoch: int, total: int, acc: float, lr: float = lr) -> None:
+            ctx.progress(f"lr {lr:g} epoch {epoch + 1}/{total} val {acc:.3f}")
+            memory.sample()
+
+        result = fit(model, groups, train, val, train_cfg, ctx.device, extra, on_epoch=report)
+        grid.append({"lr": lr, "val_acc": result.best_val_acc, "epochs": result.epochs_run})
+        if result.best_val_acc > best:
+            best, best_lr, best_fit = result.best_val_acc, lr, result
+            best_model = {k: v.clone() for k, v in result.best_state.items()}
+    selection_time = time.perf_counter() - started
+    assert best_fit is not None and best_model is not None
+    model = initial_model
+    model.load_state_dict(best_model)
+    test = PreparedSplit(encoder, ctx.task.test)
+    t0 = time.perf_counter()
+    logits = predict_logits(model, test, ctx.device)
+    eval_time = time.perf_counter() - t0
+    trainable, total = count_params(model)
+    extra_out: dict[str, Any] = {}
+    if ctx.checkpoint_dir is not None:
+        from safetensors.torch import save_file
+
+        ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = ctx.checkpoint_dir / "best.safetensors"
+        save_file({k: v.contiguous().cpu() for k, v in model.encoder.state_dict().items()}, str(path))
+        extra_out["checkpoint"] = str(path)
+    return CellOutcome(
+        test_pred=logits.argmax(1).astype(np.int64),
+        val_acc=best,
+        hparams={"lr": best_lr},
+        grid=grid,
+        timing={
+            "train_time_s": best_fit.train_time_s,
+            "selection_time_s": selection_time,
+            "time_to_best_s": best_fit.time_to_best_s,
+            "time_to_90pct_s": best_fit.time_to_90pct_s,
+            "train_samples_per_s": best_fit.train_samples_per_s,
+            "eval_samples_per_s": len(test) / max(eval_time, 1e-9),
+            "epochs": float(best_fit.epochs_run),
+            "best_epoch": float(best_fit.best_epoch + 1),
+            "peak_mem_mb": memory.peak_mb(),
+        },
+        trainable_params=trainable,
+        total_params=total,
+        extra=extra_out,
+    )
+
+
+class Finetune(Strategy):
+    """Fine-tune a pre-trained backbone with a new head; backbone at a lower learning rate."""
+
+    name = "finetune"
+    Params = FinetuneParams
+
+    def run(self, ctx: CellContext) -> CellOutcome:
+        p: FinetuneParams = ctx.params
+        out = train_with_grid(ctx, True, lambda m: finetune_groups(m, p), l2sp=p.l2sp)
+        out.hparams |= p.model_dump()
+        return out
+
+
+class Scratch(Strategy):
+    """Same architecture, random init, same tuning budget: the baseline transfer must beat."""
+
+    name = "scratch"
+    Params = ScratchParams
+    pretrained = False
+
+    def run(self, ctx: CellContext) -> CellOutcome:
+        return train_with_grid(
+            ctx, False, lambda m: [{"params": list(m.parameters()), "lr_mult": 1.0}]
+        )

@@ -1,0 +1,73 @@
+"""Built-in offline tasks: real handwritten digits, procedural images and generated topic text.
+
+The data seed is part of the task (fixed per suite entry); a cell's seed only picks label subsets,
+initialisation and batch order, so every cell of a target sees the same splits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from atlbench.targets import generators as gen
+from atlbench.targets.base import TaskData, from_single_pool
+
+IMAGE_TASKS = ("shapes", "textures", "fractals")
+TASKS = ("digits", *IMAGE_TASKS, "topic_text")
+
+
+class ShiftParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rotation: float = 0.0
+    invert: bool = False
+    colour: str | None = None
+    noise: float = Field(0.0, ge=0, le=1)
+    blur: float = Field(0.0, ge=0)
+    label_permutation: int | None = None
+
+
+class BuiltinParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: Literal["digits", "shapes", "textures", "fractals", "topic_text"]
+    classes: list[Any] | None = None
+    n_per_class: int = Field(100, ge=3, le=100_000)
+    size: int = Field(32, ge=8, le=256)
+    shift: ShiftParams | None = None
+    seed: int = 0
+    val_fraction: float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: float = Field(0.3, gt=0, lt=0.6)
+    label_noise: float = Field(0.0, ge=0, lt=1)
+
+
+def task_modality(params: BuiltinParams) -> str:
+    return "text" if params.task == "topic_text" else "image"
+
+
+def generate_pool(params: BuiltinParams) -> tuple[Any, Any, list[str]]:
+    """Raw inputs, labels and class names of the whole task before splitting."""
+    shift = gen.DomainShift(**params.shift.model_dump()) if params.shift else None
+    if params.task == "digits":
+        classes = [int(c) for c in params.classes] if params.classes else None
+        return gen.digits(params.seed, size=params.size, classes=classes, shift=shift)
+    if params.task == "topic_text":
+        return gen.topic_text(
+            params.n_per_class, params.seed, classes=params.classes, label_noise=params.label_noise
+        )
+    family = gen.IMAGE_FAMILIES[params.task]
+    return family(params.n_per_class, params.seed, size=params.size, classes=params.classes, shift=shift)
+
+
+def load_builtin(task_id: str, params: BuiltinParams) -> TaskData:
+    inputs, labels, class_names = generate_pool(params)
+    return from_single_pool(
+        task_id,
+        task_modality(params),
+        inputs,
+        labels,
+        list(class_names),
+        seed=params.seed,
+        val_fraction=params.val_fraction,
+        test_fraction=params.test_fraction,
+        fingerprint={"builtin": params.model_dump(), "generator_version": 1},
+    )

@@ -1,0 +1,109 @@
+"""Hugging Face ``datasets`` targets: hub ids (pinned by revision) or local files, column-mapped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from atlbench.errors import DataError
+from atlbench.hub import offline_error, prepare_hub_access
+from atlbench.targets.base import Split, TaskData, check_labels, stratified_split
+
+
+class HFDatasetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, description="hub id, or a builder like 'csv'/'imagefolder'")
+    name: str | None = None
+    revision: str | None = None
+    data_files: dict[str, str] | str | None = None
+    image_column: str | None = None
+    text_column: str | None = None
+    label_column: str = "label"
+    train_split: str = "train"
+    val_split: str | None = None
+    test_split: str | None = "test"
+    image_size: int = Field(64, ge=8, le=1024)
+    max_train: int | None = Field(None, ge=1)
+    max_eval: int | None = Field(None, ge=1)
+    seed: int = 0
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+
+
+def _inputs(rows: Any, params: HFDatasetParams, where: str) -> Any:
+    if params.text_column:
+        return [str(t) for t in rows[params.text_column]]
+    images = []
+    for i, img in enumerate(rows[params.image_column]):
+        try:
+            img = img.convert("RGB").resize((params.image_size, params.image_size))
+        except Exception as err:
+            raise DataError(f"{where}: row {i}: unreadable image ({type(err).__name__})") from None
+        images.append(np.asarray(img, dtype=np.uint8))
+    return np.stack(images)
+
+
+def load_hf_dataset(task_id: str, params: HFDatasetParams) -> TaskData:
+    import datasets
+
+    if (params.image_column is None) == (params.text_column is None):
+        raise DataError(f"{params.path}: set exactly one of image_column or text_column")
+    local = params.data_files is not None
+    if not local:
+        prepare_hub_access()
+    try:
+        ds = datasets.load_dataset(
+            params.path, params.name, revision=params.revision, data_files=params.data_files
+        )
+    except (ConnectionError, OSError, FileNotFoundError) as err:
+        if not local:
+            raise offline_error(
+                "dataset",
+                params.path,
+                "save it with `datasets.load_dataset(...).save_to_disk()` elsewhere, or give local "
+                "files as `hf_dataset: {path: csv|imagefolder|parquet, data_files: ...}`",
+            ) from None
+        raise DataError(f"{params.path}: could not load ({err})") from None
+    for split in filter(None, (params.train_split, params.val_split, params.test_split)):
+        if split not in ds:
+            raise DataError(f"{params.path}: no split {split!r} (splits: {', '.join(ds)})")
+    train = ds[params.train_split]
+    column = params.image_column or params.text_column
+    for col in (column, params.label_column):
+        if col not in train.column_names:
+            raise DataError(
+                f"{params.path}: no column {col!r} (columns: {', '.join(train.column_names)})"
+            )
+    feature = train.features[params.label_column]
+    names = list(getattr(feature, "names", None) or [])
+    if not names:
+        n = int(max(train[params.label_column])) + 1
+        names = [str(i) for i in range(n)]
+
+    def take(split_name: str, limit: int | None) -> Split:
+        part = ds[split_name]
+        if limit is not None and len(part) > limit:
+            part = part.shuffle(seed=params.seed).select(range(limit))
+        rows = part[:]
+        labels = check_labels(
+            np.asarray(rows[params.label_column]), len(names), f"{params.path}[{split_name}]"
+        )
+        return Split(_inputs(rows, params, f"{params.path}[{split_name}]"), labels)
+
+    train_split = take(params.train_split, params.max_train)
+    if params.val_split:
+        val_split = take(params.val_split, params.max_eval)
+    else:
+        tr, va, _ = stratified_split(train_split.labels, params.seed, params.val_fraction, 1e-9)
+        train_split, val_split = train_split.subset(tr), train_split.subset(va)
+    test_split = take(params.test_split, params.max_eval) if params.test_split else val_split
+    return TaskData(
+        task_id,
+        "text" if params.text_column else "image",
+        names,
+        train_split,
+        val_split,
+        test_split,
+        {"hf_dataset": params.model_dump()},
+    )

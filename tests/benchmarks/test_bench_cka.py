@@ -1,0 +1,153 @@
+"""9 x 9 block CKA matrix (stem + 8 basic blocks) of two timm resnet18 on 1,000 random 32x32 images.
+
+Run: pytest tests/benchmarks/test_bench_cka.py -p no:cacheprovider \
+         --benchmark-columns=min,mean,rounds
+The four rows of the group are the bare forward passes of both models (the floor), atlbench,
+torch-cka and pytorch-cka (PyPI; skipped when not installed).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from atlbench.similarity import auto_layers, cka_matrix, linear_cka
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+timm = pytest.importorskip("timm")
+
+GROUP = "cka resnet18 9x9, 1000 imgs 32px, batch 100"
+ROUNDS = 4
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    a = timm.create_model("resnet18", pretrained=False).eval()
+    torch.manual_seed(1)
+    b = timm.create_model("resnet18", pretrained=False).eval()
+    images = torch.randn(1000, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    loader = DataLoader(TensorDataset(images), batch_size=100, shuffle=False)
+    layers = auto_layers(a)
+    assert len(layers) == 9
+    return a, b, loader, layers
+
+
+def _features(model, loader, layers):
+    """Per-batch float64 features of the hooked layers, cloned (the reference path)."""
+    mods = dict(model.named_modules())
+    store: dict[str, torch.Tensor] = {}
+    hooks = [
+        mods[n].register_forward_hook(lambda _m, _i, o, n=n: store.__setitem__(n, o.clone()))
+        for n in layers
+    ]
+    out = []
+    with torch.inference_mode():
+        for (x,) in loader:
+            model(x)
+            out.append([store[n].flatten(1).double().numpy() for n in layers])
+    for h in hooks:
+        h.remove()
+    return out
+
+
+def _hsic1(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    n = len(k)
+    k, l = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))  # noqa: E741
+    s = k.sum() * l.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (k.sum(0) @ l.sum(0))
+    return ((k * l).sum() + s) / (n * (n - 3))
+
+
+def test_values_against_float64_reference(setup):
+    a, b, loader, layers = setup
+    fa, fb = _features(a, loader, layers), _features(b, loader, layers)
+    ours = cka_matrix(a, b, loader).matrix
+    ka = [[x @ x.T for x in batch] for batch in fa]
+    kb = [[y @ y.T for y in batch] for batch in fb]
+    xx = np.array([sum(_hsic1(k[i], k[i]) for k in ka) for i in range(9)])
+    yy = np.array([sum(_hsic1(k[j], k[j]) for k in kb) for j in range(9)])
+    xy = np.array(
+        [[sum(_hsic1(p[i], q[j]) for p, q in zip(ka, kb, strict=True)) for j in range(9)]
+         for i in range(9)]
+    )  # fmt: skip
+    np.testing.assert_allclose(ours, xy / np.sqrt(np.outer(xx, yy)), rtol=1e-6, atol=1e-9)
+    # full-data (N = 1000) debiased linear CKA in float64: same population quantity
+    full = np.array(
+        [
+            [linear_cka(np.concatenate([f[i] for f in fa]), np.concatenate([f[j] for f in fb]), True)
+             for j in range(9)]
+            for i in range(9)
+        ]
+    )  # fmt: skip
+    assert np.abs(ours - full).max() < 0.05
+
+
+def _run(benchmark, fn, **info):
+    benchmark.group = GROUP
+    benchmark.extra_info.update(info)
+    return benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+
+
+def test_bare_forward(benchmark, setup):
+    a, b, loader, _ = setup
+
+    def run():
+        with torch.inference_mode():
+            for (x,) in loader:
+                a(x)
+                b(x)
+
+    _run(benchmark, run)
+
+
+def test_atlbench(benchmark, setup):
+    a, b, loader, layers = setup
+    res = _run(benchmark, lambda: cka_matrix(a, b, loader, layers, layers))
+    assert res.matrix.shape == (9, 9) and np.isfinite(res.matrix).all()
+
+
+def test_torch_cka(benchmark, setup):
+    torch_cka = pytest.importorskip("torch_cka")
+    a, b, loader, layers = setup
+    ours = cka_matrix(a, b, loader).matrix
+    # torch-cka registers hooks it never removes, so each round gets fresh copies of the models
+    holder = {}
+
+    def make():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            holder["cka"] = torch_cka.CKA(
+                copy.deepcopy(a), copy.deepcopy(b), "a", "b", layers, layers, device="cpu"
+            )
+        return (), {}
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            holder["cka"].compare(loader)
+        return holder["cka"].hsic_matrix
+
+    benchmark.group = GROUP
+    got = benchmark.pedantic(run, setup=make, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["max_abs_diff_vs_atlbench"] = float(np.abs(got.numpy() - ours).max())
+
+
+def test_pytorch_cka(benchmark, setup):
+    cka = pytest.importorskip("cka")
+    if not hasattr(cka, "compute_cka"):
+        pytest.skip("the installed `cka` module is not pytorch-cka")
+    a, b, loader, layers = setup
+    ours = cka_matrix(a, b, loader).matrix
+    out = _run(
+        benchmark,
+        lambda: cka.compute_cka(
+            a, b, loader, layers=layers, model2_layers=layers, device="cpu", progress=False
+        )[0],
+    )
+    benchmark.extra_info["max_abs_diff_vs_atlbench"] = float(np.abs(out.numpy() - ours).max())
