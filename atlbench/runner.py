@@ -195,6 +195,24 @@ class Worker:
                     extra={"feature_time_s": fs.seconds, "n": len(data), "dim": data.shape[1]},
                 )
             )
+        return rows + self._baselines(task_, source)
+
+    def _baselines(self, task_: EstimateTask, source: Source) -> list[dict[str, Any]]:
+        """Dataset-agnostic baselines: published comparisons find they beat most estimators."""
+        encoder = self.encoders.build(source, True)
+        rows = [
+            _estimate_row(
+                task_, "baseline_params", status="done", time_s=0.0,
+                score=float(sum(p.numel() for p in encoder.parameters())),
+            )
+        ]
+        if source.reported_accuracy is not None:
+            rows.append(
+                _estimate_row(
+                    task_, "baseline_reported_acc", status="done", time_s=0.0,
+                    score=float(source.reported_accuracy),
+                )
+            )
         return rows
 
 

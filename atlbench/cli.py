@@ -1,0 +1,215 @@
+"""The ``atlbench`` command line: sweep, report, leaderboard, estimate, cka, drift, zoo, list.
+
+Every user-facing error is an :class:`~atlbench.errors.AtlbenchError`: it prints as one line on
+stderr and exits with code 2, no traceback. A sweep whose cells failed exits with code 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from atlbench import __version__
+from atlbench.errors import AtlbenchError
+
+if TYPE_CHECKING:
+    from atlbench.store import Store
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="atlbench")
+def cli() -> None:
+    """Benchmark transfer learning: which source model, which adaptation, and does it help."""
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the plan (cells, how many done) and exit.")
+@click.option("--retry-failed", is_flag=True, help="Re-run cells that failed before.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed cell.")
+@click.option("--results-dir", default="results", type=click.Path(path_type=Path), show_default=True)
+@click.option("--reports-dir", default="reports", type=click.Path(path_type=Path), show_default=True)
+@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides the suite).")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray", "slurm"]),
+    default="local",
+    show_default=True,
+)
+@click.option("--address", default=None, help="Ray cluster address (auto | HOST:PORT).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def sweep(
+    suite: Path,
+    dry_run: bool,
+    retry_failed: bool,
+    fail_fast: bool,
+    results_dir: Path,
+    reports_dir: Path,
+    device: str | None,
+    executor: str,
+    address: str | None,
+    quiet: bool,
+) -> None:
+    """Run every pending cell of SUITE, then write the leaderboard CSVs and the HTML report."""
+    from atlbench.sweep import SweepOptions, run_sweep
+
+    options = SweepOptions(
+        results_root=results_dir,
+        reports_root=reports_dir,
+        dry_run=dry_run,
+        retry_failed=retry_failed,
+        fail_fast=fail_fast,
+        device=device,
+        executor=executor,
+        address=address,
+        quiet=quiet,
+    )
+    summary = run_sweep(suite, options)
+    if summary.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("results_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--reports-dir", default="reports", type=click.Path(path_type=Path), show_default=True)
+def report(results_dir: Path, reports_dir: Path) -> None:
+    """Regenerate the CSVs and the HTML report of RESULTS_DIR from stored records (no compute)."""
+    from atlbench.report import write_outputs
+
+    store = _open_store(results_dir)
+    with store:
+        name = (store.meta("suite") or {}).get("name") or results_dir.name
+        path = write_outputs(store, results_dir, reports_dir, name)
+    click.echo(f"wrote {path} and CSVs in {results_dir}")
+
+
+@cli.command()
+@click.argument("results_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--target", default=None, help="Only this target.")
+def leaderboard(results_dir: Path, target: str | None) -> None:
+    """Print the per-target leaderboard of RESULTS_DIR."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from atlbench.report.leaderboard import leaderboard as make_board
+
+    with _open_store(results_dir) as store:
+        board = make_board(store.records())
+    if target is not None:
+        if target not in set(board["target"]):
+            raise AtlbenchError(f"no results for target {target!r} in {results_dir}")
+        board = board[board["target"] == target]
+    table = Table("target", "budget", "#", "source", "strategy", "acc", "±", "gain vs scratch", "verdict")
+    for row in board.itertuples():
+        gain = "" if row.gain_vs_scratch != row.gain_vs_scratch else f"{row.gain_vs_scratch * 100:+.1f}"
+        std = "" if row.std_acc != row.std_acc else f"{row.std_acc:.3f}"
+        table.add_row(
+            row.target, row.budget, str(row.rank), row.source, row.strategy,
+            f"{row.mean_acc:.3f}", std, gain, row.verdict,
+        )
+    Console(highlight=False).print(table)
+
+
+@cli.command("list")
+@click.argument(
+    "what",
+    type=click.Choice(["sources", "targets", "strategies", "estimators", "builtin"]),
+    default="strategies",
+)
+def list_components(what: str) -> None:
+    """List the registered source kinds, target kinds, strategies, estimators or built-in tasks."""
+    if what == "sources":
+        from atlbench.sources import SOURCE_KINDS
+
+        names = SOURCE_KINDS.names()
+    elif what == "targets":
+        from atlbench.targets import TARGET_KINDS
+
+        names = TARGET_KINDS.names()
+    elif what == "strategies":
+        from atlbench.strategies import STRATEGIES
+
+        names = STRATEGIES.names()
+    elif what == "estimators":
+        from atlbench.estimators import ESTIMATORS
+
+        names = sorted(ESTIMATORS)
+    else:
+        from atlbench.targets.builtin import TASKS
+
+        names = list(TASKS)
+    for name in names:
+        click.echo(name)
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "target_id", default=None, help="Target id (default: every target).")
+@click.option("--estimators", default=None, help="Comma-separated (default: the suite's list).")
+@click.option("--csv", "csv_path", default=None, type=click.Path(path_type=Path), help="Write CSV.")
+@click.option("--device", default=None)
+def estimate(
+    suite: Path, target_id: str | None, estimators: str | None, csv_path: Path | None, device: str | None
+) -> None:
+    """Rank SUITE's sources for a target by transferability estimators, without fine-tuning."""
+    from atlbench.estimate import rank_sources, render_ranking
+
+    frame = rank_sources(
+        suite, target_id, estimators.split(",") if estimators else None, device=device
+    )
+    render_ranking(frame)
+    if csv_path is not None:
+        from atlbench.cache import atomic_write_text
+
+        atomic_write_text(csv_path, frame.to_csv(index=False, float_format="%.6g"))
+        click.echo(f"wrote {csv_path}")
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+def zoo(suite: Path) -> None:
+    """Pre-train (or verify the cache of) every zoo source of SUITE."""
+    from atlbench.sources.zoo import ZooParams, pretrain
+    from atlbench.suite import load_suite
+
+    parsed = load_suite(suite)
+    for entry in parsed.sources:
+        if entry.kind != "zoo":
+            continue
+        meta = pretrain(ZooParams.model_validate(entry.params), progress=click.echo)
+        click.echo(f"{entry.id}: source accuracy {meta.get('val_acc', float('nan')):.3f}")
+
+
+def _open_store(results_dir: Path) -> Store:
+    from atlbench.store import Store
+
+    if not (results_dir / Store.FILENAME).exists():
+        raise AtlbenchError(f"{results_dir}: no results store here (run `atlbench sweep` first)")
+    return Store(results_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one-line errors, exit 2 for bad input, 130 on Ctrl-C."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        cli.main(args=argv, prog_name="atlbench", standalone_mode=False)
+    except AtlbenchError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted; finished cells are saved, re-run to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished cells are saved, re-run to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

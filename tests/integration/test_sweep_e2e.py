@@ -1,0 +1,97 @@
+"""A whole study end to end through the CLI: sweep, outputs, resume, dry run, report regeneration."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atlbench.report.leaderboard import LEADERBOARD_COLUMNS
+
+TINY = {
+    "name": "tiny",
+    "description": "end-to-end test <script>alert(1)</script>",
+    "seeds": [0, 1],
+    "device": "cpu",
+    "sources": [
+        {"id": "zoo-digits", "zoo": {"arch": "test_resnet", "epochs": 2,
+                                     "pretrain_on": {"task": "digits", "classes": [0, 1, 2]}}},
+        {"id": "<script>x</script>", "zoo": {"arch": "test_resnet", "epochs": 2,
+                                              "pretrain_on": {"task": "textures", "n_per_class": 20}}},
+    ],
+    "targets": [{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}}],
+    "strategies": ["linear_probe", "knn", "finetune", "scratch"],
+    "budgets": [{"per_class": 4}],
+    "estimators": ["logme", "leep"],
+    "training": {"max_epochs": 2, "patience": 2, "lr_grid": [0.003]},
+}
+
+
+def atlbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "atlbench.cli", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    proc = atlbench("sweep", "tiny.yaml", "--quiet", cwd=root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return root
+
+
+def test_outputs_written(swept: Path) -> None:
+    results = swept / "results" / "tiny"
+    for name in ("leaderboard", "estimators", "negative_transfer", "timing"):
+        assert (results / f"{name}.csv").exists(), name
+    with open(results / "leaderboard.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == LEADERBOARD_COLUMNS
+    # 2 sources x 3 transfer strategies + 1 shared scratch, one budget, one target
+    assert len(rows) == 7
+    assert {r["strategy"] for r in rows} == {"linear_probe", "knn", "finetune", "scratch"}
+    for r in rows:
+        assert 0.0 <= float(r["mean_acc"]) <= 1.0
+        assert r["seeds"] == "2"
+    scratch = [r for r in rows if r["strategy"] == "scratch"][0]
+    assert scratch["gain_vs_scratch"] == ""
+    ft = [r for r in rows if r["strategy"] == "finetune"]
+    assert all(r["gain_vs_scratch"] != "" for r in ft)
+
+
+def test_report_is_escaped_and_complete(swept: Path) -> None:
+    html = (swept / "reports" / "tiny.html").read_text()
+    assert "<script>x</script>" not in html and "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;x&lt;/script&gt;" in html
+    for section in ("summary", "leaderboard", "negative-transfer", "efficiency", "estimators",
+                    "cka", "timing", "environment"):
+        assert f'id="{section}"' in html
+    assert "http://" not in html.replace("http://www.w3.org", "")  # no network fetches
+
+
+def test_rerun_skips_finished_cells_and_dry_run_counts_them(swept: Path) -> None:
+    before = (swept / "results" / "tiny" / "leaderboard.csv").read_text()
+    proc = atlbench("sweep", "tiny.yaml", cwd=swept)
+    assert proc.returncode == 0, proc.stderr
+    assert "ran 0 cells" in proc.stdout
+    dry = atlbench("sweep", "tiny.yaml", "--dry-run", cwd=swept)
+    assert "18 cells (18 done, 0 failed, 0 to run)" in dry.stdout, dry.stdout
+    after = (swept / "results" / "tiny" / "leaderboard.csv").read_text()
+    assert before == after
+
+
+def test_report_regenerates_without_compute(swept: Path) -> None:
+    report = swept / "reports" / "tiny.html"
+    report.unlink()
+    proc = atlbench("report", "results/tiny", cwd=swept)
+    assert proc.returncode == 0, proc.stderr
+    assert report.exists()
+    lb = atlbench("leaderboard", "results/tiny", "--target", "d56", cwd=swept)
+    assert lb.returncode == 0 and "finetune" in lb.stdout
