@@ -1,0 +1,48 @@
+"""Leave-one-out k-nearest-neighbour accuracy of the target labels in feature space.
+
+Distances are computed in row chunks so memory stays at ``chunk x N`` (N = 20,000 never builds the
+N x N matrix). Each point votes among its k nearest *other* points (excluded by index, so duplicate
+points still count as neighbours); a tied vote goes to the tied class holding the nearest neighbour.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from atlbench.estimators._validate import ArrayLike, features_and_labels
+
+
+def knn_accuracy(
+    features: ArrayLike,
+    labels: ArrayLike,
+    *,
+    k: int = 5,
+    metric: Literal["cosine", "euclidean"] = "cosine",
+    chunk_size: int | None = None,
+) -> float:
+    """Fraction of points whose k nearest other points (majority vote) carry their label."""
+    f, y, c = features_and_labels(features, labels)
+    n = f.shape[0]
+    if not 1 <= k <= min(n - 1, 50):
+        raise ValueError(f"k must be in [1, min(N - 1, 50)] = [1, {min(n - 1, 50)}], got {k}")
+    if metric == "cosine":
+        f = f / f.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    elif metric != "euclidean":
+        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+    sq = (f**2).sum(1)
+    chunk = chunk_size or max(1, min(n, 2**22 // n))  # ~32 MiB of float64 distances per chunk
+    # Rank r gets weight 2^-(r+1): sums to < 1, so it only breaks ties, in favour of nearer ranks.
+    rank_w = 2.0 ** -torch.arange(1, k + 1, dtype=torch.float64, device=f.device)
+    correct = 0
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        dist = sq[start:stop, None] + sq[None, :] - 2.0 * (f[start:stop] @ f.T)
+        rows = torch.arange(stop - start, device=f.device)
+        dist[rows, rows + start] = float("inf")
+        nn = dist.topk(k, dim=1, largest=False).indices  # sorted nearest first
+        votes = torch.zeros(stop - start, c, dtype=torch.float64, device=f.device)
+        votes.scatter_add_(1, y[nn], 1.0 + rank_w.expand(stop - start, k))
+        correct += int((votes.argmax(1) == y[start:stop]).sum())
+    return correct / n
