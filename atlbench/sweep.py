@@ -14,7 +14,6 @@ from typing import Any
 
 from atlbench.budgets import check_budgets
 from atlbench.cache import safe_name
-from atlbench.errors import AtlbenchError
 from atlbench.executors.base import StopSweep
 from atlbench.plan import Cell, EstimateTask, Plan, build_plan
 from atlbench.runner import cell_identity
@@ -75,12 +74,15 @@ def _needs_hub(source: Any) -> bool:
 
 
 def make_executor(options: SweepOptions, suite: Suite) -> Any:
-    device = options.device or suite.device
-    if options.executor == "local":
-        from atlbench.executors.local import LocalExecutor
+    """The executor named by ``--executor`` (registry in :mod:`atlbench.executors`)."""
+    from atlbench.executors import ExecutorConfig, create_executor
 
-        return LocalExecutor(device)
-    raise AtlbenchError(f"unknown executor {options.executor!r} (choose from: local)")
+    config = ExecutorConfig(
+        device=options.device or suite.device,
+        address=options.address,
+        results_dir=results_dir_for(suite, options.results_root),
+    )
+    return create_executor(options.executor, config)
 
 
 def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> SweepSummary:

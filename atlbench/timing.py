@@ -1,4 +1,4 @@
-"""One honest clock: CUDA events on GPU (queued work is timed, not just launched), perf_counter on CPU.
+"""One honest clock: CUDA events on GPU (queued work is timed, not launched), else perf_counter.
 
 Also peak memory (``torch.cuda.max_memory_allocated`` on GPU, sampled process RSS on CPU).
 """
@@ -6,8 +6,8 @@ Also peak memory (``torch.cuda.max_memory_allocated`` on GPU, sampled process RS
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -28,13 +28,16 @@ class DeviceClock:
     @contextmanager
     def section(self, name: str) -> Iterator[None]:
         if self.cuda:
+            # Record on *this* device's current stream: a bare ``Event.record()`` uses the current
+            # device, which is not ours when a cell runs on cuda:1 while cuda:0 is current.
+            stream = torch.cuda.current_stream(self.device)
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
-            start.record()
+            start.record(stream)
             try:
                 yield
             finally:
-                end.record()
+                end.record(torch.cuda.current_stream(self.device))
                 self._pending.setdefault(name, []).append((start, end))
         else:
             t0 = time.perf_counter()
@@ -47,6 +50,7 @@ class DeviceClock:
         """Total seconds spent in ``name`` so far (synchronises CUDA once if needed)."""
         pending = self._pending.pop(name, [])
         if pending:
+            # ``elapsed_time`` needs both events completed; one device sync resolves them all.
             torch.cuda.synchronize(self.device)
             extra = sum(s.elapsed_time(e) for s, e in pending) / 1000.0
             self._totals[name] = self._totals.get(name, 0.0) + extra
@@ -84,7 +88,9 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         from atlbench.errors import AtlbenchError
 
-        raise AtlbenchError(f"device {name!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+        raise AtlbenchError(
+            f"device {name!r} requested but CUDA is not available; use 'auto' or 'cpu'"
+        )
     return device
 
 

@@ -8,8 +8,11 @@ timed on :class:`~atlbench.timing.DeviceClock`.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import gc
 import math
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +43,9 @@ class PreparedSplit:
 
     def __init__(self, encoder: Encoder, split: Split, chunk: int = 512) -> None:
         self.labels = torch.as_tensor(split.labels, dtype=torch.long)
-        parts = [encoder.prepare(_slice(split.inputs, i, i + chunk)) for i in range(0, len(split), chunk)]
+        parts = [
+            encoder.prepare(_slice(split.inputs, i, i + chunk)) for i in range(0, len(split), chunk)
+        ]
         if isinstance(parts[0], torch.Tensor):
             self.data: Any = torch.cat(parts)
         else:  # tokenised text: pad chunks to a common length
@@ -62,7 +67,9 @@ class PreparedSplit:
             out = {k: v[:, : max(width, 1)] for k, v in out.items()}
         return out
 
-    def batches(self, batch_size: int, order: np.ndarray | None = None) -> Iterator[tuple[Any, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, order: np.ndarray | None = None
+    ) -> Iterator[tuple[Any, torch.Tensor]]:
         index = torch.as_tensor(order if order is not None else np.arange(len(self)))
         for start in range(0, len(index), batch_size):
             idx = index[start : start + batch_size]
@@ -85,6 +92,10 @@ class TrainConfig:
     optimizer: str = "adamw"
     seed: int = 0
     compile: bool = False
+    # Forward/backward in chunks of this size and accumulate (same effective batch). None = whole
+    # batch; set automatically to half the batch after a CUDA out-of-memory error.
+    micro_batch: int | None = None
+    eval_batch_size: int = 256  # validation forward passes; halved with the micro-batch on OOM
 
 
 @dataclass
@@ -102,6 +113,11 @@ class FitResult:
     train_samples_per_s: float
     samples_seen: int
     best_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    warmup_time_s: float = 0.0  # the first epoch (allocator, cuDNN autotune, compile)
+    first_step_s: float = 0.0
+    compile_time_s: float = 0.0  # first step minus a steady step; 0 unless compiled
+    micro_batch: int | None = None  # the micro-batch actually used (after any OOM retry)
+    oom_retries: int = 0
 
 
 ParamGroups = list[dict[str, Any]]
@@ -123,7 +139,9 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, data: PreparedSplit, device: torch.device, batch_size: int = 256) -> np.ndarray:
+def predict_logits(
+    model: nn.Module, data: PreparedSplit, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
     model.eval()
     outs = []
     with _autocast(device):
@@ -145,6 +163,45 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _rows(batch: Any, start: int, stop: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop]
+    return {k: v[start:stop] for k, v in batch.items()}
+
+
+def accumulate_gradients(
+    forward: Callable[[Any], torch.Tensor],
+    batch: Any,
+    labels: torch.Tensor,
+    device: torch.device,
+    micro_batch: int | None = None,
+    extra_loss: Callable[[], torch.Tensor] | None = None,
+) -> float:
+    """Backpropagate the mean cross-entropy of ``batch`` in micro-batches; return the loss.
+
+    Each chunk's loss is weighted by its share of the batch, so the summed gradients equal the
+    full-batch gradient (exactly, up to float rounding, for models without batch statistics;
+    BatchNorm sees smaller batches). A regulariser is added once, not once per chunk.
+    """
+    n = int(labels.shape[0])
+    chunk = n if not micro_batch or micro_batch >= n else micro_batch
+    total = 0.0
+    for start in range(0, n, chunk):
+        y = labels[start : start + chunk]
+        with _autocast(device):
+            loss = F.cross_entropy(forward(_rows(batch, start, start + chunk)).float(), y)
+            loss = loss * (len(y) / n)
+            if extra_loss is not None and start == 0:
+                loss = loss + extra_loss()
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError)
+
+
 def fit(
     model: nn.Module,
     groups: ParamGroups,
@@ -160,11 +217,56 @@ def fit(
 
     ``groups`` are optimizer parameter groups; a group's ``lr_mult`` scales the base learning rate
     (lower rates for pre-trained layers). ``extra_loss`` adds a regulariser (e.g. L2-SP).
+    ``on_epoch_start(epoch)`` may change which parameters train (gradual unfreezing); it must set
+    that state from ``epoch`` alone, because an out-of-memory retry replays epochs from 0.
+
+    On a CUDA out-of-memory error the run restarts once from the same initial weights with half
+    the micro-batch and gradient accumulation (same effective batch); a second OOM propagates.
     """
-    torch.manual_seed(cfg.seed)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    hooks = (extra_loss, on_epoch, on_epoch_start)
+    try:
+        return _fit_once(model, groups, train, val, cfg, device, *hooks)
+    except Exception as err:
+        if not _is_oom(err):
+            raise
+        current = cfg.micro_batch or cfg.batch_size
+        if current < 2:
+            raise
+        del err  # drop the traceback's references to activations before retrying
+    _release_memory(model, device)
+    model.load_state_dict(initial)
+    retry = dataclasses.replace(
+        cfg, micro_batch=max(1, current // 2), eval_batch_size=max(1, cfg.eval_batch_size // 2)
+    )
+    result = _fit_once(model, groups, train, val, retry, device, *hooks)
+    result.oom_retries = 1
+    return result
+
+
+def _release_memory(model: nn.Module, device: torch.device) -> None:
+    for prm in model.parameters():
+        prm.grad = None
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _fit_once(
+    model: nn.Module,
+    groups: ParamGroups,
+    train: PreparedSplit,
+    val: PreparedSplit,
+    cfg: TrainConfig,
+    device: torch.device,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None,
+    on_epoch: EpochCallback | None,
+    on_epoch_start: Callable[[int], None] | None,
+) -> FitResult:
+    torch.manual_seed(cfg.seed)
     for g in groups:
         g["lr"] = cfg.lr * g.get("lr_mult", 1.0)
         g["initial_lr"] = g["lr"]
@@ -176,10 +278,11 @@ def fit(
         optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps)
     )
     forward = torch.compile(model) if cfg.compile else model
+    regulariser = (lambda: extra_loss(model)) if extra_loss is not None else None
     clock = DeviceClock(device)
     rng = np.random.default_rng(cfg.seed)
     best = (-1.0, -math.inf)
-    best_epoch, bad_epochs, samples = -1, 0, 0
+    best_epoch, bad_epochs, samples, first_epoch_samples = -1, 0, 0, 0
     history: list[float] = []
     epoch_ends: list[float] = []
     best_state: dict[str, torch.Tensor] = {}
@@ -190,21 +293,24 @@ def fit(
         model.train()
         order = rng.permutation(len(train))
         with clock.section("train"):
-            for batch, labels in train.batches(cfg.batch_size, order):
-                batch, labels = _to_device(batch, device), labels.to(device, non_blocking=True)
-                with _autocast(device):
-                    loss = F.cross_entropy(forward(batch).float(), labels)
-                    if extra_loss is not None:
-                        loss = loss + extra_loss(model)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
+            for step, (batch, labels) in enumerate(train.batches(cfg.batch_size, order)):
+                timer = clock.section("first_step") if epoch == 0 and step == 0 else nullcontext()
+                with timer:
+                    batch = _to_device(batch, device)
+                    labels = labels.to(device, non_blocking=True)
+                    optimizer.zero_grad(set_to_none=True)
+                    accumulate_gradients(
+                        forward, batch, labels, device, cfg.micro_batch, regulariser
+                    )
+                    if cfg.grad_clip:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
                 samples += batch_size_of(batch)
-        epoch_ends.append(clock.seconds("train"))
-        logits = predict_logits(model, val, device)
+        epoch_ends.append(clock.seconds("train"))  # one device sync per epoch, not per step
+        if epoch == 0:
+            first_epoch_samples = samples
+        logits = predict_logits(model, val, device, cfg.eval_batch_size)
         val_acc = float((logits.argmax(1) == val.labels.numpy()).mean())
         val_loss = float(F.cross_entropy(torch.from_numpy(logits), val.labels).item())
         history.append(val_acc)
@@ -218,6 +324,18 @@ def fit(
         if bad_epochs >= cfg.patience:
             break
     train_time = clock.seconds("train")
+    first_step = clock.seconds("first_step")
+    warmup = epoch_ends[0]
+    # Steady-state throughput: on CUDA (and whenever compiled) the first epoch pays for allocator
+    # growth, cuDNN autotuning and compilation, so it is reported as warm-up, not throughput.
+    if (device.type == "cuda" or cfg.compile) and len(epoch_ends) > 1:
+        rate = (samples - first_epoch_samples) / max(train_time - warmup, 1e-12)
+    else:
+        rate = samples / train_time if train_time > 0 else float("nan")
+    compile_time = 0.0
+    if cfg.compile:
+        steady_step = (train_time - first_step) / max(1, len(epoch_ends) * steps_per_epoch - 1)
+        compile_time = max(0.0, first_step - steady_step)
     target = 0.9 * best[0]
     first_90 = next(i for i, acc in enumerate(history) if acc >= target)
     return FitResult(
@@ -229,9 +347,13 @@ def fit(
         epoch_end_times=epoch_ends,
         time_to_best_s=epoch_ends[best_epoch],
         time_to_90pct_s=epoch_ends[first_90],
-        train_samples_per_s=samples / train_time if train_time > 0 else float("nan"),
+        train_samples_per_s=rate,
         samples_seen=samples,
         best_state=best_state,
+        warmup_time_s=warmup,
+        first_step_s=first_step,
+        compile_time_s=compile_time,
+        micro_batch=cfg.micro_batch,
     )
 
 
@@ -246,6 +368,7 @@ __all__ = [
     "PeakMemory",
     "PreparedSplit",
     "TrainConfig",
+    "accumulate_gradients",
     "fit",
     "predict_logits",
     "snapshot",

@@ -1,0 +1,188 @@
+"""Executors by name (registry): where a sweep's cells run.
+
+``local`` runs them in this process; ``ray`` and ``slurm`` run them in other processes or on other
+machines. Every executor hands finished records back to the driver, which alone writes the store.
+
+The helpers below are what a remote process runs: they rebuild a :class:`~atlbench.runner.Worker`
+once per process (so its feature and encoder caches serve every cell the process gets) and turn a
+crash that escapes ``Worker.run_cell`` into a failed record instead of a lost cell.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from atlbench.registry import Registry
+
+if TYPE_CHECKING:
+    from atlbench.plan import Cell, EstimateTask
+    from atlbench.runner import Worker
+    from atlbench.suite import Suite
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """What the driver knows when it picks an executor (the suite schema stays executor-free)."""
+
+    device: str = "auto"
+    address: str | None = None
+    results_dir: Path | None = None
+
+
+ExecutorFactory = Callable[[ExecutorConfig], Any]
+EXECUTORS: Registry[ExecutorFactory] = Registry("executor")
+
+
+@EXECUTORS.register("local")
+def _local(config: ExecutorConfig) -> Any:
+    from atlbench.executors.local import LocalExecutor
+
+    return LocalExecutor(config.device)
+
+
+@EXECUTORS.register("ray")
+def _ray(config: ExecutorConfig) -> Any:
+    from atlbench.executors.ray import RayExecutor
+
+    return RayExecutor(config.device, address=config.address)
+
+
+@EXECUTORS.register("slurm")
+def _slurm(config: ExecutorConfig) -> Any:
+    from atlbench.executors.slurm import SlurmExecutor
+
+    folder = config.results_dir / "slurm" if config.results_dir is not None else None
+    return SlurmExecutor(config.device, folder=folder)
+
+
+def create_executor(name: str, config: ExecutorConfig) -> Any:
+    """Build the executor registered as ``name``; unknown names are a one-line user error."""
+    from atlbench.errors import AtlbenchError
+
+    if name not in EXECUTORS:
+        raise AtlbenchError(EXECUTORS.unknown_message(name))
+    if config.address is not None and name != "ray":
+        raise AtlbenchError(f"--address applies to --executor ray only (got --executor {name})")
+    return EXECUTORS.get(name)(config)
+
+
+# -- what a remote process runs ----------------------------------------------------------------
+
+_WORKERS: dict[tuple[str, str], Worker] = {}
+
+
+def package_root() -> str:
+    """The directory holding the ``atlbench`` package the driver imported.
+
+    Remote processes put it first on ``PYTHONPATH`` so they run the driver's code, also when
+    atlbench is used from a checkout rather than installed.
+    """
+    return str(Path(__file__).resolve().parents[2])
+
+
+def worker_env() -> dict[str, str]:
+    """Environment a remote process needs: the shared cache, hub mode and the driver's code."""
+    from atlbench.cache import cache_dir
+
+    env = {"ATLBENCH_CACHE": str(cache_dir().resolve()), "TOKENIZERS_PARALLELISM": "false"}
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    paths = [package_root(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _apply_env(env: dict[str, str], cwd: str | None) -> None:
+    """Adopt the driver's environment and working directory (relative suite paths resolve alike)."""
+    os.environ.update(env)
+    root = env.get("PYTHONPATH", "").split(os.pathsep)[0]
+    if root and root not in sys.path:
+        sys.path.insert(0, root)
+    if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
+        os.chdir(cwd)
+
+
+def process_worker(suite: Suite, device: str) -> Worker:
+    """One Worker per (suite, device) per process, so consecutive cells share its caches."""
+    from atlbench.cache import content_hash
+    from atlbench.runner import Worker
+    from atlbench.timing import resolve_device
+
+    key = (content_hash(suite.model_dump(mode="json")), device)
+    if key not in _WORKERS:
+        _WORKERS.clear()  # a long-lived Ray worker may serve several sweeps: keep one
+        _WORKERS[key] = Worker(suite, resolve_device(device))
+    return _WORKERS[key]
+
+
+def remote_cell(
+    suite: Suite,
+    device: str,
+    cell: Cell,
+    checkpoint_root: str | None,
+    env: dict[str, str],
+    cwd: str | None,
+) -> tuple[dict[str, Any], list[int] | None]:
+    """Run one cell in whatever process this is; never raises for a cell's own failure."""
+    _apply_env(env, cwd)
+    root = Path(checkpoint_root) if checkpoint_root else None
+    return process_worker(suite, device).run_cell(cell, lambda message: None, root)
+
+
+def remote_estimates(
+    suite: Suite, device: str, task: EstimateTask, env: dict[str, str], cwd: str | None
+) -> list[dict[str, Any]]:
+    """All estimators of one (source, target) pair in whatever process this is."""
+    _apply_env(env, cwd)
+    return process_worker(suite, device).run_estimates(task)
+
+
+def crashed_record(cell: Cell, suite_name: str, error: BaseException | str) -> dict[str, Any]:
+    """A failed record for a cell whose process died or whose job system lost it."""
+    from atlbench.runner import cell_identity
+
+    if isinstance(error, BaseException):
+        message = f"{type(error).__name__}: {error}"
+        trace = "".join(traceback.format_exception(error))
+    else:
+        message, trace = error, error
+    return cell_identity(cell) | {
+        "suite": suite_name,
+        "status": "failed",
+        "error": (message.strip().splitlines() or ["worker failed"])[0][:500],
+        "traceback": trace[-20_000:],
+        "wall_time_s": 0.0,
+        "created_at": time.time(),
+    }
+
+
+def crashed_estimates(task: EstimateTask, error: BaseException | str) -> list[dict[str, Any]]:
+    """Failed estimator rows for a pair whose process died (they are retried on the next run)."""
+    message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+    first = (message.strip().splitlines() or ["worker failed"])[0][:500]
+    return [
+        {"key": task.key, "estimator": name, "source": task.source, "target": task.target,
+         "status": "failed", "error": first}
+        for name in task.estimators
+    ]
+
+
+__all__ = [
+    "EXECUTORS",
+    "ExecutorConfig",
+    "crashed_estimates",
+    "crashed_record",
+    "create_executor",
+    "process_worker",
+    "remote_cell",
+    "remote_estimates",
+    "worker_env",
+]

@@ -10,9 +10,12 @@ from atlbench.registry import Registry
 from atlbench.strategies.base import CellContext, CellOutcome, Strategy, StrategyParams
 from atlbench.strategies.finetune import Finetune, Scratch
 from atlbench.strategies.frozen import KNN, LinearProbe
+from atlbench.strategies.lora import LoRA
+from atlbench.strategies.lpft import LPFT
+from atlbench.strategies.unfreeze import GradualUnfreeze
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
-for _cls in (LinearProbe, KNN, Finetune, Scratch):
+for _cls in (LinearProbe, KNN, Finetune, GradualUnfreeze, LPFT, LoRA, Scratch):
     STRATEGIES.register(_cls.name)(_cls)
 
 

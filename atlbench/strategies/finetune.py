@@ -7,15 +7,23 @@ suite's ``training`` section, so scratch is tuned exactly as hard as transfer.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from atlbench.strategies.base import CellContext, CellOutcome, Strategy, StrategyParams, count_params
-from atlbench.train import Classifier, PreparedSplit, TrainConfig, fit, predict_logits
+from atlbench.sources.base import Encoder
+from atlbench.strategies.base import (
+    CellContext,
+    CellOutcome,
+    Strategy,
+    StrategyParams,
+    count_params,
+)
 from atlbench.timing import PeakMemory
+from atlbench.train import Classifier, PreparedSplit, TrainConfig, fit, predict_logits
 
 
 class FinetuneParams(StrategyParams):
@@ -76,7 +84,9 @@ def finetune_groups(model: Classifier, p: FinetuneParams) -> list[dict[str, Any]
 
 def l2sp_penalty(model: Classifier, alpha: float) -> Any:
     """L2-SP (Li et al. 2018): pull backbone weights toward their pre-trained values."""
-    anchors = {n: p.detach().clone() for n, p in model.encoder.named_parameters() if p.requires_grad}
+    anchors = {
+        n: p.detach().clone() for n, p in model.encoder.named_parameters() if p.requires_grad
+    }
 
     def penalty(m: torch.nn.Module) -> torch.Tensor:
         total = torch.zeros((), device=next(m.parameters()).device)
@@ -89,23 +99,51 @@ def l2sp_penalty(model: Classifier, alpha: float) -> Any:
     return penalty
 
 
-def train_with_grid(ctx: CellContext, pretrained: bool, make_groups: Any, l2sp: float = 0.0) -> CellOutcome:
-    """Run the suite's LR grid with early stopping on validation; score test once with the best."""
+ModelHook = Callable[[Classifier], None]
+EpochHookFactory = Callable[[Classifier, list[dict[str, Any]]], Callable[[int], None]]
+
+
+def train_with_grid(
+    ctx: CellContext,
+    pretrained: bool,
+    make_groups: Callable[[Classifier], list[dict[str, Any]]],
+    l2sp: float = 0.0,
+    *,
+    wrap_encoder: Callable[[Encoder], Encoder] | None = None,
+    init_model: ModelHook | None = None,
+    epoch_hook: EpochHookFactory | None = None,
+) -> CellOutcome:
+    """Run the suite's LR grid with early stopping on validation; score test once with the best.
+
+    Selection sees only the validation split: each grid point keeps its best-validation epoch and
+    the grid point with the highest validation accuracy wins (ties: the earlier, i.e. listed
+    first). The test split is prepared and predicted exactly once, after selection.
+
+    ``wrap_encoder`` adapts the encoder before the head is attached (LoRA injects adapters into a
+    copy); ``init_model`` sets the initial weights every grid point starts from (LP-FT's probe
+    head); ``epoch_hook(model, groups)`` returns an ``on_epoch_start`` (gradual unfreezing).
+    """
     cfg = ctx.training
     encoder = ctx.build_encoder(pretrained)
+    if wrap_encoder is not None:
+        encoder = wrap_encoder(encoder)
     train = PreparedSplit(encoder, ctx.task.train.subset(ctx.train_idx))
     val = PreparedSplit(encoder, ctx.task.val)
     memory = PeakMemory(ctx.device)
     torch.manual_seed(ctx.seed)
     initial_model = Classifier(encoder, ctx.task.num_classes)
-    initial = {k: v.clone() for k, v in initial_model.state_dict().items()}
-    grid, best, best_lr, best_fit, best_model = [], -1.0, 0.0, None, None
+    if init_model is not None:
+        init_model(initial_model)
+    initial = {k: v.detach().clone() for k, v in initial_model.state_dict().items()}
+    grid: list[dict[str, Any]] = []
+    best, best_lr, best_fit, best_model, best_updated = -1.0, 0.0, None, None, 0
     started = time.perf_counter()
     for lr in cfg.lr_grid:
         model = initial_model
         model.load_state_dict(initial)
         for prm in model.parameters():
             prm.requires_grad_(True)
+            prm.grad = None
         groups = make_groups(model)
         extra = l2sp_penalty(model, l2sp) if l2sp > 0 else None
         train_cfg = TrainConfig(
@@ -125,27 +163,36 @@ def train_with_grid(ctx: CellContext, pretrained: bool, make_groups: Any, l2sp: 
             ctx.progress(f"lr {lr:g} epoch {epoch + 1}/{total} val {acc:.3f}")
             memory.sample()
 
-        result = fit(model, groups, train, val, train_cfg, ctx.device, extra, on_epoch=report)
+        hook = epoch_hook(model, groups) if epoch_hook is not None else None
+        result = fit(
+            model, groups, train, val, train_cfg, ctx.device, extra,
+            on_epoch=report, on_epoch_start=hook,
+        )
         grid.append({"lr": lr, "val_acc": result.best_val_acc, "epochs": result.epochs_run})
         if result.best_val_acc > best:
             best, best_lr, best_fit = result.best_val_acc, lr, result
             best_model = {k: v.clone() for k, v in result.best_state.items()}
+            best_updated = updated_params(model)
     selection_time = time.perf_counter() - started
     assert best_fit is not None and best_model is not None
     model = initial_model
     model.load_state_dict(best_model)
     test = PreparedSplit(encoder, ctx.task.test)
     t0 = time.perf_counter()
-    logits = predict_logits(model, test, ctx.device)
+    logits = predict_logits(model, test, ctx.device)  # .cpu() inside: device work is finished
     eval_time = time.perf_counter() - t0
-    trainable, total = count_params(model)
-    extra_out: dict[str, Any] = {}
+    _, total = count_params(model)
+    extra_out: dict[str, Any] = {  # the runner records dtype; the LR grid is in ``grid``
+        "micro_batch": best_fit.micro_batch or cfg.batch_size,
+        "oom_retries": best_fit.oom_retries,
+    }
     if ctx.checkpoint_dir is not None:
         from safetensors.torch import save_file
 
         ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = ctx.checkpoint_dir / "best.safetensors"
-        save_file({k: v.contiguous().cpu() for k, v in model.encoder.state_dict().items()}, str(path))
+        state = {k: v.contiguous().cpu() for k, v in model.encoder.state_dict().items()}
+        save_file(state, str(path))
         extra_out["checkpoint"] = str(path)
     return CellOutcome(
         test_pred=logits.argmax(1).astype(np.int64),
@@ -159,14 +206,25 @@ def train_with_grid(ctx: CellContext, pretrained: bool, make_groups: Any, l2sp: 
             "time_to_90pct_s": best_fit.time_to_90pct_s,
             "train_samples_per_s": best_fit.train_samples_per_s,
             "eval_samples_per_s": len(test) / max(eval_time, 1e-9),
+            "warmup_time_s": best_fit.warmup_time_s,
+            "compile_time_s": best_fit.compile_time_s,
             "epochs": float(best_fit.epochs_run),
             "best_epoch": float(best_fit.best_epoch + 1),
             "peak_mem_mb": memory.peak_mb(),
         },
-        trainable_params=trainable,
+        trainable_params=best_updated,
         total_params=total,
         extra=extra_out,
     )
+
+
+def updated_params(model: torch.nn.Module) -> int:
+    """Parameters the optimizer actually updated in the last step (they hold a gradient).
+
+    ``requires_grad`` alone over-counts: a timm backbone keeps its unused source classifier, which
+    would count as trainable although no gradient ever reaches it.
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad and p.grad is not None)
 
 
 class Finetune(Strategy):

@@ -30,7 +30,7 @@ class ShiftParams(BaseModel):
 class BuiltinParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: Literal["digits", "shapes", "textures", "fractals", "topic_text"]
-    classes: list[Any] | None = None
+    classes: int | list[Any] | None = None  # a count (first k classes) or names/ids
     n_per_class: int = Field(100, ge=3, le=100_000)
     size: int = Field(32, ge=8, le=256)
     shift: ShiftParams | None = None
@@ -48,7 +48,10 @@ def generate_pool(params: BuiltinParams) -> tuple[Any, Any, list[str]]:
     """Raw inputs, labels and class names of the whole task before splitting."""
     shift = gen.DomainShift(**params.shift.model_dump()) if params.shift else None
     if params.task == "digits":
-        classes = [int(c) for c in params.classes] if params.classes else None
+        classes = params.classes
+        if isinstance(classes, int):
+            classes = list(range(classes))
+        classes = [int(c) for c in classes] if classes else None
         return gen.digits(params.seed, size=params.size, classes=classes, shift=shift)
     if params.task == "topic_text":
         return gen.topic_text(

@@ -1,0 +1,152 @@
+"""Run cells as Ray tasks, on this machine or on a cluster: ``--executor ray [--address ...]``.
+
+* **Where.** Without ``--address`` a private Ray instance is started on this machine, bound to
+  127.0.0.1 with no dashboard, and shut down at the end. ``--address auto`` (or ``HOST:PORT``) joins
+  a cluster started with ``ray start``. If Ray is already initialised in this process (a notebook,
+  a test), that instance is used and left running.
+* **Resources.** Each cell and each estimator pair is one task asking for 1 CPU, plus 1 GPU when the
+  driver's device resolves to CUDA. The suite schema has no executor settings on purpose: a suite
+  means the same study wherever it runs. Ray sets ``OMP_NUM_THREADS=1`` in CPU tasks, so a machine
+  with N cores runs N cells at once.
+* **Shared cache.** Workers use the driver's ``ATLBENCH_CACHE`` (passed to every task through
+  ``runtime_env`` ``env_vars``, with the driver's working directory and ``PYTHONPATH``); on a
+  multi-node cluster it must be a path every node sees (NFS or similar), as must any folder, CSV
+  or checkpoint path in the suite, and every node needs atlbench and its dependencies installed.
+  Concurrent writers of one cache entry are safe: entries are written atomically and checksummed.
+* **One writer.** Tasks return ``(record, predictions)``; the driver consumes them with
+  ``ray.wait`` as they complete and commits each at once, so a driver crash loses at most the
+  cells in flight. A task whose worker process dies is retried once, then recorded as failed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from atlbench.errors import AtlbenchError
+from atlbench.executors import crashed_estimates, crashed_record, remote_cell, remote_estimates
+from atlbench.executors import worker_env as make_worker_env
+from atlbench.executors.base import OnCell, OnEstimates, OnProgress
+from atlbench.plan import Cell, EstimateTask
+from atlbench.suite import Suite
+from atlbench.timing import resolve_device
+
+INSTALL_HINT = "install the ray extra: pip install -e '.[ray]'"
+
+
+def import_ray() -> Any:
+    """Ray is an optional extra: a missing install is a user error with the fix, not a traceback."""
+    try:
+        import ray
+    except ImportError:
+        raise AtlbenchError(f"--executor ray needs Ray; {INSTALL_HINT}") from None
+    return ray
+
+
+class RayExecutor:
+    """Cells as Ray tasks; results streamed back to the driver as they finish."""
+
+    def __init__(
+        self,
+        device: str = "auto",
+        address: str | None = None,
+        init_kwargs: dict[str, Any] | None = None,
+        max_retries: int = 1,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.address = address
+        self.init_kwargs = init_kwargs or {}
+        self.max_retries = max_retries
+
+    def _connect(self, ray: Any) -> bool:
+        """Initialise Ray unless it already is; True when this call started it (and owns it)."""
+        if ray.is_initialized():
+            return False
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
+        if self.address is None:
+            kwargs["_node_ip_address"] = "127.0.0.1"  # a private instance: loopback only
+        try:
+            ray.init(address=self.address, **(kwargs | self.init_kwargs))
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = self.address or "a new local instance"
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise AtlbenchError(f"could not start or reach Ray ({where}): {first}") from None
+        return True
+
+    def run(
+        self,
+        suite: Suite,
+        cells: list[Cell],
+        estimates: list[EstimateTask],
+        on_cell: OnCell,
+        on_estimates: OnEstimates,
+        on_progress: OnProgress,
+        checkpoint_root: Path | None = None,
+    ) -> None:
+        ray = import_ray()
+        if not cells and not estimates:
+            return
+        started_here = self._connect(ray)
+        try:
+            self._run(ray, suite, cells, estimates, on_cell, on_estimates, checkpoint_root)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _run(
+        self,
+        ray: Any,
+        suite: Suite,
+        cells: list[Cell],
+        estimates: list[EstimateTask],
+        on_cell: OnCell,
+        on_estimates: OnEstimates,
+        checkpoint_root: Path | None,
+    ) -> None:
+        cuda = self.device.type == "cuda"
+        device = "cuda" if cuda else "cpu"  # a GPU task sees its own GPU as cuda:0
+        options = {
+            "num_cpus": 1,
+            "num_gpus": 1 if cuda else 0,
+            "max_retries": self.max_retries,
+            "runtime_env": {"env_vars": make_worker_env()},
+        }
+        env = options["runtime_env"]["env_vars"]
+        cwd = os.getcwd()
+        ckpt = str(checkpoint_root.resolve()) if checkpoint_root is not None else None
+        cell_task = ray.remote(remote_cell).options(**options)
+        estimate_task = ray.remote(remote_estimates).options(**options)
+        suite_ref = ray.put(suite)
+        # estimator pairs first: they warm the shared feature cache for the frozen strategies
+        units: dict[Any, Cell | EstimateTask] = {}
+        for task in estimates:
+            units[estimate_task.remote(suite_ref, device, task, env, cwd)] = task
+        for cell in cells:
+            units[cell_task.remote(suite_ref, device, cell, ckpt, env, cwd)] = cell
+        pending = list(units)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    unit = units.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as err:  # the worker died, or Ray lost the task
+                        result = err
+                    if isinstance(unit, Cell):
+                        if isinstance(result, BaseException):
+                            on_cell(unit, crashed_record(unit, suite.name, result), None)
+                        else:
+                            on_cell(unit, *result)
+                    elif isinstance(result, BaseException):
+                        on_estimates(unit, crashed_estimates(unit, result))
+                    else:
+                        on_estimates(unit, result)
+        finally:
+            for ref in pending:  # --fail-fast, Ctrl-C or a driver error: stop what is left
+                ray.cancel(ref, force=False)

@@ -1,0 +1,177 @@
+"""Ray and SLURM (submitit) executors reproduce the local executor's records cell for cell.
+
+Every run here uses one thread per process (the local reference pins torch to one thread; Ray
+sets ``OMP_NUM_THREADS=1`` in its CPU tasks; the submitit jobs inherit ``OMP_NUM_THREADS=1``), so
+fine-tuning does the same float operations in the same order everywhere and we can demand exact
+equality for every strategy. Frozen-feature strategies would match even without that: they read
+the same cached features (one shared ``ATLBENCH_CACHE``, as a cluster would share it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from atlbench.errors import AtlbenchError
+from atlbench.store import Store
+from atlbench.suite import parse_suite
+from atlbench.sweep import SweepOptions, make_executor, run_sweep
+
+SUITE: dict[str, Any] = {
+    "name": "exec",
+    "seeds": [0],
+    "device": "cpu",
+    "sources": [
+        {"id": "zoo-digits", "zoo": {"arch": "test_resnet", "epochs": 1,
+                                     "pretrain_on": {"task": "digits", "classes": [0, 1, 2]}}},
+    ],
+    "targets": [{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}}],
+    "strategies": ["linear_probe", "knn", "finetune"],
+    "budgets": [{"per_class": 6}],
+    "estimators": ["logme"],
+    "training": {"max_epochs": 2, "patience": 2, "lr_grid": [0.01]},
+}
+COMPARED = (
+    "status", "n_train", "n_test", "test_acc", "test_macro_f1", "val_acc", "hparams", "grid",
+)
+
+
+def snapshot(results_dir: Path) -> dict[str, Any]:
+    """Per cell: the compared metrics and predictions; per estimator pair: the scores."""
+    with Store(results_dir) as store:
+        records = store.records()
+        cells = {
+            row["key"]: {k: row[k] for k in COMPARED} | {"preds": store.predictions(row["key"])}
+            for row in records.to_dict("records")
+        }
+        estimates = {
+            (r.key, r.estimator): (r.status, r.score) for r in store.estimates().itertuples()
+        }
+    return {"cells": cells, "estimates": estimates}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("executors")
+    (root / "exec.yaml").write_text(yaml.safe_dump(SUITE))
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_reference(workdir: Path) -> dict[str, Any]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = run_sweep(
+            workdir / "exec.yaml",
+            SweepOptions(results_root=workdir / "local", reports_root=workdir / "rep", quiet=True),
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert not summary.failed
+    snap = snapshot(summary.results_dir)
+    assert len(snap["cells"]) == 3
+    assert all(c["status"] == "done" for c in snap["cells"].values())
+    return snap
+
+
+def test_ray_executor_matches_local(workdir: Path, local_reference: dict[str, Any]) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+        log_to_driver=False, configure_logging=False,
+    )
+    try:
+        summary = run_sweep(
+            workdir / "exec.yaml",
+            SweepOptions(
+                results_root=workdir / "ray", reports_root=workdir / "rep", quiet=True,
+                executor="ray",
+            ),
+        )
+        assert ray.is_initialized(), "an instance the caller started must be left running"
+    finally:
+        ray.shutdown()
+    assert summary.ran == 3 and not summary.failed
+    assert snapshot(summary.results_dir) == local_reference
+
+
+def test_slurm_executor_matches_local(
+    workdir: Path, local_reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("ATLBENCH_SUBMITIT_LOCAL", "1")
+    monkeypatch.setenv("ATLBENCH_SLURM_POLL_S", "0.2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    summary = run_sweep(
+        workdir / "exec.yaml",
+        SweepOptions(
+            results_root=workdir / "slurm", reports_root=workdir / "rep", quiet=True,
+            executor="slurm",
+        ),
+    )
+    assert summary.ran == 3 and not summary.failed
+    assert snapshot(summary.results_dir) == local_reference
+    # one array: every job's pickles and logs sit in the results dir's slurm folder
+    assert list((summary.results_dir / "slurm").glob("*_submitted.pkl"))
+
+
+def test_slurm_lost_job_becomes_a_failed_record(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job the scheduler kills (here: a time limit far too short) is a failed record."""
+    submitit = pytest.importorskip("submitit")
+    # submitit waits 15 s for a slow shared file system to show a result that will never come
+    monkeypatch.setattr(submitit.core.core.Job, "_results_timeout_s", 0)
+    from atlbench.executors.slurm import SlurmExecutor
+    from atlbench.plan import build_plan
+
+    suite = parse_suite(SUITE)
+    cell = build_plan(suite).cells[0]
+    local = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    local.update_parameters(timeout_min=1 / 60)  # killed after one second
+    got: list[dict[str, Any]] = []
+    SlurmExecutor("cpu", executor=local, poll_s=0.2).run(
+        suite, [cell], [], lambda c, record, preds: got.append(record | {"preds": preds}),
+        lambda task, rows: None, lambda c, m: None,
+    )
+    assert len(got) == 1
+    record = got[0]
+    assert record["key"] == cell.key and record["status"] == "failed"
+    assert record["preds"] is None and record["error"]
+    json.dumps(record)  # storable as is
+
+
+def test_unknown_executor_and_misplaced_address(workdir: Path) -> None:
+    suite = parse_suite(SUITE)
+    with pytest.raises(AtlbenchError, match="unknown executor 'dask'"):
+        make_executor(SweepOptions(executor="dask"), suite)
+    with pytest.raises(AtlbenchError, match="--address applies to --executor ray"):
+        make_executor(SweepOptions(executor="local", address="auto"), suite)
+
+
+def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    from atlbench.executors.ray import import_ray
+
+    with pytest.raises(AtlbenchError, match=r"pip install -e '\.\[ray\]'"):
+        import_ray()
+
+
+def test_slurm_without_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    import shutil
+
+    if shutil.which("srun"):
+        pytest.skip("this machine is a SLURM node")
+    from atlbench.executors.slurm import SlurmExecutor
+
+    monkeypatch.delenv("ATLBENCH_SUBMITIT_LOCAL", raising=False)
+    with pytest.raises(AtlbenchError, match="ATLBENCH_SUBMITIT_LOCAL=1"):
+        SlurmExecutor("cpu", folder=tmp_path).make_submitit_executor()

@@ -1,0 +1,315 @@
+"""Adaptation strategies end to end on tiny random tasks, checked against independent references."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from atlbench.sources.base import Encoder, Source
+from atlbench.strategies import STRATEGIES, CellContext, CellOutcome
+from atlbench.strategies.finetune import FinetuneParams, finetune_groups
+from atlbench.strategies.frozen import fit_probe
+from atlbench.strategies.lora import LoRAParams, auto_targets, inject_lora
+from atlbench.strategies.lpft import set_head
+from atlbench.strategies.unfreeze import trainable_groups, unfreeze_schedule
+from atlbench.suite import TrainingConfig
+from atlbench.targets.base import Split, TaskData
+from atlbench.train import Classifier
+
+CPU = torch.device("cpu")
+FAST = TrainingConfig(max_epochs=2, patience=2, batch_size=8, lr_grid=(1e-3, 3e-3), warmup_epochs=0)
+
+
+def image_task(classes: int = 3, seed: int = 0, n: tuple[int, int, int] = (8, 4, 4)) -> TaskData:
+    """32x32 images whose class shifts one colour channel: learnable in a couple of epochs."""
+    rng = np.random.default_rng(seed)
+
+    def split(per_class: int) -> Split:
+        y = np.repeat(np.arange(classes), per_class)
+        x = rng.normal(110, 30, size=(len(y), 32, 32, 3))
+        x[np.arange(len(y)), :, :, y % 3] += 60
+        return Split(np.clip(x, 0, 255).astype(np.uint8), y)
+
+    return TaskData("img", "image", [f"c{i}" for i in range(classes)], *map(split, n))
+
+
+def timm_encoder(arch: str) -> Encoder:
+    import timm
+
+    from atlbench.sources.timm import TimmEncoder
+
+    torch.manual_seed(0)
+    kwargs = {"img_size": 32} if "vit" in arch else {}
+    return TimmEncoder(timm.create_model(arch, pretrained=False, **kwargs), 32, True)
+
+
+def context(task: TaskData, encoder: Encoder, strategy: str, **params: Any) -> CellContext:
+    from atlbench.features import extract
+
+    source = Source("s", "test", task.modality, {}, "a", {"s": 1}, builder=lambda _: encoder)
+    state = {k: v.clone() for k, v in encoder.state_dict().items()}
+
+    def build(pretrained: bool) -> Encoder:  # the runner's cache: same object, weights reloaded
+        encoder.load_state_dict(state)
+        return encoder
+
+    features: dict[str, np.ndarray] = {}
+
+    def feats(split: str) -> np.ndarray:
+        if split not in features:
+            features[split] = extract(build(True), task.split(split), CPU).features
+        return features[split]
+
+    return CellContext(
+        source=source,
+        task=task,
+        train_idx=np.arange(len(task.train)),
+        seed=0,
+        device=CPU,
+        training=FAST,
+        params=STRATEGIES.get(strategy).Params.model_validate(params),
+        features=feats,
+        build_encoder=build,
+    )
+
+
+def run(ctx: CellContext, strategy: str) -> CellOutcome:
+    return STRATEGIES.get(strategy)().run(ctx)
+
+
+def check_outcome(out: CellOutcome, task: TaskData) -> None:
+    assert out.test_pred.shape == (len(task.test),)
+    assert out.test_pred.min() >= 0 and out.test_pred.max() < task.num_classes
+    assert 0.0 <= out.val_acc <= 1.0
+    assert out.grid and 0 < out.trainable_params <= out.total_params
+
+
+# --- frozen-feature strategies ------------------------------------------------------------------
+
+
+def feature_problem(seed: int, n_classes: int = 3) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.0, size=(n_classes, 10))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.arange(n) % n_classes
+        return centres[y] + rng.normal(0, 1.5, size=(n, 10)) + 5.0, y
+
+    return (*draw(60), *draw(60))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_probe_picks_the_same_c_as_sklearn(seed: int) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x_tr, y_tr, x_va, y_va = feature_problem(seed)
+    grid = tuple(np.logspace(-3, 2, 9))
+    scaler = StandardScaler().fit(x_tr)
+    accs = []
+    for c in grid:  # cold fits, one per C: the reference
+        model = LogisticRegression(C=c, max_iter=10_000, tol=1e-10)
+        model.fit(scaler.transform(x_tr), y_tr)
+        accs.append((model.predict(scaler.transform(x_va)) == y_va).mean())
+    probe = fit_probe(x_tr, y_tr, x_va, y_va, grid)
+    assert probe.c == pytest.approx(grid[int(np.argmax(accs))])
+    assert [g["val_acc"] for g in probe.grid] == pytest.approx(accs)
+
+
+def test_probe_head_reproduces_sklearn_probabilities_binary_and_multiclass() -> None:
+    for classes in (2, 4):
+        x_tr, y_tr, x_va, y_va = feature_problem(3, classes)
+        probe = fit_probe(x_tr, y_tr, x_va, y_va, (0.1, 1.0))
+        w, b = probe.head(classes)
+        logits = torch.as_tensor(x_va @ w.T + b)
+        want = probe.model.predict_proba((x_va - probe.mean) / probe.std)
+        np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), want, atol=1e-8)
+
+
+def frozen_ctx(strategy: str, seed: int, test_shuffle: bool = False, **params: Any) -> CellContext:
+    x_tr, y_tr, x_va, y_va = feature_problem(seed)
+    x_te, y_te = x_va[::-1].copy(), y_va[::-1].copy()
+    if test_shuffle:
+        y_te = np.random.default_rng(9).permutation(y_te)
+    task = TaskData(
+        "f", "image", ["a", "b", "c"], Split(x_tr, y_tr), Split(x_va, y_va), Split(x_te, y_te)
+    )
+    ctx = context(task, nn.Identity(), strategy, **params)  # type: ignore[arg-type]
+    ctx.features = lambda split: task.split(split).inputs
+    return ctx
+
+
+@pytest.mark.parametrize("strategy", ["linear_probe", "knn"])
+def test_frozen_selection_ignores_test_labels(strategy: str) -> None:
+    a = run(frozen_ctx(strategy, 4), strategy)
+    b = run(frozen_ctx(strategy, 4, test_shuffle=True), strategy)
+    assert a.hparams == b.hparams and a.val_acc == b.val_acc and a.grid == b.grid
+    np.testing.assert_array_equal(a.test_pred, b.test_pred)
+
+
+def test_knn_picks_k_on_validation() -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    ctx = frozen_ctx("knn", 5, k_grid=(1, 3, 7, 15))
+    out = run(ctx, "knn")
+    x_tr, y_tr = ctx.features("train"), ctx.task.train.labels
+    x_va, y_va = ctx.features("val"), ctx.task.val.labels
+    accs = [
+        (KNeighborsClassifier(k, metric="cosine").fit(x_tr, y_tr).predict(x_va) == y_va).mean()
+        for k in (1, 3, 7, 15)
+    ]
+    assert out.hparams["k"] == (1, 3, 7, 15)[int(np.argmax(accs))]
+
+
+# --- trainable strategies -----------------------------------------------------------------------
+
+
+def test_finetune_predicts_test_once_after_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    import atlbench.strategies.finetune as ft
+    import atlbench.train as train
+
+    task = image_task()
+    calls: list[str] = []
+    real_eval, real_fit = ft.predict_logits, ft.fit
+    monkeypatch.setattr(
+        ft, "predict_logits", lambda *a, **k: calls.append("test") or real_eval(*a, **k)
+    )
+    monkeypatch.setattr(ft, "fit", lambda *a, **k: calls.append("fit") or real_fit(*a, **k))
+    seen_val: list[int] = []
+    real_val = train.predict_logits
+    monkeypatch.setattr(
+        train, "predict_logits", lambda m, d, *a: seen_val.append(len(d)) or real_val(m, d, *a)
+    )
+    out = run(context(task, timm_encoder("test_resnet"), "finetune"), "finetune")
+    check_outcome(out, task)
+    assert calls == ["fit"] * len(FAST.lr_grid) + ["test"]
+    assert set(seen_val) == {len(task.val)}  # the engine only ever evaluates validation
+    assert out.hparams["lr"] in FAST.lr_grid and [g["lr"] for g in out.grid] == list(FAST.lr_grid)
+    assert out.val_acc == max(g["val_acc"] for g in out.grid)
+
+
+def test_gradual_unfreezing_opens_one_group_per_period_from_the_top() -> None:
+    model = Classifier(timm_encoder("test_resnet"), 3)
+    groups = finetune_groups(model, FinetuneParams(backbone_lr_mult=1.0))
+    backbone = [g["name"] for g in groups if g["name"] != "head"]
+    hook = unfreeze_schedule(groups, every=2)
+    for epoch in range(2 * len(backbone) + 3):
+        hook(epoch)
+        top = min(len(backbone), epoch // 2)
+        expected = [*backbone[len(backbone) - top :], "head"]
+        assert trainable_groups(groups) == expected
+
+
+def test_gradual_unfreeze_leaves_frozen_groups_untouched() -> None:
+    task = image_task()
+    encoder = timm_encoder("test_resnet")
+    before = {k: v.clone() for k, v in encoder.named_parameters()}
+    ctx = context(task, encoder, "gradual_unfreeze", unfreeze_every=5)
+    ctx.training = FAST.model_copy(update={"lr_grid": (1e-2,)})
+    out = run(ctx, "gradual_unfreeze")
+    check_outcome(out, task)
+    # Two epochs with unfreeze_every=5: only the head ever trained; the backbone is bit-identical.
+    for k, v in encoder.named_parameters():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert out.trainable_params == encoder.feature_dim * 3 + 3
+
+
+def test_lp_ft_starts_from_the_probe_solution(monkeypatch: pytest.MonkeyPatch) -> None:
+    import atlbench.strategies.lpft as lpft
+
+    task = image_task(seed=1)
+    ctx = context(task, timm_encoder("test_resnet"), "lp_ft", c_grid=(0.01, 0.1, 1.0))
+    heads: list[tuple[np.ndarray, np.ndarray, Any]] = []
+
+    def spy(model: Classifier, probe: Any, num_classes: int) -> None:
+        set_head(model, probe, num_classes)  # the head every grid point starts from
+        w, b = model.head.weight, model.head.bias
+        heads.append((w.detach().numpy().copy(), b.detach().numpy().copy(), probe))
+
+    monkeypatch.setattr(lpft, "set_head", spy)
+    out = run(ctx, "lp_ft")
+    check_outcome(out, task)
+    ((weight, bias, probe),) = heads
+    # Independent check: that initial head, on the frozen features, gives sklearn's probabilities.
+    x = ctx.features("val")
+    probs = torch.softmax(torch.as_tensor(x @ weight.T + bias, dtype=torch.float64), 1).numpy()
+    want = probe.model.predict_proba((x - probe.mean) / probe.std)
+    np.testing.assert_allclose(probs, want, atol=1e-4)
+    assert out.hparams["probe_C"] == probe.c
+
+
+def lora_expected(backbone: nn.Module, targets: list[str], rank: int) -> int:
+    """LoRA adds A (r x in) and B (out x r) per Linear; per Conv2d A is a k x k conv to r."""
+    total = 0
+    modules = dict(backbone.named_modules())
+    for name in targets:
+        m = modules[name]
+        if isinstance(m, nn.Linear):
+            total += rank * (m.in_features + m.out_features)
+        else:
+            kh, kw = m.kernel_size
+            total += rank * m.in_channels * kh * kw + m.out_channels * rank
+    return total
+
+
+@pytest.mark.parametrize(
+    ("arch", "rule"), [("test_vit", "attention qkv/proj"), ("test_resnet", "dense Conv2d + Linear")]
+)
+def test_lora_counts_only_adapters_and_head(arch: str, rule: str) -> None:
+    encoder = timm_encoder(arch)
+    names_before = {n for n, _ in encoder.named_parameters()}
+    targets, got_rule = auto_targets(encoder.model)
+    assert got_rule == rule
+    if arch == "test_vit":
+        assert targets and all(t.endswith(("attn.qkv", "attn.proj")) for t in targets)
+    else:
+        assert "fc" not in targets  # the source classifier is never adapted
+    expected = lora_expected(encoder.model, targets, 4)
+    adapted, _, _ = inject_lora(encoder, LoRAParams(rank=4))
+    assert sum(p.numel() for p in adapted.parameters() if p.requires_grad) == expected
+    assert {n for n, _ in encoder.named_parameters()} == names_before  # the original is untouched
+
+    task = image_task()
+    out = run(context(task, encoder, "lora", rank=4), "lora")
+    check_outcome(out, task)
+    head = encoder.feature_dim * task.num_classes + task.num_classes
+    assert out.trainable_params == expected + head
+    assert out.extra["lora_rule"] == rule
+
+
+def minilm() -> Encoder:
+    from atlbench.sources.hf import HFParams, create_hf
+
+    return create_hf(HFParams(model="sentence-transformers/all-MiniLM-L6-v2"), True)
+
+
+def test_lora_on_minilm_targets_query_value() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    encoder = minilm()
+    sentences = [
+        "the striker scored a late goal", "a tense match ended in a draw", "the keeper saved it",
+        "the team won the cup final", "stocks fell sharply today", "the bank raised rates",
+        "markets rallied after the report", "investors sold their shares",
+        "the new phone has a chip",
+        "software update fixes bugs", "the laptop battery lasts long", "a faster processor ships",
+    ]
+    y = np.repeat(np.arange(3), 4)
+    idx = np.arange(12)
+    task = TaskData(
+        "t", "text", ["sport", "money", "tech"],
+        Split(sentences, y), Split([sentences[i] for i in idx[::2]], y[::2]),
+        Split([sentences[i] for i in idx[1::2]], y[1::2]),
+    )
+    ctx = context(task, encoder, "lora", rank=2)
+    ctx.training = FAST.model_copy(update={"max_epochs": 1, "lr_grid": (1e-3,)})
+    targets, rule = auto_targets(encoder.model)
+    assert rule == "attention query/value" and len(targets) == 2 * 6  # 6 layers
+    out = run(ctx, "lora")
+    check_outcome(out, task)
+    head = encoder.feature_dim * 3 + 3
+    assert out.trainable_params == lora_expected(encoder.model, targets, 2) + head

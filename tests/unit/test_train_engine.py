@@ -1,0 +1,150 @@
+"""The training engine: gradient accumulation, the OOM retry, and what the clock reports."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlbench.train import FitResult, TrainConfig, accumulate_gradients, fit
+
+
+class TensorSplit:
+    """The slice of the PreparedSplit interface fit() uses, over plain tensors."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.data, self.labels = x, y
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, order: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+        index = torch.as_tensor(order if order is not None else np.arange(len(self)))
+        for start in range(0, len(index), batch_size):
+            idx = index[start : start + batch_size]
+            yield self.data[idx], self.labels[idx]
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def blobs(n: int, seed: int) -> TensorSplit:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 6, generator=g) + 2.0 * F.one_hot(y, 6).float()
+    return TensorSplit(x, y)
+
+
+@pytest.mark.parametrize("micro", [1, 3, 4, 10, None])
+def test_accumulated_gradient_equals_full_batch(micro: int | None) -> None:
+    model = mlp()
+    reference = copy.deepcopy(model)
+    data = blobs(10, 1)
+    anchor = [p.detach().clone() + 0.1 for p in model.parameters()]
+
+    def l2(m: nn.Module) -> torch.Tensor:
+        return sum(((p - a) ** 2).sum() for p, a in zip(m.parameters(), anchor, strict=True))
+
+    cpu = torch.device("cpu")
+    accumulate_gradients(model, data.data, data.labels, cpu, micro, lambda: l2(model))
+    # Independent reference: one plain backward of the full-batch objective.
+    loss = F.cross_entropy(reference(data.data), data.labels) + l2(reference)
+    loss.backward()
+    for got, want in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-5, atol=1e-6)
+
+
+def _cfg(**kw: object) -> TrainConfig:
+    base = dict(lr=0.05, max_epochs=4, patience=10, batch_size=8, warmup_epochs=1, seed=3)
+    return TrainConfig(**(base | kw))  # type: ignore[arg-type]
+
+
+def _run(model: nn.Module, cfg: TrainConfig) -> FitResult:
+    groups = [{"params": list(model.parameters())}]
+    return fit(model, groups, blobs(40, 1), blobs(15, 2), cfg, torch.device("cpu"))
+
+
+class OOMAbove(nn.Module):
+    """Wraps a model and raises CUDA's OOM error for training batches larger than ``limit``."""
+
+    def __init__(self, inner: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.ooms = inner, limit, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] > self.limit:
+            self.ooms += 1
+            raise torch.cuda.OutOfMemoryError("simulated: CUDA out of memory")
+        return self.inner(x)
+
+
+def test_oom_retries_once_with_half_micro_batch_from_the_same_start() -> None:
+    flaky = OOMAbove(mlp(), limit=4)
+    # Let the first attempt train a little before failing, so a retry that forgot to restore the
+    # initial weights would be caught by the comparison below.
+    flaky.limit = 10**9
+    calls = {"n": 0}
+    original = flaky.forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 7:
+            flaky.limit = 4
+        return original(x)
+
+    flaky.forward = forward  # type: ignore[method-assign]
+    result = _run(flaky, _cfg())
+    assert flaky.ooms == 1 and result.oom_retries == 1 and result.micro_batch == 4
+    direct = _run(OOMAbove(mlp(), limit=4), _cfg(micro_batch=4))
+    assert result.val_history == direct.val_history
+    for k, v in direct.best_state.items():
+        torch.testing.assert_close(result.best_state[k], v)
+
+
+def test_second_oom_and_other_errors_propagate() -> None:
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        _run(OOMAbove(mlp(), limit=0), _cfg())
+
+    class Broken(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise ValueError("not memory")
+
+    model = Broken()
+    model.w = nn.Parameter(torch.zeros(1))
+    with pytest.raises(ValueError, match="not memory"):
+        _run(model, _cfg())
+
+
+def test_clock_fields_are_consistent_and_selection_reads_validation() -> None:
+    result = _run(mlp(), _cfg(max_epochs=5))
+    ends = result.epoch_end_times
+    assert len(ends) == result.epochs_run == len(result.val_history)
+    assert all(b >= a for a, b in itertools.pairwise(ends))
+    assert result.warmup_time_s == ends[0]
+    assert 0 < result.first_step_s <= ends[0]
+    assert result.compile_time_s == 0.0  # only measured when compiled
+    assert result.samples_seen == 40 * result.epochs_run
+    # On CPU without compile the throughput covers every epoch.
+    assert result.train_samples_per_s == pytest.approx(result.samples_seen / result.train_time_s)
+    assert result.best_val_acc == max(result.val_history)
+    assert result.time_to_best_s == ends[result.best_epoch]
+    first90 = next(i for i, a in enumerate(result.val_history) if a >= 0.9 * result.best_val_acc)
+    assert result.time_to_90pct_s == ends[first90]
+
+
+def test_best_state_is_the_best_validation_epoch() -> None:
+    model = mlp()
+    val = blobs(15, 2)
+    groups = [{"params": list(model.parameters())}]
+    result = fit(model, groups, blobs(40, 1), val, _cfg(max_epochs=6), torch.device("cpu"))
+    model.load_state_dict(result.best_state)
+    with torch.no_grad():
+        acc = float((model(val.data).argmax(1) == val.labels).float().mean())
+    assert acc == pytest.approx(result.best_val_acc)
