@@ -111,7 +111,10 @@ def leaderboard(results_dir: Path, target: str | None) -> None:
             row.target, row.budget, str(row.rank), row.source, row.strategy,
             f"{row.mean_acc:.3f}", std, gain, row.verdict,
         )
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped: never truncate names to fit an 80-column default
+        console.width = 200
+    console.print(table)
 
 
 @cli.command("list")
