@@ -174,6 +174,73 @@ def estimate(
 
 @cli.command()
 @click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--a", "a", required=True, help="Source id of model A (pre-trained weights).")
+@click.option("--a-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Load these encoder weights into A (e.g. a fine-tuned best.safetensors).")
+@click.option("--b", "b", required=True, help="Source id of model B, or 'scratch' (A's arch).")
+@click.option("--b-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--target", required=True, help="Target id whose split feeds both models.")
+@click.option("--split", default="test", type=click.Choice(["train", "val", "test"]),
+              show_default=True)
+@click.option("--max-examples", default=1000, type=click.IntRange(min=4), show_default=True)
+@click.option("--batch-size", default=500, type=click.IntRange(min=4), show_default=True,
+              help="Examples per Gram; one batch gives the exact linear CKA of the subset.")
+@click.option("--debiased", is_flag=True, help="Unbiased HSIC (Song et al. 2012) per batch.")
+@click.option("--out", default="cka", type=click.Path(file_okay=False, path_type=Path),
+              show_default=True)
+@click.option("--device", default=None)
+def cka(
+    suite: Path, a: str, a_checkpoint: Path | None, b: str, b_checkpoint: Path | None,
+    target: str, split: str, max_examples: int, batch_size: int, debiased: bool, out: Path,
+    device: str | None,
+) -> None:
+    """Layer x layer linear CKA of two models on a target split: OUT/cka.csv and OUT/cka.svg."""
+    from atlbench.layer_study import cka_command
+
+    cka_command(
+        suite, a, b, target, a_checkpoint, b_checkpoint, split, max_examples, batch_size,
+        debiased, out, device, echo=click.echo,
+    )
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--source", "source_id", required=True, help="Source id whose features are compared.")
+@click.option("--reference", required=True, help="Target id of the reference data.")
+@click.option("--new", "new", required=True, help="Target id of the new data.")
+@click.option("--reference-split", default="train", type=click.Choice(["train", "val", "test"]),
+              show_default=True)
+@click.option("--new-split", default="train", type=click.Choice(["train", "val", "test"]),
+              show_default=True)
+@click.option("--permutations", default=500, type=click.IntRange(min=1), show_default=True)
+@click.option("--alpha", default=0.05, type=float, show_default=True)
+@click.option("--seed", default=0, type=int, show_default=True, help="Subsampling/permutations.")
+@click.option("--max-samples", default=1500, type=click.IntRange(min=2), show_default=True,
+              help="Examples per side for MMD (the kernel matrix is (2 x this)^2).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--device", default=None)
+def drift(
+    suite: Path, source_id: str, reference: str, new: str, reference_split: str, new_split: str,
+    permutations: int, alpha: float, seed: int, max_samples: int, as_json: bool,
+    device: str | None,
+) -> None:
+    """Test whether NEW data drifted from REFERENCE in a source model's feature space.
+
+    Both are target ids of SUITE (any kind). Prints MMD^2 with its permutation p-value, the
+    Frechet distance and a verdict. Exit code 0 whether or not drift is found (read the verdict
+    or --json's "drifted"); 2 on bad input.
+    """
+    from atlbench.drift import detect_drift, render
+
+    report = detect_drift(
+        suite, source_id, reference, new, reference_split, new_split, permutations, alpha,
+        seed, max_samples, device,
+    )
+    click.echo(render(report, as_json))
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
 def zoo(suite: Path) -> None:
     """Pre-train (or verify the cache of) every zoo source of SUITE."""
     from atlbench.sources.zoo import ZooParams, pretrain

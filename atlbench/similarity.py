@@ -74,9 +74,14 @@ def _centre(x: torch.Tensor) -> torch.Tensor:
     turn an undefined CKA (0/0) into noise, so a layer whose centred energy is at rounding level
     relative to its raw energy is set to zero and reported as NaN downstream.
     """
+    flat = x.reshape(-1)
+    raw = float(torch.dot(flat, flat))  # one BLAS pass; NaN/inf anywhere make it non-finite
+    if not np.isfinite(raw):
+        raise ValueError("features contain NaN or inf")
     xc = x - x.mean(dim=0, keepdim=True)
     eps = torch.finfo(x.dtype).eps
-    if float((xc * xc).sum()) <= (64 * eps) ** 2 * float((x * x).sum()):
+    flat_c = xc.reshape(-1)
+    if float(torch.dot(flat_c, flat_c)) <= (64 * eps) ** 2 * raw:
         xc = torch.zeros_like(xc)
     return xc
 
@@ -217,9 +222,7 @@ def _flat(x: ArrayLike) -> torch.Tensor:
 def _batch_gram(feat: torch.Tensor) -> torch.Tensor:
     """Gram matrix of one batch's centred features, a fresh tensor (never a view of ``feat``)."""
     x = feat.to(_work_dtype(feat.device))
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("features contain NaN or inf")
-    xc = _centre(x)
+    xc = _centre(x)  # also rejects NaN/inf (cheaper than a separate isfinite pass)
     return xc @ xc.T
 
 

@@ -32,6 +32,7 @@ class TrainingConfig(Strict):
     max_epochs: int = Field(60, ge=1, le=10_000)
     patience: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
+    min_epoch_samples: int = Field(256, ge=0)
     lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
     weight_decay: float = Field(0.05, ge=0)
     warmup_epochs: int = Field(1, ge=0)

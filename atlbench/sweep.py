@@ -15,6 +15,7 @@ from typing import Any
 from atlbench.budgets import check_budgets
 from atlbench.cache import safe_name
 from atlbench.executors.base import StopSweep
+from atlbench.layer_study import keeps_checkpoints, run_layer_study
 from atlbench.plan import Cell, EstimateTask, Plan, build_plan
 from atlbench.runner import cell_identity
 from atlbench.store import Store, SweepLock
@@ -135,7 +136,7 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
             with ui.running(summary, len(pending), len(estimates)):
                 try:
                     executor.run(
-                        suite,
+                        keeps_checkpoints(suite),  # cka implies keep_checkpoints; keys unchanged
                         pending,
                         estimates,
                         on_cell,
@@ -145,6 +146,16 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
                     )
                 except StopSweep:
                     pass
+            run_layer_study(
+                store, suite, plan, results_dir, options.device or suite.device,
+                progress=None if options.quiet else print,
+            )  # CKA of fine-tuned cells (suite.cka), in the driver; stored ones are skipped
+            from atlbench.domain_gap import compute_domain_gaps
+
+            compute_domain_gaps(
+                store, suite, plan, options.device or suite.device,
+                progress=None if options.quiet else print,
+            )  # source pre-training data vs target, in the driver; stored pairs are skipped
             from atlbench.report import write_outputs
 
             summary.report_path = write_outputs(store, results_dir, options.reports_root, suite.name)

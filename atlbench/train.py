@@ -96,6 +96,10 @@ class TrainConfig:
     # batch; set automatically to half the batch after a CUDA out-of-memory error.
     micro_batch: int | None = None
     eval_batch_size: int = 256  # validation forward passes; halved with the micro-batch on OOM
+    # An "epoch" passes over the train split as many times as it takes to see this many samples,
+    # so patience and warm-up mean the same number of optimiser steps for 25 labels as for 2,500
+    # (otherwise early stopping ends a 5-labels-per-class run after a handful of steps).
+    min_epoch_samples: int = 0
 
 
 @dataclass
@@ -271,7 +275,8 @@ def _fit_once(
         g["lr"] = cfg.lr * g.get("lr_mult", 1.0)
         g["initial_lr"] = g["lr"]
     optimizer = build_optimizer(groups, cfg)
-    steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
+    passes = max(1, math.ceil(cfg.min_epoch_samples / max(1, len(train))))
+    steps_per_epoch = max(1, math.ceil(passes * len(train) / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.max_epochs
     warmup_steps = steps_per_epoch * cfg.warmup_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -291,7 +296,7 @@ def _fit_once(
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         model.train()
-        order = rng.permutation(len(train))
+        order = np.concatenate([rng.permutation(len(train)) for _ in range(passes)])
         with clock.section("train"):
             for step, (batch, labels) in enumerate(train.batches(cfg.batch_size, order)):
                 timer = clock.section("first_step") if epoch == 0 and step == 0 else nullcontext()

@@ -32,6 +32,11 @@ def write_csvs(views: Any, results_dir: Path) -> dict[str, Path]:
         path = Path(results_dir) / "cka.csv"
         atomic_write_text(path, cka.to_csv(index=False, float_format="%.6g"))
         paths["cka"] = path
+    gap = views.domain_gap
+    if len(gap):
+        path = Path(results_dir) / "domain_gap.csv"
+        atomic_write_text(path, gap.to_csv(index=False, float_format="%.6g"))
+        paths["domain_gap"] = path
     return paths
 
 

@@ -71,8 +71,46 @@ def table_html(frame: pd.DataFrame, columns: dict[str, str] | None = None) -> Ma
             cells.append(f'<td class="{cls}" data-v="{html.escape(key)}">{html.escape(text)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return Markup(
-        f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        '<div class="scroll"><table class="sortable">'
+        f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
     )
+
+
+def _pts(value: float) -> str:
+    return f"{value * 100:+.1f}".replace("-", "\u2212")
+
+
+def _recipe(row: Any) -> str:
+    return f"{row['source']} with {row['strategy'].replace('_', ' ')}"
+
+
+def _best_line(target: str, budget: str, grp: pd.DataFrame) -> str:
+    """One sentence per (target, budget): the winner, its margin over scratch, and how sure."""
+    top = grp.iloc[0]
+    where = f"On {target} (budget {budget})"
+    if top["strategy"] == "scratch":
+        return (
+            f"{where}, training from scratch is best ({top['mean_acc']:.3f} test accuracy): "
+            "no pre-trained source beat it."
+        )
+    line = f"{where}, the best recipe is {_recipe(top)}: {top['mean_acc']:.3f} test accuracy"
+    tied = grp.iloc[1:][np.isclose(grp["mean_acc"].iloc[1:], top["mean_acc"])]
+    if len(tied):
+        line += ", tied with " + " and ".join(_recipe(r) for _, r in tied.iterrows())
+    gain = top["gain_vs_scratch"]
+    if isinstance(gain, float) and not math.isnan(gain):
+        more = "above" if gain >= 0 else "below"
+        line += f", {abs(gain) * 100:.1f} points {more} training from scratch"
+        lo, hi = top["gain_ci_low"], top["gain_ci_high"]
+        verdict = str(top.get("verdict", ""))
+        if not math.isnan(lo):
+            sure = (
+                "significant" if verdict.endswith("(significant)")
+                else "not significant with this many seeds" if "inconclusive" in verdict
+                else verdict
+            )
+            line += f" (95% CI {_pts(lo)} to {_pts(hi)} points; {sure})"
+    return line + "."
 
 
 def headlines(views: Views) -> list[str]:
@@ -80,30 +118,36 @@ def headlines(views: Views) -> list[str]:
     lines = []
     board = views.leaderboard
     for (target, budget), grp in board.groupby(["target", "budget"], sort=False):
-        top = grp.iloc[0]
-        gain = top["gain_vs_scratch"]
-        what = f"Best for {target} at {budget}: {top['source']} + {top['strategy']}, {top['mean_acc']:.3f} accuracy"
-        if isinstance(gain, float) and not math.isnan(gain):
-            lo, hi = top["gain_ci_low"], top["gain_ci_high"]
-            ci = "" if math.isnan(lo) else f" (95% CI {lo * 100:+.1f} to {hi * 100:+.1f})"
-            what += f", {gain * 100:+.1f} points over scratch{ci}"
-        elif top["strategy"] == "scratch":
-            what += " (training from scratch won)"
-        lines.append(what + ".")
+        lines.append(_best_line(str(target), str(budget), grp))
     gains = views.gains
     if not gains.empty:
-        sig_neg = gains[gains["verdict"] == "negative (significant)"]
-        for row in sig_neg.itertuples():
+        for row in gains[gains["verdict"] == "negative (significant)"].itertuples():
             lines.append(
-                f"Negative transfer: {row.source} + {row.strategy} on {row.target} at {row.budget} is "
-                f"{abs(row.gain_mean) * 100:.1f} points worse than scratch (significant)."
+                f"Transfer hurt: {row.source} with {row.strategy.replace('_', ' ')} on "
+                f"{row.target} (budget {row.budget}) is {abs(row.gain_mean) * 100:.1f} points "
+                "below training from scratch (significant after Holm correction)."
             )
-        inconclusive = gains[gains["verdict"].isin(["negative (inconclusive)", "positive (inconclusive)"])]
-        if len(inconclusive):
+        n = len(gains)
+        wins = int((gains["verdict"] == "positive (significant)").sum())
+        unsure = int(gains["verdict"].str.endswith("(inconclusive)").sum())
+        if wins:
+            lines.append(f"{wins} of {n} transfer results significantly beat scratch training.")
+        if unsure:
             lines.append(
-                f"{len(inconclusive)} of {len(gains)} transfer results are not distinguishable from "
-                "scratch at this number of seeds (CI of the gain straddles zero)."
+                f"{unsure} of {n} transfer results cannot be told apart from training from scratch "
+                "with this many seeds: the 95% CI of their gain includes zero."
             )
+    gap = views.domain_gap.dropna(subset=["gain"])
+    for target, grp in gap.groupby("target", sort=False):
+        if len(grp) < 2:
+            continue
+        near, far = grp.loc[grp["mmd"].idxmin()], grp.loc[grp["mmd"].idxmax()]
+        lines.append(
+            f"On {target}, the source pre-trained on the closest data ({near['source']}, "
+            f"MMD\u00b2 {near['mmd']:.3g}) gains {_pts(near['gain'])} points over scratch; "
+            f"the most distant ({far['source']}, MMD\u00b2 {far['mmd']:.3g}) "
+            f"gains {_pts(far['gain'])}."
+        )
     return lines
 
 
@@ -149,7 +193,14 @@ def render_report(views: Views, suite_name: str, description: str = "") -> str:
         )
         if f
     ]
+    gap = views.domain_gap
+    gap_cols = {
+        "target": "target", "source": "source", "mmd": "MMD²", "mmd_p": "p (MMD)",
+        "frechet": "Fréchet", "best_strategy": "best strategy", "gain": "gain (pts)",
+    }
     return template.render(
+        domain_gap_table=table_html(gap, gap_cols) if len(gap) else None,
+        domain_gap_figs=[f for f in (plots.domain_gap_plot(gap, "mmd"),) if f] if len(gap) else [],
         suite_name=suite_name,
         description=description,
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

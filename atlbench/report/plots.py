@@ -69,9 +69,11 @@ def gain_heatmap(gains: pd.DataFrame) -> str | None:
         for j in range(pivot.shape[1]):
             value = pivot.iat[i, j]
             if np.isfinite(value):
-                ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=8)
-    fig.colorbar(image, ax=ax, label="best gain over scratch (points)")
-    ax.set_title("Transfer gain: best strategy and budget per pair")
+                dark = abs(value) > 0.55 * limit  # white text on the saturated end of RdBu
+                ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+    fig.colorbar(image, ax=ax, label="gain (points)")
+    ax.set_title("Best gain over scratch per pair", fontsize=10)
     return to_data_uri(fig)
 
 
@@ -111,6 +113,7 @@ def estimator_scatter(scores: pd.DataFrame, truth: pd.DataFrame, estimator: str)
         for row in grp.itertuples():
             ax.annotate(str(row.source), (row.score, row.truth), fontsize=7)
     ax.set_xlabel(f"{estimator} score")
+    ax.locator_params(axis="x", nbins=4)  # long tick labels (e.g. LEEP near -0.693) overlapped
     ax.set_ylabel("best fine-tuned accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -141,4 +144,25 @@ def layer_change_curve(curves: dict[str, tuple[list[str], list[float]]]) -> str 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     ax.set_title("What fine-tuning changed, layer by layer")
+    return to_data_uri(fig)
+
+
+def domain_gap_plot(gap: pd.DataFrame, distance: str = "mmd") -> str | None:
+    """Gain over scratch against the source-to-target distance, one colour per target."""
+    pts = gap.dropna(subset=[distance, "gain"])
+    if pts.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for target, grp in pts.groupby("target", sort=False):
+        ax.scatter(grp[distance], grp["gain"] * 100, label=str(target), s=30)
+        for row in grp.itertuples():
+            ax.annotate(str(row.source), (getattr(row, distance), row.gain * 100), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    label = "MMD² (RBF)" if distance == "mmd" else "Fréchet distance"
+    ax.set_xlabel(f"{label}: source pre-training data vs target")
+    ax.set_ylabel("best gain over scratch (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, title="target", title_fontsize=7)
+    ax.set_title("Does transfer help less when the target is further away?", fontsize=10)
     return to_data_uri(fig)

@@ -88,7 +88,7 @@ class Views:
         return cls(
             store.records(),
             store.estimates(),
-            {"cka": store.artifacts("cka")},
+            {"cka": store.artifacts("cka"), "domain_gap": store.artifacts("domain_gap")},
             {"suite": store.meta("suite", {}), "skipped_pairs": store.meta("skipped_pairs", [])},
         )
 
@@ -225,6 +225,32 @@ class Views:
         return pd.DataFrame(
             [(k, ", ".join(sorted(v))) for k, v in rows.items()], columns=["what", "value"]
         )
+
+    @cached_property
+    def domain_gap(self) -> pd.DataFrame:
+        """Source pre-training data vs target train split, beside the best gain over scratch.
+
+        Columns: source, target, mmd (unbiased MMD^2, RBF), mmd_p (permutation p-value), frechet,
+        n_source, n_target, best_strategy, gain (that strategy's mean gain over scratch, averaged
+        over budgets; NaN without a scratch baseline). Only pairs of the current records.
+        """
+        cols = ["source", "target", "mmd", "mmd_p", "frechet", "n_source", "n_target"]
+        items = self.artifacts.get("domain_gap", [])
+        if not items or self.records.empty:
+            return pd.DataFrame(columns=[*cols, "best_strategy", "gain"])
+        gaps = pd.DataFrame(items).reindex(columns=cols)
+        current = self.records[["source", "target"]].drop_duplicates()
+        gaps = gaps.merge(current, on=["source", "target"]).drop_duplicates(["source", "target"])
+        gains = self.gains.dropna(subset=["gain_mean"]) if not self.gains.empty else self.gains
+        if gains.empty:
+            best = pd.DataFrame(columns=["source", "target", "best_strategy", "gain"])
+        else:
+            keys = ["source", "target"]
+            per = gains.groupby([*keys, "strategy"], as_index=False)["gain_mean"].mean()
+            best = per.sort_values("gain_mean", ascending=False).drop_duplicates(keys)
+            best = best.rename(columns={"strategy": "best_strategy", "gain_mean": "gain"})
+        out = gaps.merge(best, on=["source", "target"], how="left")
+        return out.sort_values(["target", "mmd"]).reset_index(drop=True)
 
     def cka_figures(self) -> list[str]:
         """Heatmaps per CKA comparison (first seed) and one per-layer change curve."""

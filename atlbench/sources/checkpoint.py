@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from atlbench.errors import SourceError
 
@@ -19,6 +19,14 @@ class CheckpointParams(BaseModel):
     path: str
     input_size: int | None = Field(None, ge=8, le=1024)
     num_classes: int | None = Field(None, ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: str) -> str:
+        """A missing file is a suite error (exit 2) at load time, not a failure in every cell."""
+        if not Path(value).expanduser().is_file():
+            raise ValueError(f"checkpoint file {value!r} does not exist")
+        return value
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

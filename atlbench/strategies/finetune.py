@@ -157,6 +157,7 @@ def train_with_grid(
             optimizer=cfg.optimizer,
             seed=ctx.seed,
             compile=cfg.compile,
+            min_epoch_samples=cfg.min_epoch_samples,
         )
 
         def report(epoch: int, total: int, acc: float, lr: float = lr) -> None:

@@ -3,7 +3,8 @@
 Run: pytest tests/benchmarks/test_bench_cka.py -p no:cacheprovider \
          --benchmark-columns=min,mean,rounds
 The four rows of the group are the bare forward passes of both models (the floor), atlbench,
-torch-cka and pytorch-cka (PyPI; skipped when not installed).
+torch-cka and pytorch-cka (PyPI; skipped when not installed). ``test_inplace_relu_values`` is not
+a timing: it records what each library reports for a Linear layer vs the in-place ReLU after it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from atlbench.similarity import auto_layers, cka_matrix, linear_cka
@@ -78,13 +80,9 @@ def test_values_against_float64_reference(setup):
     )  # fmt: skip
     np.testing.assert_allclose(ours, xy / np.sqrt(np.outer(xx, yy)), rtol=1e-6, atol=1e-9)
     # full-data (N = 1000) debiased linear CKA in float64: same population quantity
-    full = np.array(
-        [
-            [linear_cka(np.concatenate([f[i] for f in fa]), np.concatenate([f[j] for f in fb]), True)
-             for j in range(9)]
-            for i in range(9)
-        ]
-    )  # fmt: skip
+    whole_a = [np.concatenate([f[i] for f in fa]) for i in range(9)]
+    whole_b = [np.concatenate([f[j] for f in fb]) for j in range(9)]
+    full = np.array([[linear_cka(x, y, True) for y in whole_b] for x in whole_a])
     assert np.abs(ours - full).max() < 0.05
 
 
@@ -151,3 +149,59 @@ def test_pytorch_cka(benchmark, setup):
         )[0],
     )
     benchmark.extra_info["max_abs_diff_vs_atlbench"] = float(np.abs(out.numpy() - ours).max())
+
+
+def test_inplace_relu_values(record_property):
+    """Linear -> ReLU(inplace=True): the true linear CKA is ~0.86, not 1.
+
+    torch-cka and pytorch-cka keep a reference to the Linear output, which the in-place ReLU then
+    overwrites, so both of their "layers" are the ReLU output and they report 1.0. atlbench reduces
+    each output to its Gram matrix inside the hook, before the overwrite.
+    """
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(inplace=True)).eval()
+    x = torch.randn(512, 16, generator=torch.Generator().manual_seed(3))
+    loader = DataLoader(TensorDataset(x), batch_size=128)
+    with torch.no_grad():
+        pre = model[0](x).double().numpy()
+    post = np.maximum(pre, 0.0)
+    xc, yc = pre - pre.mean(0), post - post.mean(0)  # Kornblith et al. linear CKA, float64
+    truth = np.linalg.norm(yc.T @ xc) ** 2 / (
+        np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
+    )
+    assert 0.8 < truth < 0.9
+    one_batch = DataLoader(TensorDataset(x), batch_size=512)
+    exact = cka_matrix(model, model, one_batch, ["0"], ["1"], debiased=False).matrix[0, 0]
+    assert exact == pytest.approx(truth, rel=1e-9)
+    ours = cka_matrix(model, model, loader, ["0"], ["1"]).matrix[0, 0]  # debiased, 4 batches
+    assert abs(ours - truth) < 0.02
+    record_property("true_linear_cka", float(truth))
+    record_property("atlbench", float(ours))
+    theirs = {}
+    try:
+        import torch_cka
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tc = torch_cka.CKA(
+                copy.deepcopy(model), copy.deepcopy(model), "a", "b", ["0"], ["1"], device="cpu"
+            )
+            tc.compare(loader)
+        theirs["torch-cka"] = float(tc.hsic_matrix[0, 0])
+    except ImportError:
+        pass
+    try:
+        import cka
+
+        if hasattr(cka, "compute_cka"):
+            m = cka.compute_cka(
+                model, model, loader, layers=["0"], model2_layers=["1"], device="cpu",
+                progress=False,
+            )[0]
+            theirs["pytorch-cka"] = float(m[0, 0])
+    except ImportError:
+        pass
+    for name, value in theirs.items():
+        record_property(name, value)
+    print(f"\nLinear vs in-place ReLU: truth {truth:.4f}, atlbench {ours:.4f}, "
+          + ", ".join(f"{k} {v:.4f}" for k, v in theirs.items()))  # fmt: skip
