@@ -18,10 +18,27 @@ def device_kind(device: pd.Series) -> pd.Series:
     return pd.Series(np.where(text.isna(), "unknown", kind), index=device.index)
 
 
+def cell_cost_seconds(rows: pd.DataFrame) -> pd.Series:
+    """What a cell cost to produce: its whole hyperparameter grid plus its feature extraction.
+
+    The selected run's ``train_time_s`` alone would flatter strategies that try many settings,
+    and makes frozen-feature strategies look free (a probe trains in milliseconds once the
+    forward pass over the target is paid), which sends gain-per-hour to absurd values.
+    """
+
+    def col(name: str) -> pd.Series:
+        if name not in rows:
+            return pd.Series(np.nan, index=rows.index)
+        return pd.to_numeric(rows[name], errors="coerce")
+
+    fit = col("selection_time_s").fillna(col("train_time_s"))
+    return fit + col("feature_time_s").fillna(0.0)
+
+
 def gain_per_hour(records: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Mean paired gain over scratch divided by the mean training hours of the transfer cells.
 
-    The cost is the transfer cell's own ``train_time_s``, not transfer minus scratch: a practitioner
+    The cost is the transfer cell's own compute (``cell_cost_seconds``), not transfer minus scratch: a practitioner
     asks what an hour spent on this fine-tune buys, the source's pre-training is a sunk cost shared
     by every target, and a time *difference* is often near zero or negative (fine-tuning usually
     converges faster than scratch), which would make the ratio unstable or meaningless.
@@ -43,7 +60,7 @@ def gain_per_hour(records: pd.DataFrame, metric: str = "test_acc") -> pd.DataFra
     if pairs.empty:
         return pd.DataFrame(columns=cols)
     pairs["device_kind"] = device_kind(pairs["device"])
-    pairs["hours"] = pd.to_numeric(pairs["train_time_s"], errors="coerce") / 3600.0
+    pairs["hours"] = cell_cost_seconds(pairs) / 3600.0
     out = (
         pairs.groupby([*GROUP, "device_kind"], sort=False)
         .agg(

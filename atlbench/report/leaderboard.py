@@ -58,6 +58,8 @@ def leaderboard(records: pd.DataFrame) -> pd.DataFrame:
     table = table.rename(
         columns={"mean": "mean_acc", "std": "std_acc", "n_seeds": "seeds", "gain_mean": "gain_vs_scratch"}
     )
+    # a t-interval of a bounded metric can leave [0, 1]; clip it to the metric's range
+    table[["ci_low", "ci_high"]] = table[["ci_low", "ci_high"]].clip(0.0, 1.0)
     table["verdict"] = table["verdict"].fillna("baseline")
     table = table.sort_values(["target", "budget", "mean_acc"], ascending=[True, True, False], kind="stable")
     table["rank"] = table.groupby(["target", "budget"]).cumcount() + 1

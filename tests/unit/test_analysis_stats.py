@@ -426,3 +426,15 @@ def test_labels_saved_interpolates_scratch_learning_curve() -> None:
     for source, word in (("never", "never"), ("worse", "already"), ("nobase", "no scratch")):
         assert math.isnan(out.loc[source, "labels_saved"])
         assert word in out.loc[source, "reason"]
+
+
+def test_gain_per_hour_charges_the_whole_grid_and_the_features() -> None:
+    """Cost = every grid point's training plus the forward pass that made the features."""
+    rows = [record(SCRATCH_SRC, "t", "scratch", 0, 0.5), record("src", "t", "probe", 0, 0.8)]
+    frame = pd.DataFrame(rows)
+    frame.loc[1, "train_time_s"] = 0.001
+    frame["selection_time_s"] = [np.nan, 30.0]
+    frame["feature_time_s"] = [np.nan, 6.0]
+    out = gain_per_hour(frame)
+    assert out["train_hours"].iloc[0] == pytest.approx(36.0 / 3600.0)
+    assert out["gain_per_cpu_hour"].iloc[0] == pytest.approx(0.3 / (36.0 / 3600.0))
