@@ -110,7 +110,8 @@ def _make_cell(
         "method": METHOD_VERSION,
     }
     if not cls.uses_features:
-        identity["training"] = suite.training.model_dump()
+        # how results are kept does not change them: checkpoints stay out of the key
+        identity["training"] = suite.training.model_dump(exclude={"keep_checkpoints"})
     return Cell(
         key=content_hash(identity, 20),
         source=source.id if cls.pretrained else scratch_label(source.arch),
