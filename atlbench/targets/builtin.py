@@ -20,6 +20,7 @@ TASKS = ("digits", *IMAGE_TASKS, "topic_text")
 class ShiftParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rotation: float = 0.0
+    random_rotation: bool = False
     invert: bool = False
     colour: str | None = None
     noise: float = Field(0.0, ge=0, le=1)
@@ -72,5 +73,5 @@ def load_builtin(task_id: str, params: BuiltinParams) -> TaskData:
         seed=params.seed,
         val_fraction=params.val_fraction,
         test_fraction=params.test_fraction,
-        fingerprint={"builtin": params.model_dump(), "generator_version": 1},
+        fingerprint={"builtin": params.model_dump(), "generator_version": 2},
     )
