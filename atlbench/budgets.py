@@ -27,7 +27,9 @@ def budget_size(budget: BudgetSpec, class_count: int) -> int:
     return max(1, math.ceil(budget.fraction * class_count))  # type: ignore[operator]
 
 
-def select_budget(labels: np.ndarray, budget: BudgetSpec, seed: int, origin: str = "") -> np.ndarray:
+def select_budget(
+    labels: np.ndarray, budget: BudgetSpec, seed: int, origin: str = ""
+) -> np.ndarray:
     """Sorted train indices for ``budget``; a budget larger than a class is an error."""
     out = []
     for cls, order in class_orders(labels, seed).items():
@@ -48,6 +50,6 @@ def check_budgets(labels: np.ndarray, budgets: tuple[BudgetSpec, ...], origin: s
         for cls, n in enumerate(counts):
             if budget_size(budget, int(n)) > n:
                 raise DataError(
-                    f"{origin}: label budget {budget.label} needs more examples of class {cls} than "
-                    f"the train split has ({n})"
+                    f"{origin}: label budget {budget.label} needs more examples of class {cls} "
+                    f"than the train split has ({n})"
                 )

@@ -31,8 +31,12 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan (cells, how many done) and exit.")
 @click.option("--retry-failed", is_flag=True, help="Re-run cells that failed before.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed cell.")
-@click.option("--results-dir", default="results", type=click.Path(path_type=Path), show_default=True)
-@click.option("--reports-dir", default="reports", type=click.Path(path_type=Path), show_default=True)
+@click.option(
+    "--results-dir", default="results", type=click.Path(path_type=Path), show_default=True
+)
+@click.option(
+    "--reports-dir", default="reports", type=click.Path(path_type=Path), show_default=True
+)
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides the suite).")
 @click.option(
     "--executor",
@@ -75,7 +79,9 @@ def sweep(
 
 @cli.command()
 @click.argument("results_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--reports-dir", default="reports", type=click.Path(path_type=Path), show_default=True)
+@click.option(
+    "--reports-dir", default="reports", type=click.Path(path_type=Path), show_default=True
+)
 def report(results_dir: Path, reports_dir: Path) -> None:
     """Regenerate the CSVs and the HTML report of RESULTS_DIR from stored records (no compute)."""
     from atlbench.report import write_outputs
@@ -103,13 +109,26 @@ def leaderboard(results_dir: Path, target: str | None) -> None:
         if target not in set(board["target"]):
             raise AtlbenchError(f"no results for target {target!r} in {results_dir}")
         board = board[board["target"] == target]
-    table = Table("target", "budget", "#", "source", "strategy", "acc", "±", "gain vs scratch", "verdict")
+    table = Table(
+        "target", "budget", "#", "source", "strategy", "acc", "±", "gain vs scratch", "verdict"
+    )
     for row in board.itertuples():
-        gain = "" if row.gain_vs_scratch != row.gain_vs_scratch else f"{row.gain_vs_scratch * 100:+.1f}"
+        gain = (
+            ""
+            if row.gain_vs_scratch != row.gain_vs_scratch
+            else f"{row.gain_vs_scratch * 100:+.1f}"
+        )
         std = "" if row.std_acc != row.std_acc else f"{row.std_acc:.3f}"
         table.add_row(
-            row.target, row.budget, str(row.rank), row.source, row.strategy,
-            f"{row.mean_acc:.3f}", std, gain, row.verdict,
+            row.target,
+            row.budget,
+            str(row.rank),
+            row.source,
+            row.strategy,
+            f"{row.mean_acc:.3f}",
+            std,
+            gain,
+            row.verdict,
         )
     console = Console(highlight=False)
     if not console.is_terminal:  # piped: never truncate names to fit an 80-column default
@@ -156,7 +175,11 @@ def list_components(what: str) -> None:
 @click.option("--csv", "csv_path", default=None, type=click.Path(path_type=Path), help="Write CSV.")
 @click.option("--device", default=None)
 def estimate(
-    suite: Path, target_id: str | None, estimators: str | None, csv_path: Path | None, device: str | None
+    suite: Path,
+    target_id: str | None,
+    estimators: str | None,
+    csv_path: Path | None,
+    device: str | None,
 ) -> None:
     """Rank SUITE's sources for a target by transferability estimators, without fine-tuning."""
     from atlbench.estimate import rank_sources, render_ranking
@@ -175,31 +198,62 @@ def estimate(
 @cli.command()
 @click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--a", "a", required=True, help="Source id of model A (pre-trained weights).")
-@click.option("--a-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Load these encoder weights into A (e.g. a fine-tuned best.safetensors).")
+@click.option(
+    "--a-checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Load these encoder weights into A (e.g. a fine-tuned best.safetensors).",
+)
 @click.option("--b", "b", required=True, help="Source id of model B, or 'scratch' (A's arch).")
 @click.option("--b-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--target", required=True, help="Target id whose split feeds both models.")
-@click.option("--split", default="test", type=click.Choice(["train", "val", "test"]),
-              show_default=True)
+@click.option(
+    "--split", default="test", type=click.Choice(["train", "val", "test"]), show_default=True
+)
 @click.option("--max-examples", default=1000, type=click.IntRange(min=4), show_default=True)
-@click.option("--batch-size", default=500, type=click.IntRange(min=4), show_default=True,
-              help="Examples per Gram; one batch gives the exact linear CKA of the subset.")
+@click.option(
+    "--batch-size",
+    default=500,
+    type=click.IntRange(min=4),
+    show_default=True,
+    help="Examples per Gram; one batch gives the exact linear CKA of the subset.",
+)
 @click.option("--debiased", is_flag=True, help="Unbiased HSIC (Song et al. 2012) per batch.")
-@click.option("--out", default="cka", type=click.Path(file_okay=False, path_type=Path),
-              show_default=True)
+@click.option(
+    "--out", default="cka", type=click.Path(file_okay=False, path_type=Path), show_default=True
+)
 @click.option("--device", default=None)
 def cka(
-    suite: Path, a: str, a_checkpoint: Path | None, b: str, b_checkpoint: Path | None,
-    target: str, split: str, max_examples: int, batch_size: int, debiased: bool, out: Path,
+    suite: Path,
+    a: str,
+    a_checkpoint: Path | None,
+    b: str,
+    b_checkpoint: Path | None,
+    target: str,
+    split: str,
+    max_examples: int,
+    batch_size: int,
+    debiased: bool,
+    out: Path,
     device: str | None,
 ) -> None:
     """Layer x layer linear CKA of two models on a target split: OUT/cka.csv and OUT/cka.svg."""
     from atlbench.layer_study import cka_command
 
     cka_command(
-        suite, a, b, target, a_checkpoint, b_checkpoint, split, max_examples, batch_size,
-        debiased, out, device, echo=click.echo,
+        suite,
+        a,
+        b,
+        target,
+        a_checkpoint,
+        b_checkpoint,
+        split,
+        max_examples,
+        batch_size,
+        debiased,
+        out,
+        device,
+        echo=click.echo,
     )
 
 
@@ -208,20 +262,39 @@ def cka(
 @click.option("--source", "source_id", required=True, help="Source id whose features are compared.")
 @click.option("--reference", required=True, help="Target id of the reference data.")
 @click.option("--new", "new", required=True, help="Target id of the new data.")
-@click.option("--reference-split", default="train", type=click.Choice(["train", "val", "test"]),
-              show_default=True)
-@click.option("--new-split", default="train", type=click.Choice(["train", "val", "test"]),
-              show_default=True)
+@click.option(
+    "--reference-split",
+    default="train",
+    type=click.Choice(["train", "val", "test"]),
+    show_default=True,
+)
+@click.option(
+    "--new-split", default="train", type=click.Choice(["train", "val", "test"]), show_default=True
+)
 @click.option("--permutations", default=500, type=click.IntRange(min=1), show_default=True)
 @click.option("--alpha", default=0.05, type=float, show_default=True)
 @click.option("--seed", default=0, type=int, show_default=True, help="Subsampling/permutations.")
-@click.option("--max-samples", default=1500, type=click.IntRange(min=2), show_default=True,
-              help="Examples per side for MMD (the kernel matrix is (2 x this)^2).")
+@click.option(
+    "--max-samples",
+    default=1500,
+    type=click.IntRange(min=2),
+    show_default=True,
+    help="Examples per side for MMD (the kernel matrix is (2 x this)^2).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--device", default=None)
 def drift(
-    suite: Path, source_id: str, reference: str, new: str, reference_split: str, new_split: str,
-    permutations: int, alpha: float, seed: int, max_samples: int, as_json: bool,
+    suite: Path,
+    source_id: str,
+    reference: str,
+    new: str,
+    reference_split: str,
+    new_split: str,
+    permutations: int,
+    alpha: float,
+    seed: int,
+    max_samples: int,
+    as_json: bool,
     device: str | None,
 ) -> None:
     """Test whether NEW data drifted from REFERENCE in a source model's feature space.
@@ -233,8 +306,17 @@ def drift(
     from atlbench.drift import detect_drift, render
 
     report = detect_drift(
-        suite, source_id, reference, new, reference_split, new_split, permutations, alpha,
-        seed, max_samples, device,
+        suite,
+        source_id,
+        reference,
+        new,
+        reference_split,
+        new_split,
+        permutations,
+        alpha,
+        seed,
+        max_samples,
+        device,
     )
     click.echo(render(report, as_json))
 

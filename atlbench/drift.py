@@ -130,7 +130,11 @@ def detect_drift(
             encoder = source.build(True)
         feats.append(cache.get(source, task, split, encoder=encoder).features)
     result = drift_test(
-        feats[0], feats[1], n_permutations=n_permutations, seed=seed, alpha=alpha,
+        feats[0],
+        feats[1],
+        n_permutations=n_permutations,
+        seed=seed,
+        alpha=alpha,
         max_samples=max_samples,
     )
     return DriftReport(

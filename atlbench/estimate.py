@@ -52,7 +52,9 @@ def rank_sources(
             source = resolve_source(entry, suite.trust_remote_code)
             if source.modality != modality:
                 continue
-            task = EstimateTask(f"estimate:{entry.id}:{target.id}", entry.id, target.id, tuple(names))
+            task = EstimateTask(
+                f"estimate:{entry.id}:{target.id}", entry.id, target.id, tuple(names)
+            )
             for row in worker.run_estimates(task):
                 extra = row.get("extra") or {}
                 rows.append(

@@ -32,7 +32,9 @@ class FeatureSet:
 
 
 @torch.inference_mode()
-def extract(encoder: Encoder, split: Split, device: torch.device, batch_size: int = 256) -> FeatureSet:
+def extract(
+    encoder: Encoder, split: Split, device: torch.device, batch_size: int = 256
+) -> FeatureSet:
     """One batched forward pass in ``inference_mode``; float32 features on the CPU."""
     encoder.eval().to(device)
     data = PreparedSplit(encoder, split)
@@ -57,7 +59,12 @@ def extract(encoder: Encoder, split: Split, device: torch.device, batch_size: in
 
 def feature_paths(source: Source, task: TaskData, split: str) -> tuple[Path, Path]:
     key = content_hash(
-        {"source": source.fingerprint, "target": task.fingerprint, "split": split, "v": FEATURES_VERSION}
+        {
+            "source": source.fingerprint,
+            "target": task.fingerprint,
+            "split": split,
+            "v": FEATURES_VERSION,
+        }
     )
     root = cache_dir() / "features"
     return root / f"{key}.features.npy", root / f"{key}.probs.npy"
@@ -70,7 +77,9 @@ class FeatureCache:
         self.device = device
         self._memory: dict[tuple[str, str], FeatureSet] = {}
 
-    def get(self, source: Source, task: TaskData, split: str, encoder: Encoder | None = None) -> FeatureSet:
+    def get(
+        self, source: Source, task: TaskData, split: str, encoder: Encoder | None = None
+    ) -> FeatureSet:
         f_path, p_path = feature_paths(source, task, split)
         mem_key = (f_path.name, split)
         if mem_key in self._memory:

@@ -36,7 +36,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.source} -> {self.target} / {self.strategy} / {self.budget.label} / seed {self.seed}"
+        budget = self.budget.label
+        return f"{self.source} -> {self.target} / {self.strategy} / {budget} / seed {self.seed}"
 
 
 @dataclass(frozen=True)

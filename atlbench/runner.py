@@ -6,6 +6,7 @@ store, so a worker's crash can lose at most the cell in flight.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 import traceback
@@ -35,10 +36,8 @@ def package_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "atlbench": __version__}
     for name in ("torch", "timm", "transformers", "scikit-learn", "numpy"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
@@ -104,9 +103,14 @@ class Worker:
                 "wall_time_s": time.perf_counter() - started,
             }
             return record, None
-        return base | record | {"status": "done", "wall_time_s": time.perf_counter() - started}, preds
+        return base | record | {
+            "status": "done",
+            "wall_time_s": time.perf_counter() - started,
+        }, preds
 
-    def _run(self, cell: Cell, progress: Progress, checkpoint_root: Any) -> tuple[dict[str, Any], list[int]]:
+    def _run(
+        self, cell: Cell, progress: Progress, checkpoint_root: Any
+    ) -> tuple[dict[str, Any], list[int]]:
         from sklearn.metrics import f1_score
 
         source = self.source(cell.source_id)
@@ -148,7 +152,13 @@ class Worker:
             "num_classes": task.num_classes,
             "test_acc": float((pred == y_true).mean()),
             "test_macro_f1": float(
-                f1_score(y_true, pred, average="macro", labels=np.arange(task.num_classes), zero_division=0)
+                f1_score(
+                    y_true,
+                    pred,
+                    average="macro",
+                    labels=np.arange(task.num_classes),
+                    zero_division=0,
+                )
             ),
             "val_acc": outcome.val_acc,
             "trainable_params": outcome.trainable_params,
@@ -180,18 +190,28 @@ class Worker:
             data = fs.features if spec.input == "features" else fs.probs
             if data is None:
                 rows.append(
-                    _estimate_row(task_, name, status="skipped", error="source has no classifier head")
+                    _estimate_row(
+                        task_, name, status="skipped", error="source has no classifier head"
+                    )
                 )
                 continue
             t0 = time.perf_counter()
             try:
                 score = float(spec.fn(data, task.train.labels))
             except Exception as err:
-                rows.append(_estimate_row(task_, name, status="failed", error=f"{type(err).__name__}: {err}"))
+                rows.append(
+                    _estimate_row(
+                        task_, name, status="failed", error=f"{type(err).__name__}: {err}"
+                    )
+                )
                 continue
             rows.append(
                 _estimate_row(
-                    task_, name, status="done", score=score, time_s=time.perf_counter() - t0,
+                    task_,
+                    name,
+                    status="done",
+                    score=score,
+                    time_s=time.perf_counter() - t0,
                     extra={"feature_time_s": fs.seconds, "n": len(data), "dim": data.shape[1]},
                 )
             )
@@ -202,14 +222,20 @@ class Worker:
         encoder = self.encoders.build(source, True)
         rows = [
             _estimate_row(
-                task_, "baseline_params", status="done", time_s=0.0,
+                task_,
+                "baseline_params",
+                status="done",
+                time_s=0.0,
                 score=float(sum(p.numel() for p in encoder.parameters())),
             )
         ]
         if source.reported_accuracy is not None:
             rows.append(
                 _estimate_row(
-                    task_, "baseline_reported_acc", status="done", time_s=0.0,
+                    task_,
+                    "baseline_reported_acc",
+                    status="done",
+                    time_s=0.0,
                     score=float(source.reported_accuracy),
                 )
             )
@@ -217,7 +243,12 @@ class Worker:
 
 
 def _estimate_row(task: EstimateTask, name: str, **fields: Any) -> dict[str, Any]:
-    return {"key": task.key, "estimator": name, "source": task.source, "target": task.target} | fields
+    return {
+        "key": task.key,
+        "estimator": name,
+        "source": task.source,
+        "target": task.target,
+    } | fields
 
 
 def cell_identity(cell: Cell) -> dict[str, Any]:

@@ -52,7 +52,7 @@ class TrainingConfig(Strict):
 
 
 class BudgetSpec(Strict):
-    """A label budget: ``per_class`` examples of each class, or a ``fraction`` of the train split."""
+    """A label budget: ``per_class`` examples of each class, or a ``fraction`` of the train set."""
 
     per_class: int | None = Field(None, ge=1)
     fraction: float | None = Field(None, gt=0, le=1)
@@ -269,7 +269,9 @@ def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
 def parse_suite(data: Any, origin: str = "<suite>") -> Suite:
     """Validate a loaded YAML mapping; raise :class:`SuiteError` with one clear line."""
     if not isinstance(data, dict):
-        raise SuiteError(f"{origin}: a suite must be a YAML mapping with name, sources, targets, ...")
+        raise SuiteError(
+            f"{origin}: a suite must be a YAML mapping with name, sources, targets, ..."
+        )
     try:
         suite = Suite.model_validate(data)
     except ValidationError as err:

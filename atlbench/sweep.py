@@ -6,6 +6,7 @@ interrupted sweep loses at most the cells in flight and resumes where it stopped
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -97,7 +98,9 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
     ui = ui or SweepUI(quiet=options.quiet)
     if options.dry_run:
         statuses = _peek_statuses(results_dir)
-        summary = SweepSummary(suite, plan, results_dir, sum(1 for c in plan.cells if statuses.get(c.key) == "done"))
+        summary = SweepSummary(
+            suite, plan, results_dir, sum(1 for c in plan.cells if statuses.get(c.key) == "done")
+        )
         ui.print_plan(summary, statuses)
         return summary
     with SweepLock(results_dir):
@@ -105,7 +108,10 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
         with Store(results_dir) as store:
             statuses = store.statuses()
             summary = SweepSummary(
-                suite, plan, results_dir, sum(1 for c in plan.cells if statuses.get(c.key) == "done")
+                suite,
+                plan,
+                results_dir,
+                sum(1 for c in plan.cells if statuses.get(c.key) == "done"),
             )
             store.set_plan([cell_identity(c) for c in plan.cells])
             store.set_meta("suite", suite.model_dump(mode="json"))
@@ -116,7 +122,9 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
             summary.skipped_failed = skipped_failed
             done_estimates = store.estimate_keys()
             estimates = [
-                t for t in plan.estimates if any((t.key, e) not in done_estimates for e in t.estimators)
+                t
+                for t in plan.estimates
+                if any((t.key, e) not in done_estimates for e in t.estimators)
             ]
             executor = make_executor(options, suite)
 
@@ -133,32 +141,39 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
                 store.put_estimates(rows)
                 ui.estimates_done(task, rows)
 
-            with ui.running(summary, len(pending), len(estimates)):
-                try:
-                    executor.run(
-                        keeps_checkpoints(suite),  # cka implies keep_checkpoints; keys unchanged
-                        pending,
-                        estimates,
-                        on_cell,
-                        on_estimates,
-                        ui.cell_progress,
-                        results_dir / "checkpoints",
-                    )
-                except StopSweep:
-                    pass
+            # --fail-fast raises StopSweep: stop there, keep what finished
+            with ui.running(summary, len(pending), len(estimates)), contextlib.suppress(StopSweep):
+                executor.run(
+                    keeps_checkpoints(suite),  # cka implies keep_checkpoints; keys unchanged
+                    pending,
+                    estimates,
+                    on_cell,
+                    on_estimates,
+                    ui.cell_progress,
+                    results_dir / "checkpoints",
+                )
             run_layer_study(
-                store, suite, plan, results_dir, options.device or suite.device,
+                store,
+                suite,
+                plan,
+                results_dir,
+                options.device or suite.device,
                 progress=None if options.quiet else print,
             )  # CKA of fine-tuned cells (suite.cka), in the driver; stored ones are skipped
             from atlbench.domain_gap import compute_domain_gaps
 
             compute_domain_gaps(
-                store, suite, plan, options.device or suite.device,
+                store,
+                suite,
+                plan,
+                options.device or suite.device,
                 progress=None if options.quiet else print,
             )  # source pre-training data vs target, in the driver; stored pairs are skipped
             from atlbench.report import write_outputs
 
-            summary.report_path = write_outputs(store, results_dir, options.reports_root, suite.name)
+            summary.report_path = write_outputs(
+                store, results_dir, options.reports_root, suite.name
+            )
     summary.seconds = time.perf_counter() - started
     ui.print_summary(summary)
     return summary

@@ -1,4 +1,4 @@
-"""Terminal display: a live progress bar over cells (with the current epoch), and a summary table."""
+"""Terminal display: a live progress bar over cells (with the current epoch) and a summary."""
 
 from __future__ import annotations
 
@@ -100,14 +100,23 @@ class SweepUI:
             best = None
         if best is not None and len(best):
             table = Table(
-                "target", "best source", "strategy", "budget", "acc (mean ± std)", "gain vs scratch",
+                "target",
+                "best source",
+                "strategy",
+                "budget",
+                "acc (mean ± std)",
+                "gain vs scratch",
                 title="Best per target and budget",
             )
             for row in best.itertuples():
                 gain = "" if row.gain != row.gain else f"{row.gain * 100:+.1f} pts"
                 table.add_row(
-                    row.target, row.source, row.strategy, row.budget,
-                    f"{row.mean:.3f} ± {row.std:.3f}", gain,
+                    row.target,
+                    row.source,
+                    row.strategy,
+                    row.budget,
+                    f"{row.mean:.3f} ± {row.std:.3f}",
+                    gain,
                 )
             self.console.print(table)
         self.console.print(

@@ -38,7 +38,8 @@ def cell_cost_seconds(rows: pd.DataFrame) -> pd.Series:
 def gain_per_hour(records: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Mean paired gain over scratch divided by the mean training hours of the transfer cells.
 
-    The cost is the transfer cell's own compute (``cell_cost_seconds``), not transfer minus scratch: a practitioner
+    The cost is the transfer cell's own compute (``cell_cost_seconds``), not transfer minus
+    scratch: a practitioner
     asks what an hour spent on this fine-tune buys, the source's pre-training is a sunk cost shared
     by every target, and a time *difference* is often near zero or negative (fine-tuning usually
     converges faster than scratch), which would make the ratio unstable or meaningless.

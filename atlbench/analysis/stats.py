@@ -127,7 +127,8 @@ def paired_runs(records: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame
     """One row per finished transfer cell with its scratch partner's value (NaN when unpaired).
 
     Columns: the transfer row's source, target, strategy, budget, arch, seed, n_train, train_time_s,
-    selection_time_s, feature_time_s (when recorded), device, ``value`` (its metric), ``scratch_value`` and ``gain = value - scratch_value``.
+    selection_time_s, feature_time_s (when recorded), device, ``value`` (its metric),
+    ``scratch_value`` and ``gain = value - scratch_value``.
     Duplicate scratch cells for one pairing key are averaged rather than multiplying the pairs.
     """
     rows = done_rows(records, metric)
@@ -138,8 +139,17 @@ def paired_runs(records: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame
         .mean()
         .rename(columns={metric: "scratch_value"})
     )
-    keep = [*GROUP, "arch", "seed", "n_train", "train_time_s", "selection_time_s",
-            "feature_time_s", "device", metric]
+    keep = [
+        *GROUP,
+        "arch",
+        "seed",
+        "n_train",
+        "train_time_s",
+        "selection_time_s",
+        "feature_time_s",
+        "device",
+        metric,
+    ]
     transfer = rows.loc[~is_scratch, [c for c in keep if c in rows.columns]]
     transfer = transfer.rename(columns={metric: "value"})
     pairs = transfer.merge(scratch, on=PAIR_KEYS, how="left", validate="many_to_one")

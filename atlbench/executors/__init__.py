@@ -169,8 +169,14 @@ def crashed_estimates(task: EstimateTask, error: BaseException | str) -> list[di
     message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
     first = (message.strip().splitlines() or ["worker failed"])[0][:500]
     return [
-        {"key": task.key, "estimator": name, "source": task.source, "target": task.target,
-         "status": "failed", "error": first}
+        {
+            "key": task.key,
+            "estimator": name,
+            "source": task.source,
+            "target": task.target,
+            "status": "failed",
+            "error": first,
+        }
         for name in task.estimators
     ]
 

@@ -40,7 +40,14 @@ def _fmt(value: Any, column: str) -> tuple[str, str]:
     if isinstance(value, float | np.floating):
         if "gain" in column or column in ("ntg", "negative_transfer_gap"):
             return f"{value * 100:+.1f}", f"{value}"
-        if "acc" in column or column in ("mean", "std", "ci_low", "ci_high", "mean_macro_f1", "score"):
+        if "acc" in column or column in (
+            "mean",
+            "std",
+            "ci_low",
+            "ci_high",
+            "mean_macro_f1",
+            "score",
+        ):
             return f"{value:.3f}", f"{value}"
         if column.endswith("_s"):
             return f"{value:.2f}", f"{value}"
@@ -72,7 +79,7 @@ def table_html(frame: pd.DataFrame, columns: dict[str, str] | None = None) -> Ma
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return Markup(
         '<div class="scroll"><table class="sortable">'
-        f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -105,8 +112,10 @@ def _best_line(target: str, budget: str, grp: pd.DataFrame) -> str:
         verdict = str(top.get("verdict", ""))
         if not math.isnan(lo):
             sure = (
-                "significant" if verdict.endswith("(significant)")
-                else "not significant with this many seeds" if "inconclusive" in verdict
+                "significant"
+                if verdict.endswith("(significant)")
+                else "not significant with this many seeds"
+                if "inconclusive" in verdict
                 else verdict
             )
             line += f" (95% CI {_pts(lo)} to {_pts(hi)} points; {sure})"
@@ -163,21 +172,37 @@ def render_report(views: Views, suite_name: str, description: str = "") -> str:
         for target, grp in board.groupby("target", sort=False)
     ]
     summary = views.summary
-    curves = [c for c in (plots.learning_curves(summary, t) for t in summary["target"].unique()) if c] if not summary.empty else []
+    curves = (
+        [c for c in (plots.learning_curves(summary, t) for t in summary["target"].unique()) if c]
+        if not summary.empty
+        else []
+    )
     notes = []
     if not views.gains.empty and (views.gains["n_pairs"] < 5).any():
         notes.append(
-            "Some comparisons rest on fewer than 5 paired seeds: their confidence intervals are wide "
-            "and verdicts often inconclusive. At least 5 seeds are recommended."
+            "Some comparisons rest on fewer than 5 paired seeds: their confidence intervals are "
+            "wide and verdicts often inconclusive. At least 5 seeds are recommended."
         )
     if views.failures is not None and len(views.failures):
-        notes.append(f"{len(views.failures)} cells failed; see Failures. Their results are missing, not zero.")
+        notes.append(
+            f"{len(views.failures)} cells failed; see Failures. "
+            "Their results are missing, not zero."
+        )
     negative = views.gains
     neg_cols = {
-        "target": "target", "budget": "budget", "source": "source", "strategy": "strategy",
-        "n_pairs": "pairs", "mean": "acc", "scratch_mean": "scratch acc", "gain_mean": "gain (pts)",
-        "gain_ci_low": "CI low", "gain_ci_high": "CI high", "p_holm": "p (Holm)",
-        "negative_transfer_gap": "NTG (pts)", "verdict": "verdict",
+        "target": "target",
+        "budget": "budget",
+        "source": "source",
+        "strategy": "strategy",
+        "n_pairs": "pairs",
+        "mean": "acc",
+        "scratch_mean": "scratch acc",
+        "gain_mean": "gain (pts)",
+        "gain_ci_low": "CI low",
+        "gain_ci_high": "CI high",
+        "p_holm": "p (Holm)",
+        "negative_transfer_gap": "NTG (pts)",
+        "verdict": "verdict",
     }
     estimator_figs = []
     if not views.estimates.empty and not views.truth.empty:
@@ -195,8 +220,13 @@ def render_report(views: Views, suite_name: str, description: str = "") -> str:
     ]
     gap = views.domain_gap
     gap_cols = {
-        "target": "target", "source": "source", "mmd": "MMD²", "mmd_p": "p (MMD)",
-        "frechet": "Fréchet", "best_strategy": "best strategy", "gain": "gain (pts)",
+        "target": "target",
+        "source": "source",
+        "mmd": "MMD²",
+        "mmd_p": "p (MMD)",
+        "frechet": "Fréchet",
+        "best_strategy": "best strategy",
+        "gain": "gain (pts)",
     }
     return template.render(
         domain_gap_table=table_html(gap, gap_cols) if len(gap) else None,
@@ -214,15 +244,21 @@ def render_report(views: Views, suite_name: str, description: str = "") -> str:
         negative_table=table_html(negative, {k: v for k, v in neg_cols.items() if k in negative}),
         p_improve=table_html(views.p_improvement) if views.p_improvement is not None else None,
         curves=curves,
-        labels_saved=table_html(views.labels_saved) if views.labels_saved is not None and len(views.labels_saved) else None,
-        gain_hour=table_html(views.gain_per_hour) if views.gain_per_hour is not None and len(views.gain_per_hour) else None,
+        labels_saved=table_html(views.labels_saved)
+        if views.labels_saved is not None and len(views.labels_saved)
+        else None,
+        gain_hour=table_html(views.gain_per_hour)
+        if views.gain_per_hour is not None and len(views.gain_per_hour)
+        else None,
         pareto=pareto,
         estimator_scores=table_html(views.estimator_table) if not views.estimates.empty else None,
         estimator_agreement=table_html(views.agreement) if views.agreement is not None else None,
         estimator_figs=estimator_figs,
         cka_figs=views.cka_figures(),
         timing_table=table_html(views.timing),
-        failures=table_html(views.failures) if views.failures is not None and len(views.failures) else None,
+        failures=table_html(views.failures)
+        if views.failures is not None and len(views.failures)
+        else None,
         environment=table_html(views.environment),
     )
 

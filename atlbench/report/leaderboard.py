@@ -44,7 +44,16 @@ def leaderboard(records: pd.DataFrame) -> pd.DataFrame:
     f1 = summarize(records, "test_macro_f1")[["source", "target", "strategy", "budget", "mean"]]
     f1 = f1.rename(columns={"mean": "mean_macro_f1"})
     gains = paired_gains(records, "test_acc")[
-        ["source", "target", "strategy", "budget", "gain_mean", "gain_ci_low", "gain_ci_high", "verdict"]
+        [
+            "source",
+            "target",
+            "strategy",
+            "budget",
+            "gain_mean",
+            "gain_ci_low",
+            "gain_ci_high",
+            "verdict",
+        ]
     ]
     done = records[records["status"] == "done"]
     cost = (
@@ -56,12 +65,19 @@ def leaderboard(records: pd.DataFrame) -> pd.DataFrame:
     table = summary.merge(f1, on=keys, how="left").merge(gains, on=keys, how="left")
     table = table.merge(cost, on=keys, how="left")
     table = table.rename(
-        columns={"mean": "mean_acc", "std": "std_acc", "n_seeds": "seeds", "gain_mean": "gain_vs_scratch"}
+        columns={
+            "mean": "mean_acc",
+            "std": "std_acc",
+            "n_seeds": "seeds",
+            "gain_mean": "gain_vs_scratch",
+        }
     )
     # a t-interval of a bounded metric can leave [0, 1]; clip it to the metric's range
     table[["ci_low", "ci_high"]] = table[["ci_low", "ci_high"]].clip(0.0, 1.0)
     table["verdict"] = table["verdict"].fillna("baseline")
-    table = table.sort_values(["target", "budget", "mean_acc"], ascending=[True, True, False], kind="stable")
+    table = table.sort_values(
+        ["target", "budget", "mean_acc"], ascending=[True, True, False], kind="stable"
+    )
     table["rank"] = table.groupby(["target", "budget"]).cumcount() + 1
     order = _budget_sort_key(table)
     table = table.assign(_order=order).sort_values(["target", "_order", "rank"], kind="stable")
@@ -77,7 +93,9 @@ def best_per_target(records: pd.DataFrame) -> pd.DataFrame:
     """The top row of every (target, budget), for the terminal summary and the report's headline."""
     board = leaderboard(records)
     if board.empty:
-        return pd.DataFrame(columns=["target", "budget", "source", "strategy", "mean", "std", "gain"])
+        return pd.DataFrame(
+            columns=["target", "budget", "source", "strategy", "mean", "std", "gain"]
+        )
     top = board[board["rank"] == 1]
     return pd.DataFrame(
         {

@@ -12,9 +12,9 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 
 def to_data_uri(fig: plt.Figure) -> str:
@@ -36,7 +36,10 @@ def learning_curves(summary: pd.DataFrame, target: str) -> str | None:
         ax.errorbar(
             grp["n_train"],
             grp["mean"],
-            yerr=[grp["mean"] - grp["ci_low"].fillna(grp["mean"]), grp["ci_high"].fillna(grp["mean"]) - grp["mean"]],
+            yerr=[
+                grp["mean"] - grp["ci_low"].fillna(grp["mean"]),
+                grp["ci_high"].fillna(grp["mean"]) - grp["mean"],
+            ],
             linestyle=style,
             marker="o",
             capsize=3,
@@ -70,8 +73,15 @@ def gain_heatmap(gains: pd.DataFrame) -> str | None:
             value = pivot.iat[i, j]
             if np.isfinite(value):
                 dark = abs(value) > 0.55 * limit  # white text on the saturated end of RdBu
-                ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:+.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                )
     fig.colorbar(image, ax=ax, label="gain (points)")
     ax.set_title("Best gain over scratch per pair", fontsize=10)
     return to_data_uri(fig)
@@ -156,8 +166,13 @@ def domain_gap_plot(gap: pd.DataFrame, distance: str = "mmd") -> str | None:
     for target, grp in pts.groupby("target", sort=False):
         ax.scatter(grp[distance], grp["gain"] * 100, label=str(target), s=30)
         for row in grp.itertuples():
-            ax.annotate(str(row.source), (getattr(row, distance), row.gain * 100), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                str(row.source),
+                (getattr(row, distance), row.gain * 100),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
     label = "MMD² (RBF)" if distance == "mmd" else "Fréchet distance"
     ax.set_xlabel(f"{label}: source pre-training data vs target")

@@ -188,7 +188,7 @@ class Views:
 
     @cached_property
     def estimators_csv(self) -> pd.DataFrame:
-        """``estimators.csv``: scores per (target, source, estimator) and agreement per estimator."""
+        """``estimators.csv``: scores per (target, source, estimator), agreement per estimator."""
         cols = [
             "target",
             "estimator",
@@ -280,10 +280,7 @@ class Views:
                 continue
             for layer, value in zip(item["rows"], np.diag(matrix), strict=True):
                 rows.append(
-                    {
-                        k: item[k]
-                        for k in ("source", "target", "strategy", "budget", "seed", "kind")
-                    }
+                    {k: item[k] for k in ("source", "target", "strategy", "budget", "seed", "kind")}
                     | {"layer": layer, "cka": float(value)}
                 )
         return pd.DataFrame(rows)

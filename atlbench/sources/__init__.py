@@ -6,6 +6,7 @@ randomly initialised encoders; its ``arch`` pairs transfer cells with their scra
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +55,9 @@ def _resolve_timm(entry: Any, p: TimmParams, trust: bool) -> Source:
 
 
 def _resolve_checkpoint(entry: Any, p: CheckpointParams, trust: bool) -> Source:
-    from atlbench.cache import content_hash
     from pathlib import Path
+
+    from atlbench.cache import content_hash
 
     def builder(pretrained: bool) -> Encoder:
         encoder = create_timm(p.arch, False, num_classes=p.num_classes, input_size=p.input_size)
@@ -81,6 +83,13 @@ def _resolve_checkpoint(entry: Any, p: CheckpointParams, trust: bool) -> Source:
 
 
 def _resolve_hf(entry: Any, p: HFParams, trust: bool) -> Source:
+    if trust:
+        warnings.warn(
+            f"source {entry.id!r}: trust_remote_code is on, so {p.model!r} may run its own Python "
+            "code when loaded; only use it with repositories you trust",
+            UserWarning,
+            stacklevel=2,
+        )
     return Source(
         id=entry.id,
         kind="hf",

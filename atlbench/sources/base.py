@@ -58,7 +58,7 @@ def images_to_tensor(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> torch.Tensor:
-    """uint8 HWC images (an array, or a list of mixed sizes) -> normalised float NCHW at ``size``."""
+    """uint8 HWC images (an array, or a list of mixed sizes) -> normalised NCHW at ``size``."""
     if isinstance(images, np.ndarray) and images.ndim == 4:
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
         if x.shape[-1] != size or x.shape[-2] != size:
@@ -76,7 +76,7 @@ def images_to_tensor(
 
 @dataclass
 class Source:
-    """A resolved source model: how to build it, and what identifies its weights and architecture."""
+    """A resolved source model: how to build it, and what identifies its weights and arch."""
 
     id: str
     kind: str

@@ -7,6 +7,7 @@ the second sweep, and every other suite naming the same recipe, reuses them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -51,21 +52,28 @@ def zoo_paths(params: ZooParams) -> tuple[Path, Path]:
 
 def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
     """Train the recipe on its built-in task; write weights and a metadata side-car atomically."""
-    from safetensors.torch import save, load
+    from safetensors.torch import load, save
+
     from atlbench.targets.builtin import BuiltinParams, load_builtin
     from atlbench.train import Classifier, PreparedSplit, TrainConfig, fit, predict_logits
 
     weights_path, meta_path = zoo_paths(params)
     if weights_path.exists() and meta_path.exists():
         try:
-            load(weights_path.read_bytes())
-            return json.loads(meta_path.read_text())
-        except Exception:  # torn or corrupt entry: recompute, never trust
+            blob = weights_path.read_bytes()
+            meta = json.loads(meta_path.read_text())
+            if meta.get("weights_sha256") != hashlib.sha256(blob).hexdigest():
+                raise ValueError("checksum mismatch")
+            load(blob)
+            return meta
+        except Exception:  # torn, flipped or corrupt entry: recompute, never trust
             log.warning("zoo cache entry %s is corrupt; re-training", weights_path.name)
     task_params = BuiltinParams(**({"size": params.input_size} | params.pretrain_on))
     task = load_builtin("zoo-pretrain", task_params)
     torch.manual_seed(params.seed)
-    encoder = create_timm(params.arch, pretrained=False, num_classes=0, input_size=params.input_size)
+    encoder = create_timm(
+        params.arch, pretrained=False, num_classes=0, input_size=params.input_size
+    )
     model = Classifier(encoder, task.num_classes)
     train, val = PreparedSplit(encoder, task.train), PreparedSplit(encoder, task.val)
     cfg = TrainConfig(
@@ -81,7 +89,9 @@ def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
             progress(f"zoo pre-training {params.arch} epoch {epoch + 1}/{total} val {acc:.3f}")
 
     device = torch.device("cpu")
-    result = fit(model, [{"params": list(model.parameters())}], train, val, cfg, device, on_epoch=report)
+    result = fit(
+        model, [{"params": list(model.parameters())}], train, val, cfg, device, on_epoch=report
+    )
     model.load_state_dict(result.best_state)
     test = PreparedSplit(encoder, task.test)
     test_acc = float((predict_logits(model, test, device).argmax(1) == task.test.labels).mean())
@@ -96,7 +106,9 @@ def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
         "epochs": result.epochs_run,
         "train_time_s": result.train_time_s,
     }
-    atomic_write_bytes(weights_path, save(state))
+    blob = save(state)
+    meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    atomic_write_bytes(weights_path, blob)
     atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return meta
 
@@ -106,7 +118,9 @@ def build_zoo(params: ZooParams, pretrained: bool) -> TimmEncoder:
     from safetensors.torch import load_file
 
     if not pretrained:
-        return create_timm(params.arch, pretrained=False, num_classes=0, input_size=params.input_size)
+        return create_timm(
+            params.arch, pretrained=False, num_classes=0, input_size=params.input_size
+        )
     meta = pretrain(params)
     weights_path, _ = zoo_paths(params)
     state = load_file(str(weights_path))

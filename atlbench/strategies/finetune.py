@@ -166,8 +166,15 @@ def train_with_grid(
 
         hook = epoch_hook(model, groups) if epoch_hook is not None else None
         result = fit(
-            model, groups, train, val, train_cfg, ctx.device, extra,
-            on_epoch=report, on_epoch_start=hook,
+            model,
+            groups,
+            train,
+            val,
+            train_cfg,
+            ctx.device,
+            extra,
+            on_epoch=report,
+            on_epoch_start=hook,
         )
         grid.append({"lr": lr, "val_acc": result.best_val_acc, "epochs": result.epochs_run})
         if result.best_val_acc > best:

@@ -36,7 +36,9 @@ def _register_builtin_kinds() -> None:
     TARGET_KINDS.register("builtin")(
         TargetKind(builtin.BuiltinParams, builtin.load_builtin, builtin.task_modality)
     )
-    TARGET_KINDS.register("folder")(TargetKind(files.FolderParams, files.load_folder, lambda p: "image"))
+    TARGET_KINDS.register("folder")(
+        TargetKind(files.FolderParams, files.load_folder, lambda p: "image")
+    )
     TARGET_KINDS.register("csv")(TargetKind(files.CSVParams, files.load_csv, lambda p: "text"))
     TARGET_KINDS.register("hf_dataset")(
         TargetKind(

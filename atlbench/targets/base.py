@@ -70,7 +70,11 @@ def stratified_split(
         test.append(idx[:n_test])
         val.append(idx[n_test : n_test + n_val])
         train.append(idx[n_test + n_val :])
-    return (np.sort(np.concatenate(train)), np.sort(np.concatenate(val)), np.sort(np.concatenate(test)))
+    return (
+        np.sort(np.concatenate(train)),
+        np.sort(np.concatenate(val)),
+        np.sort(np.concatenate(test)),
+    )
 
 
 def encode_labels(raw: Any, origin: str) -> tuple[np.ndarray, list[str]]:
@@ -90,7 +94,9 @@ def encode_labels(raw: Any, origin: str) -> tuple[np.ndarray, list[str]]:
         lookup_s = {c: i for i, c in enumerate(names)}
         labels = np.array([lookup_s[str(v)] for v in values], dtype=np.int64)
     if len(names) < 2:
-        raise DataError(f"{origin}: only one class ({names[0]!r}); classification needs two or more")
+        raise DataError(
+            f"{origin}: only one class ({names[0]!r}); classification needs two or more"
+        )
     return labels, names
 
 
@@ -122,5 +128,11 @@ def from_single_pool(
     pool = Split(inputs, labels)
     tr, va, te = stratified_split(labels, seed, val_fraction, test_fraction)
     return TaskData(
-        task_id, modality, class_names, pool.subset(tr), pool.subset(va), pool.subset(te), fingerprint
+        task_id,
+        modality,
+        class_names,
+        pool.subset(tr),
+        pool.subset(va),
+        pool.subset(te),
+        fingerprint,
     )

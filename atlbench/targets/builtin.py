@@ -59,7 +59,9 @@ def generate_pool(params: BuiltinParams) -> tuple[Any, Any, list[str]]:
             params.n_per_class, params.seed, classes=params.classes, label_noise=params.label_noise
         )
     family = gen.IMAGE_FAMILIES[params.task]
-    return family(params.n_per_class, params.seed, size=params.size, classes=params.classes, shift=shift)
+    return family(
+        params.n_per_class, params.seed, size=params.size, classes=params.classes, shift=shift
+    )
 
 
 def load_builtin(task_id: str, params: BuiltinParams) -> TaskData:

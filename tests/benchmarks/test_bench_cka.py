@@ -166,9 +166,7 @@ def test_inplace_relu_values(record_property):
         pre = model[0](x).double().numpy()
     post = np.maximum(pre, 0.0)
     xc, yc = pre - pre.mean(0), post - post.mean(0)  # Kornblith et al. linear CKA, float64
-    truth = np.linalg.norm(yc.T @ xc) ** 2 / (
-        np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
-    )
+    truth = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
     assert 0.8 < truth < 0.9
     one_batch = DataLoader(TensorDataset(x), batch_size=512)
     exact = cka_matrix(model, model, one_batch, ["0"], ["1"], debiased=False).matrix[0, 0]
@@ -195,7 +193,12 @@ def test_inplace_relu_values(record_property):
 
         if hasattr(cka, "compute_cka"):
             m = cka.compute_cka(
-                model, model, loader, layers=["0"], model2_layers=["1"], device="cpu",
+                model,
+                model,
+                loader,
+                layers=["0"],
+                model2_layers=["1"],
+                device="cpu",
                 progress=False,
             )[0]
             theirs["pytorch-cka"] = float(m[0, 0])

@@ -39,7 +39,9 @@ def bare_loop(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> fl
     """The loop anyone would write by hand: same optimiser, schedule, clipping and validation."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     steps = math.ceil(len(train) / BATCH)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, steps * EPOCHS))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, steps, steps * EPOCHS)
+    )
     rng = np.random.default_rng(0)
     acc = 0.0
     for _ in range(EPOCHS):
@@ -64,7 +66,7 @@ def engine(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> float
 
 
 @pytest.mark.parametrize("loop", [bare_loop, engine], ids=["bare_pytorch", "atlbench_fit"])
-def test_engine_overhead(benchmark, loop) -> None:  # noqa: ANN001 - pytest fixture
+def test_engine_overhead(benchmark, loop) -> None:
     torch.set_num_threads(2)
     train_split, val_split = make_data()
     probe = fresh_model()

@@ -31,8 +31,16 @@ BASE: dict[str, Any] = {
     "name": "bad",
     "seeds": [0],
     "device": "cpu",
-    "sources": [{"id": "zoo", "zoo": {"arch": "test_resnet", "epochs": 1,
-                                      "pretrain_on": {"task": "digits", "classes": [0, 1, 2]}}}],
+    "sources": [
+        {
+            "id": "zoo",
+            "zoo": {
+                "arch": "test_resnet",
+                "epochs": 1,
+                "pretrain_on": {"task": "digits", "classes": [0, 1, 2]},
+            },
+        }
+    ],
     "targets": [{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}}],
     "strategies": ["linear_probe"],
     "budgets": [{"per_class": 2}],
@@ -61,8 +69,10 @@ def folder_target(tmp: Path, corrupt: bool) -> dict[str, Any]:
 
 def text_suite(target: dict[str, Any]) -> dict[str, Any]:
     """CSV targets are text: pair them with a (local, never loaded here) text source."""
-    return {"sources": [{"id": "hf", "hf": {"model": "some-org/not-cached-model"}}],
-            "targets": [target]}
+    return {
+        "sources": [{"id": "hf", "hf": {"model": "some-org/not-cached-model"}}],
+        "targets": [target],
+    }
 
 
 Mutation = Callable[[dict[str, Any], Path], None]
@@ -91,33 +101,63 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("empty strategies", setter(strategies=[]), r"strategies: the grid is empty"),
     ("empty budgets", setter(budgets=[]), r"budgets: the grid is empty"),
     ("empty sources", setter(sources=[]), r"sources: the grid is empty"),
-    ("duplicate source ids",
-     setter(sources=[BASE["sources"][0], BASE["sources"][0]]), r"duplicate id\(s\) 'zoo'"),
+    (
+        "duplicate source ids",
+        setter(sources=[BASE["sources"][0], BASE["sources"][0]]),
+        r"duplicate id\(s\) 'zoo'",
+    ),
     ("unknown strategy", setter(strategies=["linear_prob"]), r"did you mean 'linear_probe'"),
     ("unknown estimator", setter(estimators=["logmee"]), r"unknown estimator 'logmee'"),
-    ("unknown timm arch", setter(sources=[{"id": "t", "timm": {"arch": "resnet5O"}}]),
-     r"unknown architecture 'resnet5O'"),
-    ("missing checkpoint",
-     setter(sources=[{"id": "c", "checkpoint": {"arch": "resnet18", "path": "/no/such.pt"}}]),
-     r"checkpoint file '/no/such\.pt' does not exist"),
-    ("budget larger than the data", setter(budgets=[{"per_class": 10_000}]),
-     r"label budget 10000/class needs more examples"),
-    ("two kinds in one target",
-     setter(targets=[{"id": "x", "builtin": {"task": "digits"}, "csv": {"path": "a.csv"}}]),
-     r"needs exactly one of"),
-    ("csv: single class", with_csv(b"text,label\n" + b"".join(
-        f"row {i},only\n".encode() for i in range(12))), r"only one class \('only'\)"),
-    ("csv: no label column", with_csv(b"text,category\n" + GOOD_ROWS),
-     r"no column 'label' \(columns: text, category\)"),
-    ("csv: not utf-8", with_csv(b"text,label\n" + "caf\xe9,a\n".encode("latin-1") * 10),
-     r"not valid utf-8 text; set `encoding:`"),
-    ("csv: missing labels", with_csv(b"text,label\n" + GOOD_ROWS + b"orphan,\n"),
-     r"labels contain missing/NaN values"),
-    ("csv: file missing", setter(**text_suite({"id": "t", "csv": {"path": "/no/such.csv"}})),
-     r"/no/such\.csv: CSV file does not exist"),
-    ("folder: corrupt image",
-     lambda suite, tmp: suite.update(targets=[folder_target(tmp, corrupt=True)]),
-     r"broken\.png: not a readable image"),
+    (
+        "unknown timm arch",
+        setter(sources=[{"id": "t", "timm": {"arch": "resnet5O"}}]),
+        r"unknown architecture 'resnet5O'",
+    ),
+    (
+        "missing checkpoint",
+        setter(sources=[{"id": "c", "checkpoint": {"arch": "resnet18", "path": "/no/such.pt"}}]),
+        r"checkpoint file '/no/such\.pt' does not exist",
+    ),
+    (
+        "budget larger than the data",
+        setter(budgets=[{"per_class": 10_000}]),
+        r"label budget 10000/class needs more examples",
+    ),
+    (
+        "two kinds in one target",
+        setter(targets=[{"id": "x", "builtin": {"task": "digits"}, "csv": {"path": "a.csv"}}]),
+        r"needs exactly one of",
+    ),
+    (
+        "csv: single class",
+        with_csv(b"text,label\n" + b"".join(f"row {i},only\n".encode() for i in range(12))),
+        r"only one class \('only'\)",
+    ),
+    (
+        "csv: no label column",
+        with_csv(b"text,category\n" + GOOD_ROWS),
+        r"no column 'label' \(columns: text, category\)",
+    ),
+    (
+        "csv: not utf-8",
+        with_csv(b"text,label\n" + "caf\xe9,a\n".encode("latin-1") * 10),
+        r"not valid utf-8 text; set `encoding:`",
+    ),
+    (
+        "csv: missing labels",
+        with_csv(b"text,label\n" + GOOD_ROWS + b"orphan,\n"),
+        r"labels contain missing/NaN values",
+    ),
+    (
+        "csv: file missing",
+        setter(**text_suite({"id": "t", "csv": {"path": "/no/such.csv"}})),
+        r"/no/such\.csv: CSV file does not exist",
+    ),
+    (
+        "folder: corrupt image",
+        lambda suite, tmp: suite.update(targets=[folder_target(tmp, corrupt=True)]),
+        r"broken\.png: not a readable image",
+    ),
 ]
 
 
@@ -144,9 +184,12 @@ def test_bad_suite_is_one_clear_line_and_leaves_the_store(
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     db, before = existing_store(tmp_path)
     with pytest.raises(AtlbenchError) as info:
-        run_sweep(tmp_path / "suite.yaml", SweepOptions(results_root=tmp_path / "results",
-                                                        reports_root=tmp_path / "reports",
-                                                        quiet=True))
+        run_sweep(
+            tmp_path / "suite.yaml",
+            SweepOptions(
+                results_root=tmp_path / "results", reports_root=tmp_path / "reports", quiet=True
+            ),
+        )
     message = str(info.value)
     assert "\n" not in message and len(message) < 400, message
     assert info.value.exit_code == 2
@@ -209,12 +252,22 @@ def test_nan_weights_become_a_recorded_failure(tmp_path: Path) -> None:
     from atlbench.sources.timm import create_timm
 
     encoder = create_timm("test_resnet", False, num_classes=0, input_size=32)
-    state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-             for k, v in encoder.model.state_dict().items()}
+    state = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in encoder.model.state_dict().items()
+    }
     save_file(state, str(tmp_path / "nan.safetensors"))
     suite = copy.deepcopy(BASE)
-    suite["sources"] = [{"id": "nan", "checkpoint": {"arch": "test_resnet", "input_size": 32,
-                                                     "path": str(tmp_path / "nan.safetensors")}}]
+    suite["sources"] = [
+        {
+            "id": "nan",
+            "checkpoint": {
+                "arch": "test_resnet",
+                "input_size": 32,
+                "path": str(tmp_path / "nan.safetensors"),
+            },
+        }
+    ]
     suite["estimators"] = ["logme"]
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     options = SweepOptions(results_root=tmp_path / "r", reports_root=tmp_path, quiet=True)
@@ -236,8 +289,10 @@ def test_hostile_ids_stay_inside_and_are_escaped(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     (work / "suite.yaml").write_text(yaml.safe_dump(suite))
-    summary = run_sweep(work / "suite.yaml", SweepOptions(results_root=work / "results",
-                                                         reports_root=work / "reports", quiet=True))
+    summary = run_sweep(
+        work / "suite.yaml",
+        SweepOptions(results_root=work / "results", reports_root=work / "reports", quiet=True),
+    )
     assert not summary.failed
     outside = [p for p in tmp_path.rglob("*") if p != work and not p.is_relative_to(work)]
     assert outside == [], outside
@@ -252,8 +307,14 @@ def test_hostile_ids_stay_inside_and_are_escaped(tmp_path: Path) -> None:
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "atlbench.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "atlbench.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,14 @@ SUITE: dict[str, Any] = {
     "seeds": [0, 1],
     "device": "cpu",
     "sources": [
-        {"id": "zoo-digits", "zoo": {"arch": "test_resnet", "epochs": 2,
-                                     "pretrain_on": {"task": "digits", "classes": [0, 1, 2]}}},
+        {
+            "id": "zoo-digits",
+            "zoo": {
+                "arch": "test_resnet",
+                "epochs": 2,
+                "pretrain_on": {"task": "digits", "classes": [0, 1, 2]},
+            },
+        },
     ],
     "targets": [{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}}],
     "strategies": ["linear_probe", "knn", "finetune", "scratch"],
@@ -57,8 +63,16 @@ def cli_env(cache: Path) -> dict[str, str]:
 
 def sweep_cmd(results: str) -> list[str]:
     return [
-        sys.executable, "-m", "atlbench.cli", "sweep", "crash.yaml", "--quiet",
-        "--results-dir", results, "--reports-dir", "reports",
+        sys.executable,
+        "-m",
+        "atlbench.cli",
+        "sweep",
+        "crash.yaml",
+        "--quiet",
+        "--results-dir",
+        results,
+        "--reports-dir",
+        "reports",
     ]
 
 
@@ -120,8 +134,11 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     while kills < kills_wanted and attempts < 2 * kills_wanted:
         attempts += 1
         proc = subprocess.Popen(
-            sweep_cmd("crashed"), cwd=tmp_path, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            sweep_cmd("crashed"),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         # Kill moments are drawn in units of progress, not wall time (a loaded CI machine runs
         # slower): wait for 0 or 1 more committed cells, then a random fraction of a second.
@@ -178,9 +195,21 @@ def test_torn_cache_entries_are_recomputed_not_trusted(
     from atlbench.targets import load_target
 
     monkeypatch.setenv("ATLBENCH_CACHE", str(tmp_path / "cache"))
-    suite = parse_suite(SUITE | {"sources": [
-        {"id": "z", "zoo": {"arch": "test_resnet", "epochs": 1,
-                            "pretrain_on": {"task": "digits", "classes": [0, 1]}}}]})
+    suite = parse_suite(
+        SUITE
+        | {
+            "sources": [
+                {
+                    "id": "z",
+                    "zoo": {
+                        "arch": "test_resnet",
+                        "epochs": 1,
+                        "pretrain_on": {"task": "digits", "classes": [0, 1]},
+                    },
+                }
+            ]
+        }
+    )
     params = ZooParams.model_validate(suite.sources[0].params)
     source = resolve_source(suite.sources[0])
     task = load_target(suite.targets[0])
@@ -201,6 +230,26 @@ def test_torn_cache_entries_are_recomputed_not_trusted(
     assert again.seconds > 0, "the torn entry was trusted"
     np.testing.assert_array_equal(again.features, first.features)
     assert hashlib.sha256(features.read_bytes()).hexdigest() == digests[features]
+
+
+def test_zoo_weights_with_a_flipped_byte_are_retrained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A still-parseable weights file whose bytes changed fails its checksum and is rebuilt."""
+    from atlbench.sources.zoo import ZooParams, pretrain, zoo_paths
+
+    monkeypatch.setenv("ATLBENCH_CACHE", str(tmp_path / "cache"))
+    params = ZooParams(
+        arch="test_resnet", epochs=1, pretrain_on={"task": "digits", "classes": [0, 1]}
+    )
+    pretrain(params)
+    weights, _ = zoo_paths(params)
+    original = weights.read_bytes()
+    flipped = bytearray(original)
+    flipped[-10] ^= 0xFF  # inside the last tensor's data: the header still parses
+    weights.write_bytes(bytes(flipped))
+    pretrain(params)
+    assert weights.read_bytes() == original
 
 
 # -- failure isolation --------------------------------------------------------------------------

@@ -21,13 +21,21 @@ SUITE = {
     "device": "cpu",
     "seeds": [0],
     "sources": [
-        {"id": "zd", "zoo": {"arch": "test_resnet", "epochs": 1,
-                             "pretrain_on": {"task": "digits", "classes": [0, 1, 2]}}},
+        {
+            "id": "zd",
+            "zoo": {
+                "arch": "test_resnet",
+                "epochs": 1,
+                "pretrain_on": {"task": "digits", "classes": [0, 1, 2]},
+            },
+        },
     ],
     "targets": [
         {"id": "digits", "builtin": {"task": "digits", "classes": [3, 4, 5, 6]}},
-        {"id": "digits-inv", "builtin": {"task": "digits", "classes": [3, 4, 5, 6],
-                                         "shift": {"invert": True}}},
+        {
+            "id": "digits-inv",
+            "builtin": {"task": "digits", "classes": [3, 4, 5, 6], "shift": {"invert": True}},
+        },
     ],
     "strategies": ["linear_probe", "scratch"],
     "budgets": [{"per_class": 4}],
@@ -52,8 +60,9 @@ def test_inverted_digits_drift(suite_path: Path) -> None:
 def test_random_split_of_one_task_does_not_drift(suite_path: Path) -> None:
     # train and test are disjoint random splits of one pool, so the null holds. A calibrated test
     # still rejects 5% of the time; seed 0 is fixed so this run is deterministic, not "lucky".
-    same = detect_drift(suite_path, "zd", "digits", "digits", new_split="test",
-                        n_permutations=200, seed=0)
+    same = detect_drift(
+        suite_path, "zd", "digits", "digits", new_split="test", n_permutations=200, seed=0
+    )
     shifted = detect_drift(suite_path, "zd", "digits", "digits-inv", n_permutations=200)
     assert not same.result.drifted and same.result.p_value >= 0.05
     assert same.short_verdict.startswith("no evidence of drift")

@@ -28,8 +28,14 @@ SUITE: dict[str, Any] = {
     "seeds": [0],
     "device": "cpu",
     "sources": [
-        {"id": "zoo-digits", "zoo": {"arch": "test_resnet", "epochs": 1,
-                                     "pretrain_on": {"task": "digits", "classes": [0, 1, 2]}}},
+        {
+            "id": "zoo-digits",
+            "zoo": {
+                "arch": "test_resnet",
+                "epochs": 1,
+                "pretrain_on": {"task": "digits", "classes": [0, 1, 2]},
+            },
+        },
     ],
     "targets": [{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}}],
     "strategies": ["linear_probe", "finetune"],
@@ -38,7 +44,14 @@ SUITE: dict[str, Any] = {
     "training": {"max_epochs": 2, "patience": 2, "lr_grid": [0.01]},
 }
 COMPARED = (
-    "status", "n_train", "n_test", "test_acc", "test_macro_f1", "val_acc", "hparams", "grid",
+    "status",
+    "n_train",
+    "n_test",
+    "test_acc",
+    "test_macro_f1",
+    "val_acc",
+    "hparams",
+    "grid",
 )
 
 
@@ -84,14 +97,19 @@ def local_reference(workdir: Path) -> dict[str, Any]:
 def test_ray_executor_matches_local(workdir: Path, local_reference: dict[str, Any]) -> None:
     ray = pytest.importorskip("ray")
     ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-        log_to_driver=False, configure_logging=False,
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
     )
     try:
         summary = run_sweep(
             workdir / "exec.yaml",
             SweepOptions(
-                results_root=workdir / "ray", reports_root=workdir / "rep", quiet=True,
+                results_root=workdir / "ray",
+                reports_root=workdir / "rep",
+                quiet=True,
                 executor="ray",
             ),
         )
@@ -112,7 +130,9 @@ def test_slurm_executor_matches_local(
     summary = run_sweep(
         workdir / "exec.yaml",
         SweepOptions(
-            results_root=workdir / "slurm", reports_root=workdir / "rep", quiet=True,
+            results_root=workdir / "slurm",
+            reports_root=workdir / "rep",
+            quiet=True,
             executor="slurm",
         ),
     )
@@ -138,8 +158,12 @@ def test_slurm_lost_job_becomes_a_failed_record(
     local.update_parameters(timeout_min=1 / 60)  # killed after one second
     got: list[dict[str, Any]] = []
     SlurmExecutor("cpu", executor=local, poll_s=0.2).run(
-        suite, [cell], [], lambda c, record, preds: got.append(record | {"preds": preds}),
-        lambda task, rows: None, lambda c, m: None,
+        suite,
+        [cell],
+        [],
+        lambda c, record, preds: got.append(record | {"preds": preds}),
+        lambda task, rows: None,
+        lambda c, m: None,
     )
     assert len(got) == 1
     record = got[0]

@@ -121,7 +121,10 @@ def test_sweep_stores_both_comparisons(swept: dict[str, Any]) -> None:
         assert np.isfinite(matrix).all()
         assert matrix.min() >= -1e-9 and matrix.max() <= 1 + 1e-9
         assert (art["target"], art["strategy"], art["budget"], art["seed"]) == (
-            "d567", "finetune", "4/class", 0,
+            "d567",
+            "finetune",
+            "4/class",
+            0,
         )
         assert art["n_examples"] == min(test_size, layer_study.MAX_EXAMPLES)
 

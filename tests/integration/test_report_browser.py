@@ -32,8 +32,14 @@ SUITE = {
     "seeds": [0, 1],
     "device": "cpu",
     "sources": [
-        {"id": HOSTILE, "zoo": {"arch": "test_resnet", "epochs": 1,
-                                "pretrain_on": {"task": "digits", "classes": [0, 1, 2]}}},
+        {
+            "id": HOSTILE,
+            "zoo": {
+                "arch": "test_resnet",
+                "epochs": 1,
+                "pretrain_on": {"task": "digits", "classes": [0, 1, 2]},
+            },
+        },
     ],
     "targets": [{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}}],
     "strategies": ["linear_probe", "scratch"],
@@ -41,13 +47,20 @@ SUITE = {
     "estimators": ["logme"],
     "training": {"max_epochs": 1, "patience": 1, "lr_grid": [0.003]},
 }
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-extensions", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-extensions",
+    "--hide-scrollbars",
+]
 
 
 def chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([BROWSER, *FLAGS, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [BROWSER, *FLAGS, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +88,9 @@ def test_screenshot_is_a_rendered_page(report: Path) -> None:
     from PIL import Image
 
     shot = report.parent / "shot.png"
-    proc = chromium(f"--screenshot={shot}", "--window-size=1280,4000", report.as_uri(),
-                    cwd=report.parent)
+    proc = chromium(
+        f"--screenshot={shot}", "--window-size=1280,4000", report.as_uri(), cwd=report.parent
+    )
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
     with Image.open(shot) as image:
         assert image.format == "PNG" and image.size == (1280, 4000)
@@ -116,8 +130,10 @@ def test_hostile_source_id_is_text_everywhere(report: Path, dom: str) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     # The template has exactly two scripts (error hook, sorting); an injected one would be a third.
     assert len(re.findall(r"<script\b", dom)) == 2
-    svgs = [base64.b64decode(m).decode() for m in
-            re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", page)]
+    svgs = [
+        base64.b64decode(m).decode()
+        for m in re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", page)
+    ]
     assert svgs, "expected figures in the report"
     for svg in svgs:
         assert "<script" not in svg.lower()

@@ -1,4 +1,4 @@
-"""A whole study end to end through the CLI: sweep, outputs, resume, dry run, report regeneration."""
+"""A whole study end to end through the CLI: sweep, outputs, resume, dry run, report rebuild."""
 
 from __future__ import annotations
 
@@ -18,10 +18,22 @@ TINY = {
     "seeds": [0, 1],
     "device": "cpu",
     "sources": [
-        {"id": "zoo-digits", "zoo": {"arch": "test_resnet", "epochs": 2,
-                                     "pretrain_on": {"task": "digits", "classes": [0, 1, 2]}}},
-        {"id": "<script>x</script>", "zoo": {"arch": "test_resnet", "epochs": 2,
-                                              "pretrain_on": {"task": "textures", "n_per_class": 20}}},
+        {
+            "id": "zoo-digits",
+            "zoo": {
+                "arch": "test_resnet",
+                "epochs": 2,
+                "pretrain_on": {"task": "digits", "classes": [0, 1, 2]},
+            },
+        },
+        {
+            "id": "<script>x</script>",
+            "zoo": {
+                "arch": "test_resnet",
+                "epochs": 2,
+                "pretrain_on": {"task": "textures", "n_per_class": 20},
+            },
+        },
     ],
     "targets": [{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}}],
     "strategies": ["linear_probe", "knn", "finetune", "scratch"],
@@ -33,7 +45,10 @@ TINY = {
 
 def atlbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "atlbench.cli", *args], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "atlbench.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 
@@ -60,7 +75,7 @@ def test_outputs_written(swept: Path) -> None:
     for r in rows:
         assert 0.0 <= float(r["mean_acc"]) <= 1.0
         assert r["seeds"] == "2"
-    scratch = [r for r in rows if r["strategy"] == "scratch"][0]
+    scratch = next(r for r in rows if r["strategy"] == "scratch")
     assert scratch["gain_vs_scratch"] == ""
     ft = [r for r in rows if r["strategy"] == "finetune"]
     assert all(r["gain_vs_scratch"] != "" for r in ft)
@@ -70,8 +85,16 @@ def test_report_is_escaped_and_complete(swept: Path) -> None:
     html = (swept / "reports" / "tiny.html").read_text()
     assert "<script>x</script>" not in html and "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html
-    for section in ("summary", "leaderboard", "negative-transfer", "efficiency", "estimators",
-                    "cka", "timing", "environment"):
+    for section in (
+        "summary",
+        "leaderboard",
+        "negative-transfer",
+        "efficiency",
+        "estimators",
+        "cka",
+        "timing",
+        "environment",
+    ):
         assert f'id="{section}"' in html
     assert "http://" not in html.replace("http://www.w3.org", "")  # no network fetches
 

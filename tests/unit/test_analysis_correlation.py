@@ -138,7 +138,9 @@ def test_estimator_agreement_matches_references() -> None:
 def test_estimator_agreement_accepts_truth_frame_and_is_rank_sensitive() -> None:
     rng = np.random.default_rng(2)
     truth_values = rng.uniform(0.3, 0.9, size=6)
-    truth = pd.DataFrame({"source": [f"s{i}" for i in range(6)], "target": "t", "truth": truth_values})
+    truth = pd.DataFrame(
+        {"source": [f"s{i}" for i in range(6)], "target": "t", "truth": truth_values}
+    )
     perfect = truth.assign(estimator="perfect", score=np.log(truth_values))  # monotone transform
     reverse = truth.assign(estimator="reverse", score=-truth_values)
     scores = pd.concat([perfect, reverse])[["source", "target", "estimator", "score"]]

@@ -366,7 +366,10 @@ def test_pareto_front_matches_brute_force() -> None:
 def test_gain_per_hour_uses_transfer_time_and_separates_devices() -> None:
     rows = []
     for seed in range(3):
-        for target, device, t_time, gain in (("t1", "cpu", 1800.0, 0.1), ("t2", "cuda:0", 900, 0.2)):
+        for target, device, t_time, gain in (
+            ("t1", "cpu", 1800.0, 0.1),
+            ("t2", "cuda:0", 900, 0.2),
+        ):
             s = 0.4 + 0.01 * seed
             rows.append(record(SCRATCH_SRC, target, "scratch", seed, s, train_time_s=99999.0))
             rows.append(

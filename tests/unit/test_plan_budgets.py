@@ -50,25 +50,35 @@ def test_keys_are_stable_and_ignore_ids() -> None:
         ]
     )
     after = keys(renamed)
-    assert after[("renamed", "linear_probe", "5/class", 0)] == first[("a", "linear_probe", "5/class", 0)]
+    assert (
+        after[("renamed", "linear_probe", "5/class", 0)]
+        == first[("a", "linear_probe", "5/class", 0)]
+    )
 
 
 def test_keys_change_with_what_determines_the_result() -> None:
     base = keys(suite_dict())
-    other_target = keys(suite_dict(targets=[{"id": "d", "builtin": {"task": "digits", "classes": [5, 7]}}]))
+    other_target = keys(
+        suite_dict(targets=[{"id": "d", "builtin": {"task": "digits", "classes": [5, 7]}}])
+    )
     assert set(base.values()).isdisjoint(other_target.values())
     other_training = keys(suite_dict(training={"lr_grid": [0.01]}))
     # the training budget changes trainable cells only, not frozen-feature ones
-    assert other_training[("a", "linear_probe", "5/class", 0)] == base[("a", "linear_probe", "5/class", 0)]
+    assert (
+        other_training[("a", "linear_probe", "5/class", 0)]
+        == base[("a", "linear_probe", "5/class", 0)]
+    )
     scratch = ("test_resnet (random init)", "scratch", "5/class", 0)
     assert other_training[scratch] != base[scratch]
 
 
 def test_modality_mismatch_is_skipped_out_loud() -> None:
-    data = suite_dict(targets=[
-        {"id": "d", "builtin": {"task": "digits", "classes": [5, 6]}},
-        {"id": "t", "builtin": {"task": "topic_text", "n_per_class": 10}},
-    ])
+    data = suite_dict(
+        targets=[
+            {"id": "d", "builtin": {"task": "digits", "classes": [5, 6]}},
+            {"id": "t", "builtin": {"task": "topic_text", "n_per_class": 10}},
+        ]
+    )
     plan = build_plan(parse_suite(data))
     assert {c.target for c in plan.cells} == {"d"}
     assert any("cannot read text" in s for s in plan.skipped)

@@ -13,8 +13,16 @@ from atlbench.store import Store, SweepLock
 
 
 def record(key: str, status: str = "done", acc: float = 0.5) -> dict:
-    return {"key": key, "status": status, "test_acc": acc, "source": "s", "target": "t",
-            "strategy": "linear_probe", "budget": "5/class", "seed": 0}
+    return {
+        "key": key,
+        "status": status,
+        "test_acc": acc,
+        "source": "s",
+        "target": "t",
+        "strategy": "linear_probe",
+        "budget": "5/class",
+        "seed": 0,
+    }
 
 
 def test_records_round_trip_and_replace(tmp_path: Path) -> None:
@@ -33,12 +41,27 @@ def test_records_round_trip_and_replace(tmp_path: Path) -> None:
 
 def test_estimates_and_artifacts(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
-        store.put_estimates([
-            {"key": "e", "estimator": "logme", "source": "s", "target": "t", "status": "done",
-             "score": 1.5, "time_s": 0.1},
-            {"key": "e", "estimator": "leep", "source": "s", "target": "t", "status": "failed",
-             "error": "ValueError: x"},
-        ])
+        store.put_estimates(
+            [
+                {
+                    "key": "e",
+                    "estimator": "logme",
+                    "source": "s",
+                    "target": "t",
+                    "status": "done",
+                    "score": 1.5,
+                    "time_s": 0.1,
+                },
+                {
+                    "key": "e",
+                    "estimator": "leep",
+                    "source": "s",
+                    "target": "t",
+                    "status": "failed",
+                    "error": "ValueError: x",
+                },
+            ]
+        )
         store.put_artifact("a1", "cka", {"matrix": [[1.0]]})
         assert store.estimate_keys() == {("e", "logme")}
         assert store.artifacts("cka") == [{"matrix": [[1.0]]}]
@@ -48,14 +71,22 @@ def test_estimates_and_artifacts(tmp_path: Path) -> None:
 
 def test_second_sweep_on_same_directory_is_refused(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from atlbench.store import SweepLock\n"
-         f"with SweepLock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from atlbench.store import SweepLock\n"
+            f"with SweepLock(Path({str(tmp_path)!r})):\n"
+            "    print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(AtlbenchError, match="another sweep .* is writing here"), SweepLock(tmp_path):
+        with (
+            pytest.raises(AtlbenchError, match=r"another sweep .* is writing here"),
+            SweepLock(tmp_path),
+        ):
             pass
     finally:
         holder.kill()

@@ -292,17 +292,27 @@ def test_lora_on_minilm_targets_query_value() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     encoder = minilm()
     sentences = [
-        "the striker scored a late goal", "a tense match ended in a draw", "the keeper saved it",
-        "the team won the cup final", "stocks fell sharply today", "the bank raised rates",
-        "markets rallied after the report", "investors sold their shares",
+        "the striker scored a late goal",
+        "a tense match ended in a draw",
+        "the keeper saved it",
+        "the team won the cup final",
+        "stocks fell sharply today",
+        "the bank raised rates",
+        "markets rallied after the report",
+        "investors sold their shares",
         "the new phone has a chip",
-        "software update fixes bugs", "the laptop battery lasts long", "a faster processor ships",
+        "software update fixes bugs",
+        "the laptop battery lasts long",
+        "a faster processor ships",
     ]
     y = np.repeat(np.arange(3), 4)
     idx = np.arange(12)
     task = TaskData(
-        "t", "text", ["sport", "money", "tech"],
-        Split(sentences, y), Split([sentences[i] for i in idx[::2]], y[::2]),
+        "t",
+        "text",
+        ["sport", "money", "tech"],
+        Split(sentences, y),
+        Split([sentences[i] for i in idx[::2]], y[::2]),
         Split([sentences[i] for i in idx[1::2]], y[1::2]),
     )
     ctx = context(task, encoder, "lora", rank=2)

@@ -41,27 +41,47 @@ def test_strategy_shorthand_keeps_params() -> None:
 
 BAD_CASES = [
     ("unknown top-level key", {"sedes": [0]}, "sedes: unknown key 'sedes' (did you mean 'seeds'?)"),
-    ("unknown source key", {"sources": [{"id": "a", "zoo": {}, "pretraind": 1}]}, "sources[0].pretraind"),
-    ("two source kinds", {"sources": [{"id": "a", "zoo": {"pretrain_on": "shapes"}, "timm": {}}]},
-     "needs exactly one of"),
+    (
+        "unknown source key",
+        {"sources": [{"id": "a", "zoo": {}, "pretraind": 1}]},
+        "sources[0].pretraind",
+    ),
+    (
+        "two source kinds",
+        {"sources": [{"id": "a", "zoo": {"pretrain_on": "shapes"}, "timm": {}}]},
+        "needs exactly one of",
+    ),
     ("no source kind", {"sources": [{"id": "a"}]}, "needs exactly one of"),
     ("wrong seed type", {"seeds": ["zero"]}, "seeds[0]"),
     ("duplicate seeds", {"seeds": [1, 1]}, "seeds must be distinct"),
     ("empty sources", {"sources": []}, "sources: the grid is empty"),
     ("empty budgets", {"budgets": []}, "budgets: the grid is empty"),
-    ("duplicate ids", {"targets": [{"id": "d", "builtin": {"task": "digits"}}] * 2}, "duplicate id"),
+    (
+        "duplicate ids",
+        {"targets": [{"id": "d", "builtin": {"task": "digits"}}] * 2},
+        "duplicate id",
+    ),
     ("budget with both kinds", {"budgets": [{"per_class": 2, "fraction": 0.5}]}, "exactly one of"),
     ("fraction above one", {"budgets": [{"fraction": 1.5}]}, "budgets[0].fraction"),
     ("unknown strategy", {"strategies": ["finetun"]}, "did you mean 'finetune'"),
     ("unknown estimator", {"estimators": ["logmee"]}, "did you mean 'logme'"),
     ("bad device", {"device": "tpu"}, "device"),
     ("negative lr", {"training": {"lr_grid": [-1.0]}}, "training.lr_grid"),
-    ("unknown builtin task", {"targets": [{"id": "x", "builtin": {"task": "digitz"}}]},
-     "targets[0].builtin.task"),
-    ("unknown timm arch", {"sources": [{"id": "a", "timm": {"arch": "resnet5O"}}]},
-     "unknown architecture 'resnet5O' (did you mean 'resnet50'?)"),
-    ("unknown zoo arch", {"sources": [{"id": "a", "zoo": {"arch": "resnt18", "pretrain_on": "shapes"}}]},
-     "sources[0].zoo"),
+    (
+        "unknown builtin task",
+        {"targets": [{"id": "x", "builtin": {"task": "digitz"}}]},
+        "targets[0].builtin.task",
+    ),
+    (
+        "unknown timm arch",
+        {"sources": [{"id": "a", "timm": {"arch": "resnet5O"}}]},
+        "unknown architecture 'resnet5O' (did you mean 'resnet50'?)",
+    ),
+    (
+        "unknown zoo arch",
+        {"sources": [{"id": "a", "zoo": {"arch": "resnt18", "pretrain_on": "shapes"}}]},
+        "sources[0].zoo",
+    ),
 ]
 
 
@@ -93,10 +113,14 @@ def test_not_a_mapping_and_missing_file(tmp_path: Path) -> None:
 
 def test_cli_exit_code_2_and_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "x.yaml"
-    path.write_text(yaml.safe_dump(base() | {"sources": [{"id": "a", "timm": {"arch": "resnet5O"}}]}))
+    path.write_text(
+        yaml.safe_dump(base() | {"sources": [{"id": "a", "timm": {"arch": "resnet5O"}}]})
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "atlbench.cli", "sweep", str(path), "--results-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
