@@ -21,8 +21,10 @@ RECOMMENDED_SEEDS = 5
 
 VERDICTS = (
     "positive (significant)",
+    "positive (nominal)",
     "positive (inconclusive)",
     "negative (significant)",
+    "negative (nominal)",
     "negative (inconclusive)",
     "no difference",
     "too few seeds",
@@ -190,9 +192,13 @@ def _verdicts(
             out.append("no difference")
         else:
             sign = "positive" if gain_mean[k] > 0 else "negative"
-            excludes_zero = low[k] > 0 or high[k] < 0
-            significant = excludes_zero and np.isfinite(p_holm[k]) and p_holm[k] < alpha
-            out.append(f"{sign} ({'significant' if significant else 'inconclusive'})")
+            if not (low[k] > 0 or high[k] < 0):
+                strength = "inconclusive"
+            elif np.isfinite(p_holm[k]) and p_holm[k] < alpha:
+                strength = "significant"
+            else:
+                strength = "nominal"
+            out.append(f"{sign} ({strength})")
     return out
 
 
@@ -213,11 +219,12 @@ def paired_gains(
       returned table (one family per call: filter ``records`` first to change the family).
     - verdict: "too few seeds" when n_pairs < 2; "no difference" when the mean gain is exactly
       zero or, with ``equivalence_margin > 0``, when the whole gain CI lies inside
-      ``[-margin, margin]``; otherwise the sign of the gain, *significant* only when the
-      gain's ``level`` CI excludes zero **and** ``p_holm < alpha``, else *inconclusive*. The CI
-      alone is the per-comparison test; requiring Holm as well keeps the family-wise error at
-      ``alpha`` when a table holds many source/target pairs. Negative transfer is therefore
-      significant only when the whole CI is below zero and survives the correction.
+      ``[-margin, margin]``; otherwise the sign of the gain and its strength: *inconclusive*
+      when the gain's ``level`` CI straddles zero; *significant* when the CI excludes zero
+      **and** ``p_holm < alpha``; *nominal* when the CI excludes zero but the comparison does
+      not survive Holm's correction. The CI alone is the per-comparison test; Holm keeps the
+      family-wise error at ``alpha`` when a table holds many source/target pairs, so a
+      *nominal* call is a lead to confirm with more seeds, not a finding.
     - ``negative_transfer_gap`` (Wang et al., CVPR 2019) is the transfer model's error minus the
       target-only (scratch) model's error. With error = 1 - accuracy (or 100 - accuracy) it equals
       ``scratch_mean - mean``; positive means negative transfer.

@@ -111,13 +111,12 @@ def _best_line(target: str, budget: str, grp: pd.DataFrame) -> str:
         lo, hi = top["gain_ci_low"], top["gain_ci_high"]
         verdict = str(top.get("verdict", ""))
         if not math.isnan(lo):
-            sure = (
-                "significant"
-                if verdict.endswith("(significant)")
-                else "not significant with this many seeds"
-                if "inconclusive" in verdict
-                else verdict
-            )
+            sure = {
+                "significant": "significant after Holm correction",
+                "nominal": "the CI excludes zero, but not after Holm correction for all "
+                "comparisons",
+                "inconclusive": "the CI includes zero: not distinguishable with this many seeds",
+            }.get(verdict.partition("(")[2].rstrip(")"), verdict)
             line += f" (95% CI {_pts(lo)} to {_pts(hi)} points; {sure})"
     return line + "."
 
@@ -130,17 +129,29 @@ def headlines(views: Views) -> list[str]:
         lines.append(_best_line(str(target), str(budget), grp))
     gains = views.gains
     if not gains.empty:
-        for row in gains[gains["verdict"] == "negative (significant)"].itertuples():
+        hurt = gains[gains["verdict"].isin(["negative (significant)", "negative (nominal)"])]
+        for row in hurt.itertuples():
+            how = (
+                "significant after Holm correction"
+                if row.verdict == "negative (significant)"
+                else "95% CI below zero; not significant after Holm correction"
+            )
             lines.append(
                 f"Transfer hurt: {row.source} with {row.strategy.replace('_', ' ')} on "
                 f"{row.target} (budget {row.budget}) is {abs(row.gain_mean) * 100:.1f} points "
-                "below training from scratch (significant after Holm correction)."
+                f"below training from scratch ({how})."
             )
         n = len(gains)
         wins = int((gains["verdict"] == "positive (significant)").sum())
+        nominal = int((gains["verdict"] == "positive (nominal)").sum())
         unsure = int(gains["verdict"].str.endswith("(inconclusive)").sum())
         if wins:
             lines.append(f"{wins} of {n} transfer results significantly beat scratch training.")
+        if nominal:
+            lines.append(
+                f"{nominal} of {n} transfer results beat scratch with a 95% CI above zero, but do "
+                "not survive Holm correction over all comparisons: confirm them with more seeds."
+            )
         if unsure:
             lines.append(
                 f"{unsure} of {n} transfer results cannot be told apart from training from scratch "
