@@ -121,6 +121,10 @@ def _best_line(target: str, budget: str, grp: pd.DataFrame) -> str:
     return line + "."
 
 
+def _recipe_of(row: Any) -> str:
+    return f"{row.source} with {str(row.strategy).replace('_', ' ')}"
+
+
 def headlines(views: Views) -> list[str]:
     """Plain-words findings: the best recipe per target, where transfer hurt or did not help."""
     lines = []
@@ -129,17 +133,21 @@ def headlines(views: Views) -> list[str]:
         lines.append(_best_line(str(target), str(budget), grp))
     gains = views.gains
     if not gains.empty:
-        hurt = gains[gains["verdict"].isin(["negative (significant)", "negative (nominal)"])]
-        for row in hurt.itertuples():
-            how = (
-                "significant after Holm correction"
-                if row.verdict == "negative (significant)"
-                else "95% CI below zero; not significant after Holm correction"
+        for row in gains[gains["verdict"] == "negative (significant)"].itertuples():
+            lines.append(
+                f"Transfer hurt: {_recipe_of(row)} on {row.target} (budget {row.budget}) is "
+                f"{abs(row.gain_mean) * 100:.1f} points below training from scratch "
+                "(significant after Holm correction)."
+            )
+        nominal_hurt = gains[gains["verdict"] == "negative (nominal)"].sort_values("gain_mean")
+        if len(nominal_hurt):
+            worst = "; ".join(
+                f"{_recipe_of(r)} on {r.target} ({r.budget}) {r.gain_mean * 100:+.1f}"
+                for r in nominal_hurt.head(3).itertuples()
             )
             lines.append(
-                f"Transfer hurt: {row.source} with {row.strategy.replace('_', ' ')} on "
-                f"{row.target} (budget {row.budget}) is {abs(row.gain_mean) * 100:.1f} points "
-                f"below training from scratch ({how})."
+                f"{len(nominal_hurt)} more transfer results fall below scratch with a 95% CI below "
+                f"zero, not significant after Holm correction; the worst: {worst} points."
             )
         n = len(gains)
         wins = int((gains["verdict"] == "positive (significant)").sum())

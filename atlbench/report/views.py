@@ -257,7 +257,17 @@ class Views:
         figures: list[str] = []
         curves: dict[str, tuple[list[str], list[float]]] = {}
         seen: set[tuple[str, ...]] = set()
+        # one heatmap per comparison: the first seed at each target's largest label budget
+        size: dict[tuple[str, str], float] = {}
+        if "n_train" in self.records:
+            size = self.records.groupby(["target", "budget"])["n_train"].median().to_dict()
+        largest: dict[str, float] = {}
+        for (target, _), n in size.items():
+            largest[target] = max(largest.get(target, 0.0), float(n))
         for item in sorted(self.artifacts.get("cka", []), key=lambda a: a.get("seed", 0)):
+            n = size.get((item["target"], item["budget"]), 0.0)
+            if n < largest.get(item["target"], 0.0):
+                continue
             ident = (item["source"], item["target"], item["strategy"], item["budget"], item["kind"])
             if ident in seen:
                 continue
