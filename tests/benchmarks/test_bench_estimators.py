@@ -158,3 +158,20 @@ def test_all_estimators(benchmark, mid) -> None:
     scores = _once(benchmark, _all_estimators, f, p, y)
     assert all(np.isfinite(list(scores.values())))
     benchmark.extra_info.update(scores)
+
+
+@pytest.mark.benchmark(group="all estimators N=5000 D=512")
+def test_forward_pass_that_makes_such_features(benchmark) -> None:
+    """The cost estimators must stay below: a resnet18 (D=512) forward over 5,000 64x64 images."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0).eval()
+    images = torch.randn(5000, 3, 64, 64)
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat([model(images[i : i + 250]) for i in range(0, 5000, 250)])
+
+    out = _once(benchmark, forward)
+    assert out.shape == (5000, 512)
