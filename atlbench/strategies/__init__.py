@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from atlbench.registry import Registry
 from atlbench.strategies.base import CellContext, CellOutcome, Strategy, StrategyParams
+from atlbench.strategies.coral import Coral
 from atlbench.strategies.finetune import Finetune, Scratch
 from atlbench.strategies.frozen import KNN, LinearProbe
 from atlbench.strategies.lora import LoRA
@@ -15,7 +16,7 @@ from atlbench.strategies.lpft import LPFT
 from atlbench.strategies.unfreeze import GradualUnfreeze
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
-for _cls in (LinearProbe, KNN, Finetune, GradualUnfreeze, LPFT, LoRA, Scratch):
+for _cls in (LinearProbe, KNN, Finetune, GradualUnfreeze, LPFT, LoRA, Coral, Scratch):
     STRATEGIES.register(_cls.name)(_cls)
 
 

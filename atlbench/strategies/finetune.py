@@ -101,6 +101,7 @@ def l2sp_penalty(model: Classifier, alpha: float) -> Any:
 
 ModelHook = Callable[[Classifier], None]
 EpochHookFactory = Callable[[Classifier, list[dict[str, Any]]], Callable[[int], None]]
+LossFactory = Callable[[Classifier, Encoder], Callable[[torch.nn.Module], torch.Tensor]]
 
 
 def train_with_grid(
@@ -112,6 +113,7 @@ def train_with_grid(
     wrap_encoder: Callable[[Encoder], Encoder] | None = None,
     init_model: ModelHook | None = None,
     epoch_hook: EpochHookFactory | None = None,
+    extra_loss: LossFactory | None = None,
 ) -> CellOutcome:
     """Run the suite's LR grid with early stopping on validation; score test once with the best.
 
@@ -121,7 +123,8 @@ def train_with_grid(
 
     ``wrap_encoder`` adapts the encoder before the head is attached (LoRA injects adapters into a
     copy); ``init_model`` sets the initial weights every grid point starts from (LP-FT's probe
-    head); ``epoch_hook(model, groups)`` returns an ``on_epoch_start`` (gradual unfreezing).
+    head); ``epoch_hook(model, groups)`` returns an ``on_epoch_start`` (gradual unfreezing);
+    ``extra_loss(model, encoder)`` returns a per-step loss term added to the objective (CORAL).
     """
     cfg = ctx.training
     encoder = ctx.build_encoder(pretrained)
@@ -145,7 +148,10 @@ def train_with_grid(
             prm.requires_grad_(True)
             prm.grad = None
         groups = make_groups(model)
-        extra = l2sp_penalty(model, l2sp) if l2sp > 0 else None
+        terms = [l2sp_penalty(model, l2sp)] if l2sp > 0 else []
+        if extra_loss is not None:
+            terms.append(extra_loss(model, encoder))
+        extra = (lambda m, terms=terms: sum(t(m) for t in terms)) if terms else None
         train_cfg = TrainConfig(
             lr=lr,
             max_epochs=cfg.max_epochs,

@@ -323,3 +323,83 @@ def test_lora_on_minilm_targets_query_value() -> None:
     check_outcome(out, task)
     head = encoder.feature_dim * 3 + 3
     assert out.trainable_params == lora_expected(encoder.model, targets, 2) + head
+
+
+# --- CORAL on the unlabelled remainder ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_coral_loss_matches_the_deep_coral_formula(seed: int) -> None:
+    from atlbench.strategies.coral import coral_loss
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(40, 6)), rng.normal(2.0, 3.0, size=(25, 6))
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)  # unbiased, as in the paper
+    expected = np.sum((ca - cb) ** 2) / (4 * 6**2)
+    got = float(coral_loss(torch.from_numpy(a), torch.from_numpy(b)))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert float(coral_loss(torch.from_numpy(a), torch.from_numpy(a + 5.0))) == pytest.approx(
+        0.0, abs=1e-6
+    )  # a shift of the mean is not a covariance difference
+
+
+def test_coral_never_reads_the_unlabelled_labels() -> None:
+    task = image_task(n=(12, 4, 4))
+    budget = np.concatenate([np.flatnonzero(task.train.labels == c)[:3] for c in range(3)])
+
+    def outcome(labels: np.ndarray) -> CellOutcome:
+        shuffled = TaskData(
+            task.id,
+            task.modality,
+            task.class_names,
+            Split(task.train.inputs, labels),
+            task.val,
+            task.test,
+        )
+        ctx = context(shuffled, timm_encoder("test_resnet"), "coral", coral_weight=5.0)
+        ctx.train_idx = np.sort(budget)
+        return run(ctx, "coral")
+
+    first = outcome(task.train.labels)
+    relabelled = task.train.labels.copy()
+    rest = np.setdiff1d(np.arange(len(relabelled)), budget)
+    relabelled[rest] = np.random.default_rng(3).permutation(relabelled[rest])
+    second = outcome(relabelled)
+    check_outcome(first, task)
+    assert first.hparams["n_unlabelled"] == len(rest)
+    np.testing.assert_array_equal(first.test_pred, second.test_pred)
+    assert first.val_acc == second.val_acc
+
+
+def test_coral_refuses_a_budget_that_leaves_nothing_unlabelled() -> None:
+    task = image_task()
+    ctx = context(task, timm_encoder("test_resnet"), "coral")
+    with pytest.raises(ValueError, match="coral needs at least 4 labelled and 4 unlabelled"):
+        run(ctx, "coral")
+
+
+def test_coral_term_enters_every_training_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atlbench.strategies import coral
+
+    calls: list[tuple[int, int]] = []
+    real = coral.coral_loss
+
+    def counting(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        calls.append((a.shape[0], b.shape[0]))
+        out = real(a, b)
+        assert out.requires_grad  # it must reach the backbone's gradients
+        return out
+
+    monkeypatch.setattr(coral, "coral_loss", counting)
+    task = image_task(n=(12, 4, 4))
+    ctx = context(task, timm_encoder("test_resnet"), "coral", coral_batch=8)
+    ctx.train_idx = np.sort(
+        np.concatenate([np.flatnonzero(task.train.labels == c)[:4] for c in range(3)])
+    )
+    run(ctx, "coral")
+    n = len(ctx.train_idx)
+    passes = -(-FAST.min_epoch_samples // n)  # epochs repeat the labelled set to this many samples
+    steps_per_epoch = -(-passes * n // FAST.batch_size)
+    # patience == max_epochs, so every grid point runs every epoch: one CORAL term per step
+    assert len(calls) == len(FAST.lr_grid) * FAST.max_epochs * steps_per_epoch
+    assert all(a == 8 and b == 8 for a, b in calls)  # 12 labelled, 24 unlabelled: full batches
