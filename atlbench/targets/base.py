@@ -60,8 +60,9 @@ def stratified_split(
         idx = np.flatnonzero(labels == cls)
         rng.shuffle(idx)
         n = len(idx)
-        n_test = max(1, round(n * test_fraction))
-        n_val = max(1, round(n * val_fraction))
+        # a fraction of 0 means "this split is given elsewhere"; otherwise every class gets one
+        n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
+        n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
         if n - n_test - n_val < 1:
             raise DataError(
                 f"class {int(cls)} has only {n} examples: too few for train/val/test splits "

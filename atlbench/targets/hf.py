@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atlbench.errors import DataError
 from atlbench.hub import offline_error, prepare_hub_access
-from atlbench.targets.base import Split, TaskData, check_labels, stratified_split
+from atlbench.targets.base import Split, TaskData, check_labels, encode_labels, stratified_split
 
 
 class HFDatasetParams(BaseModel):
@@ -29,6 +29,7 @@ class HFDatasetParams(BaseModel):
     max_eval: int | None = Field(None, ge=1)
     seed: int = 0
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)  # used only when there is no test split
 
 
 def _inputs(rows: Any, params: HFDatasetParams, where: str) -> Any:
@@ -76,28 +77,48 @@ def load_hf_dataset(task_id: str, params: HFDatasetParams) -> TaskData:
                 f"{params.path}: no column {col!r} (columns: {', '.join(train.column_names)})"
             )
     feature = train.features[params.label_column]
-    names = list(getattr(feature, "names", None) or [])
-    if not names:
-        n = int(max(train[params.label_column])) + 1
-        names = [str(i) for i in range(n)]
+    class_names = list(getattr(feature, "names", None) or [])
 
-    def take(split_name: str, limit: int | None) -> Split:
+    def rows_of(split_name: str, limit: int | None) -> Any:
         part = ds[split_name]
         if limit is not None and len(part) > limit:
             part = part.shuffle(seed=params.seed).select(range(limit))
-        rows = part[:]
-        labels = check_labels(
-            np.asarray(rows[params.label_column]), len(names), f"{params.path}[{split_name}]"
-        )
-        return Split(_inputs(rows, params, f"{params.path}[{split_name}]"), labels)
+        return part[:]
 
-    train_split = take(params.train_split, params.max_train)
+    wanted = {"train": (params.train_split, params.max_train)}
     if params.val_split:
-        val_split = take(params.val_split, params.max_eval)
-    else:
-        tr, va, _ = stratified_split(train_split.labels, params.seed, params.val_fraction, 1e-9)
-        train_split, val_split = train_split.subset(tr), train_split.subset(va)
-    test_split = take(params.test_split, params.max_eval) if params.test_split else val_split
+        wanted["val"] = (params.val_split, params.max_eval)
+    if params.test_split:
+        wanted["test"] = (params.test_split, params.max_eval)
+    rows = {role: rows_of(name, limit) for role, (name, limit) in wanted.items()}
+    if class_names:  # a ClassLabel column: ids are already contiguous, names known
+        labels = {
+            role: check_labels(
+                np.asarray(r[params.label_column]), len(class_names), f"{params.path}[{role}]"
+            )
+            for role, r in rows.items()
+        }
+    else:  # plain ints or strings: one contiguous mapping over every split
+        raw = [v for r in rows.values() for v in r[params.label_column]]
+        encoded, class_names = encode_labels(raw, f"{params.path}: {params.label_column}")
+        cuts = np.cumsum([len(r[params.label_column]) for r in rows.values()])[:-1]
+        labels = dict(zip(rows, np.split(encoded, cuts), strict=True))
+    splits = {
+        role: Split(_inputs(r, params, f"{params.path}[{wanted[role][0]}]"), labels[role])
+        for role, r in rows.items()
+    }
+    # Missing validation/test splits are carved out of train, stratified; test is never reused
+    # as validation (selection on the scored split would leak).
+    if "val" not in splits or "test" not in splits:
+        val_f = 0.0 if "val" in splits else params.val_fraction
+        test_f = 0.0 if "test" in splits else params.test_fraction
+        tr, va, te = stratified_split(splits["train"].labels, params.seed, val_f, test_f)
+        full = splits["train"]
+        splits["train"] = full.subset(tr)
+        splits.setdefault("val", full.subset(va))
+        splits.setdefault("test", full.subset(te))
+    train_split, val_split, test_split = splits["train"], splits["val"], splits["test"]
+    names = class_names
     return TaskData(
         task_id,
         "text" if params.text_column else "image",
