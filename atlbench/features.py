@@ -7,6 +7,7 @@ atomically with a checksum; a torn entry is recomputed, never trusted.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atlbench.cache import cache_dir, content_hash, load_array, save_array
+from atlbench.cache import atomic_write_text, cache_dir, content_hash, load_array, save_array
 from atlbench.sources.base import Encoder, Source
 from atlbench.targets.base import Split, TaskData
 from atlbench.train import PreparedSplit, _autocast, _to_device
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: JSON side-car with the extraction time
 
 
 @dataclass
@@ -71,28 +72,52 @@ def feature_paths(source: Source, task: TaskData, split: str) -> tuple[Path, Pat
 
 
 class FeatureCache:
-    """Process-local front of the on-disk cache; builds the pre-trained encoder only if needed."""
+    """Process-local front of the on-disk cache; builds the pre-trained encoder only if needed.
+
+    An entry is the probabilities (when the source has a head), a JSON side-car with the
+    extraction time, and the features, written in that order: the features file is the commit
+    marker, so an interrupted write is never mistaken for an entry without probabilities. Hits
+    report the original extraction time, so a cell's cost does not depend on cache history.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self._memory: dict[tuple[str, str], FeatureSet] = {}
+        self._memory: dict[str, FeatureSet] = {}
 
     def get(
         self, source: Source, task: TaskData, split: str, encoder: Encoder | None = None
     ) -> FeatureSet:
         f_path, p_path = feature_paths(source, task, split)
-        mem_key = (f_path.name, split)
-        if mem_key in self._memory:
-            return self._memory[mem_key]
-        features = load_array(f_path)
-        probs = load_array(p_path) if p_path.exists() else None
-        if features is not None and len(features) == len(task.split(split)):
-            result = FeatureSet(features, probs, 0.0)
-        else:
+        if f_path.name in self._memory:
+            return self._memory[f_path.name]
+        result = _load_entry(f_path, p_path, len(task.split(split)))
+        if result is None:
             encoder = encoder if encoder is not None else source.build(True)
             result = extract(encoder, task.split(split), self.device)
-            save_array(f_path, result.features)
             if result.probs is not None:
                 save_array(p_path, result.probs)
-        self._memory[mem_key] = result
+            meta = {"seconds": result.seconds, "has_probs": result.probs is not None}
+            atomic_write_text(_meta_path(f_path), json.dumps(meta))
+            save_array(f_path, result.features)
+        self._memory[f_path.name] = result
         return result
+
+
+def _meta_path(f_path: Path) -> Path:
+    return f_path.with_name(f_path.name.replace(".features.npy", ".json"))
+
+
+def _load_entry(f_path: Path, p_path: Path, n: int) -> FeatureSet | None:
+    """A complete, verified cache entry, or None (then it is recomputed, never trusted)."""
+    features = load_array(f_path)
+    if features is None or len(features) != n:
+        return None
+    try:
+        meta = json.loads(_meta_path(f_path).read_text())
+        seconds = float(meta["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    probs = load_array(p_path) if meta.get("has_probs") else None
+    if meta.get("has_probs") and (probs is None or len(probs) != n):
+        return None
+    return FeatureSet(features, probs, seconds)

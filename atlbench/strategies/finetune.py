@@ -38,32 +38,32 @@ class ScratchParams(StrategyParams):
 
 
 def block_index(names: list[str], blocks: list[str]) -> list[int]:
-    """For each parameter name, the index of the block it belongs to (stem 0 ... top).
+    """For each parameter name, the index of its parameter group, 0 (stem) ... top, dense.
 
-    Parameters before the first block (stem, embeddings) get 0; after the last (final norm), the
-    last index; so lower layers always get lower learning rates under layer-wise decay.
+    Parameters before the first block (stem, embeddings) go with the stem; after the last (final
+    norm), with the last block; so lower layers always get lower learning rates under layer-wise
+    decay. Blocks without parameters (e.g. a ResNet's max-pool, which ``auto_layers`` lists as
+    the stem) get no index, so ``layers: K`` always means K groups that really train.
     """
-    out, current = [], 0
+    raw, current = [], 0
     for name in names:
         for i, block in enumerate(blocks):
             if name == block or name.startswith(block + "."):
                 current = i + 1
                 break
-        else:
-            current = current if current else 0
-        out.append(current)
-    return out
+        raw.append(current)
+    dense = {v: rank for rank, v in enumerate(sorted(set(raw)))}
+    return [dense[v] for v in raw]
 
 
 def finetune_groups(model: Classifier, p: FinetuneParams) -> list[dict[str, Any]]:
     """Parameter groups: head at full LR, backbone blocks at lower (possibly decayed) LRs."""
     named = [(n, prm) for n, prm in model.encoder.named_parameters()]
-    blocks = [b.removeprefix("encoder.") for b in model.encoder.layer_names()]
-    idx = block_index([n for n, _ in named], blocks)
-    n_blocks = len(blocks) + 1
+    idx = block_index([n for n, _ in named], model.encoder.layer_names())
+    n_blocks = max(idx) + 1
     frozen_below = 0
     if p.layers == "head":
-        frozen_below = n_blocks + 1
+        frozen_below = n_blocks
     elif isinstance(p.layers, int):
         frozen_below = max(0, n_blocks - p.layers)
     groups: dict[int, list[torch.nn.Parameter]] = {}
@@ -245,6 +245,7 @@ class Finetune(Strategy):
     """Fine-tune a pre-trained backbone with a new head; backbone at a lower learning rate."""
 
     name = "finetune"
+    version = 2  # 2: dense block groups (layers: K and layer_decay fixed)
     Params = FinetuneParams
 
     def run(self, ctx: CellContext) -> CellOutcome:

@@ -34,6 +34,7 @@ class LPFT(Strategy):
     """Linear probe on cached frozen features (C picked on validation), then full fine-tuning."""
 
     name = "lp_ft"
+    version = 2  # 2: dense block groups (layers: K and layer_decay fixed)
     Params = LPFTParams
     # Reads the feature cache too, but its result depends on the training budget, so it must stay
     # False: the plan leaves the training section out of the keys of feature-only strategies.

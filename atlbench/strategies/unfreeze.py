@@ -59,6 +59,7 @@ class GradualUnfreeze(Strategy):
     """Fine-tune, opening the backbone top-down: a block group every ``unfreeze_every`` epochs."""
 
     name = "gradual_unfreeze"
+    version = 2  # 2: dense block groups (layers: K and layer_decay fixed)
     Params = GradualUnfreezeParams
 
     def run(self, ctx: CellContext) -> CellOutcome:

@@ -226,8 +226,20 @@ def test_torn_cache_entries_are_recomputed_not_trusted(
     meta = pretrain(params)  # a torn weights file is re-trained, not loaded
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == digests[weights]
     assert meta["num_classes"] == 2
+    import atlbench.features as features_module
+
+    calls: list[int] = []
+    real_extract = features_module.extract
+
+    def counting_extract(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_extract(*args, **kwargs)
+
+    monkeypatch.setattr(features_module, "extract", counting_extract)
     again = FeatureCache(device).get(source, task, "train")  # a torn entry is re-extracted
-    assert again.seconds > 0, "the torn entry was trusted"
+    assert calls == [1], "the torn entry was trusted"
+    FeatureCache(device).get(source, task, "train")  # the rebuilt entry is a hit again
+    assert calls == [1]
     np.testing.assert_array_equal(again.features, first.features)
     assert hashlib.sha256(features.read_bytes()).hexdigest() == digests[features]
 

@@ -403,3 +403,36 @@ def test_coral_term_enters_every_training_step(monkeypatch: pytest.MonkeyPatch) 
     # patience == max_epochs, so every grid point runs every epoch: one CORAL term per step
     assert len(calls) == len(FAST.lr_grid) * FAST.max_epochs * steps_per_epoch
     assert all(a == 8 and b == 8 for a, b in calls)  # 12 labelled, 24 unlabelled: full batches
+
+
+# --- fine-tune parameter groups -------------------------------------------------------------------
+
+
+def resnet_groups_reference(model: Classifier) -> list[set[str]]:
+    """test_resnet by hand: stem (conv1, bn1), then layer1..layer4, each one group; parameters
+    after the last block (timm's own classifier ``fc``) go with the last group."""
+    names = [n for n, _ in model.encoder.named_parameters()]
+    stem = {n for n in names if n.split(".")[1] in ("conv1", "bn1")}
+    stages = [{n for n in names if n.split(".")[1] == f"layer{k}"} for k in range(1, 5)]
+    stages[-1] |= {n for n in names if n.split(".")[1] == "fc"}
+    assert stem | set().union(*stages) == set(names)
+    return [stem, *stages]
+
+
+@pytest.mark.parametrize("layers", ["all", "head", 1, 3, 5])
+def test_finetune_groups_match_the_architecture(layers: Any) -> None:
+    from atlbench.strategies.finetune import FinetuneParams, finetune_groups
+
+    model = Classifier(timm_encoder("test_resnet"), 3)
+    reference = resnet_groups_reference(model)
+    p = FinetuneParams(layers=layers, backbone_lr_mult=0.5, layer_decay=0.8)
+    groups = finetune_groups(model, p)
+    by_id = {id(prm): n for n, prm in model.encoder.named_parameters()}
+    backbone = [{by_id[id(prm)] for prm in g["params"]} for g in groups[:-1]]
+    k = {"all": 5, "head": 0}.get(layers, layers)
+    assert backbone == reference[5 - k :]  # the top k groups train, in bottom-up order
+    for g, ref_index in zip(groups[:-1], range(5 - k, 5), strict=True):
+        assert g["lr_mult"] == pytest.approx(0.5 * 0.8 ** (4 - ref_index))
+    assert groups[-1]["name"] == "head" and groups[-1]["lr_mult"] == 1.0
+    frozen = {n for n, prm in model.encoder.named_parameters() if not prm.requires_grad}
+    assert frozen == set().union(*reference[: 5 - k])
