@@ -99,6 +99,7 @@ def report(results_dir: Path, reports_dir: Path) -> None:
 def leaderboard(results_dir: Path, target: str | None) -> None:
     """Print the per-target leaderboard of RESULTS_DIR."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from atlbench.report.leaderboard import leaderboard as make_board
@@ -120,11 +121,11 @@ def leaderboard(results_dir: Path, target: str | None) -> None:
         )
         std = "" if row.std_acc != row.std_acc else f"{row.std_acc:.3f}"
         table.add_row(
-            row.target,
+            escape(str(row.target)),
             row.budget,
             str(row.rank),
-            row.source,
-            row.strategy,
+            escape(str(row.source)),
+            escape(str(row.strategy)),
             f"{row.mean_acc:.3f}",
             std,
             gain,

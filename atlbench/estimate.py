@@ -82,6 +82,7 @@ def rank_sources(
 def render_ranking(frame: pd.DataFrame) -> None:
     """One table per target: sources as rows, estimators as columns, rank in brackets."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(highlight=False)
@@ -98,11 +99,11 @@ def render_ranking(frame: pd.DataFrame) -> None:
             for name in names:
                 row = grp[(grp["source"] == source) & (grp["estimator"] == name)].iloc[0]
                 if pd.isna(row["score"]):
-                    cells.append(f"[red]{row['error'] or 'n/a'}[/]")
+                    cells.append(f"[red]{escape(row['error'] or 'n/a')}[/]")
                 else:
                     cells.append(f"{row['score']:.4g} ({row['rank']})")
             ftime = grp[grp["source"] == source]["feature_time_s"].dropna()
-            table.add_row(source, *cells, f"{ftime.iloc[0]:.2f}" if len(ftime) else "")
+            table.add_row(escape(str(source)), *cells, f"{ftime.iloc[0]:.2f}" if len(ftime) else "")
         console.print(table)
         est_time = grp["time_s"].fillna(0).sum()
         console.print(f"[dim]estimators took {est_time:.2f} s in total[/]")

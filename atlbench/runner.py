@@ -219,7 +219,14 @@ class Worker:
 
     def _baselines(self, task_: EstimateTask, source: Source) -> list[dict[str, Any]]:
         """Dataset-agnostic baselines: published comparisons find they beat most estimators."""
-        encoder = self.encoders.build(source, True)
+        try:
+            encoder = self.encoders.build(source, True)
+        except Exception as err:  # like every estimator, a failure is a row, never a crash
+            return [
+                _estimate_row(
+                    task_, "baseline_params", status="failed", error=f"{type(err).__name__}: {err}"
+                )
+            ]
         rows = [
             _estimate_row(
                 task_,

@@ -103,77 +103,72 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
         )
         ui.print_plan(summary, statuses)
         return summary
-    with SweepLock(results_dir):
-        preflight(suite, plan)
-        with Store(results_dir) as store:
-            statuses = store.statuses()
-            summary = SweepSummary(
-                suite,
-                plan,
-                results_dir,
-                sum(1 for c in plan.cells if statuses.get(c.key) == "done"),
+    # everything that can reject the input runs before anything is written
+    executor = make_executor(options, suite)
+    preflight(suite, plan)
+    with SweepLock(results_dir), Store(results_dir) as store:
+        statuses = store.statuses()
+        summary = SweepSummary(
+            suite,
+            plan,
+            results_dir,
+            sum(1 for c in plan.cells if statuses.get(c.key) == "done"),
+        )
+        store.set_plan([cell_identity(c) for c in plan.cells])
+        store.set_meta("suite", suite.model_dump(mode="json"))
+        store.set_meta("estimate_keys", [t.key for t in plan.estimates])
+        store.set_meta("skipped_pairs", plan.skipped)
+        pending, skipped_failed = _pending(plan, statuses, options.retry_failed)
+        summary.skipped_failed = skipped_failed
+        done_estimates = store.estimate_keys()
+        estimates = [
+            t for t in plan.estimates if any((t.key, e) not in done_estimates for e in t.estimators)
+        ]
+
+        def on_cell(cell: Cell, record: dict[str, Any], preds: list[int] | None) -> None:
+            store.put_cell(record, preds)
+            summary.ran += 1
+            ui.cell_done(cell, record)
+            if record["status"] != "done":
+                summary.failed.append((cell, record.get("error", "")))
+                if options.fail_fast:
+                    raise StopSweep(record.get("error", ""))
+
+        def on_estimates(task: EstimateTask, rows: list[dict[str, Any]]) -> None:
+            store.put_estimates(rows)
+            ui.estimates_done(task, rows)
+
+        # --fail-fast raises StopSweep: stop there, keep what finished
+        with ui.running(summary, len(pending), len(estimates)), contextlib.suppress(StopSweep):
+            executor.run(
+                keeps_checkpoints(suite),  # cka implies keep_checkpoints; keys unchanged
+                pending,
+                estimates,
+                on_cell,
+                on_estimates,
+                ui.cell_progress,
+                results_dir / "checkpoints",
             )
-            store.set_plan([cell_identity(c) for c in plan.cells])
-            store.set_meta("suite", suite.model_dump(mode="json"))
-            store.set_meta("suite_path", str(suite_path))
-            store.set_meta("estimate_keys", [t.key for t in plan.estimates])
-            store.set_meta("skipped_pairs", plan.skipped)
-            pending, skipped_failed = _pending(plan, statuses, options.retry_failed)
-            summary.skipped_failed = skipped_failed
-            done_estimates = store.estimate_keys()
-            estimates = [
-                t
-                for t in plan.estimates
-                if any((t.key, e) not in done_estimates for e in t.estimators)
-            ]
-            executor = make_executor(options, suite)
+        run_layer_study(
+            store,
+            suite,
+            plan,
+            results_dir,
+            options.device or suite.device,
+            progress=None if options.quiet else print,
+        )  # CKA of fine-tuned cells (suite.cka), in the driver; stored ones are skipped
+        from atlbench.domain_gap import compute_domain_gaps
 
-            def on_cell(cell: Cell, record: dict[str, Any], preds: list[int] | None) -> None:
-                store.put_cell(record, preds)
-                summary.ran += 1
-                ui.cell_done(cell, record)
-                if record["status"] != "done":
-                    summary.failed.append((cell, record.get("error", "")))
-                    if options.fail_fast:
-                        raise StopSweep(record.get("error", ""))
+        compute_domain_gaps(
+            store,
+            suite,
+            plan,
+            options.device or suite.device,
+            progress=None if options.quiet else print,
+        )  # source pre-training data vs target, in the driver; stored pairs are skipped
+        from atlbench.report import write_outputs
 
-            def on_estimates(task: EstimateTask, rows: list[dict[str, Any]]) -> None:
-                store.put_estimates(rows)
-                ui.estimates_done(task, rows)
-
-            # --fail-fast raises StopSweep: stop there, keep what finished
-            with ui.running(summary, len(pending), len(estimates)), contextlib.suppress(StopSweep):
-                executor.run(
-                    keeps_checkpoints(suite),  # cka implies keep_checkpoints; keys unchanged
-                    pending,
-                    estimates,
-                    on_cell,
-                    on_estimates,
-                    ui.cell_progress,
-                    results_dir / "checkpoints",
-                )
-            run_layer_study(
-                store,
-                suite,
-                plan,
-                results_dir,
-                options.device or suite.device,
-                progress=None if options.quiet else print,
-            )  # CKA of fine-tuned cells (suite.cka), in the driver; stored ones are skipped
-            from atlbench.domain_gap import compute_domain_gaps
-
-            compute_domain_gaps(
-                store,
-                suite,
-                plan,
-                options.device or suite.device,
-                progress=None if options.quiet else print,
-            )  # source pre-training data vs target, in the driver; stored pairs are skipped
-            from atlbench.report import write_outputs
-
-            summary.report_path = write_outputs(
-                store, results_dir, options.reports_root, suite.name
-            )
+        summary.report_path = write_outputs(store, results_dir, options.reports_root, suite.name)
     summary.seconds = time.perf_counter() - started
     ui.print_summary(summary)
     return summary

@@ -82,12 +82,15 @@ class PeakMemory:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU."""
+    from atlbench.errors import AtlbenchError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AtlbenchError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda[:N]'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        from atlbench.errors import AtlbenchError
-
         raise AtlbenchError(
             f"device {name!r} requested but CUDA is not available; use 'auto' or 'cpu'"
         )

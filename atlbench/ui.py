@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,9 +35,9 @@ class SweepUI:
         for (target, source, strategy), cells in groups.items():
             done = sum(1 for c in cells if statuses.get(c.key) == "done")
             table.add_row(
-                target,
-                source,
-                strategy,
+                escape(target),
+                escape(source),
+                escape(strategy),
                 ", ".join(sorted({c.budget.label for c in cells})),
                 str(len({c.seed for c in cells})),
                 f"{done}/{len(cells)}",
@@ -74,13 +75,14 @@ class SweepUI:
 
     def cell_progress(self, cell: Any, message: str) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, detail=f"{cell.label}: {message}")
+            self._progress.update(self._task, detail=escape(f"{cell.label}: {message}"))
 
     def cell_done(self, cell: Any, record: dict[str, Any]) -> None:
         if self._progress is not None:
             self._progress.advance(self._task)
             if record["status"] != "done":
-                self._progress.console.print(f"[red]failed[/] {cell.label}: {record.get('error')}")
+                what = escape(f"{cell.label}: {record.get('error')}")
+                self._progress.console.print(f"[red]failed[/] {what}")
 
     def estimates_done(self, task: Any, rows: list[dict[str, Any]]) -> None:
         if self._progress is not None:
@@ -111,9 +113,9 @@ class SweepUI:
             for row in best.itertuples():
                 gain = "" if row.gain != row.gain else f"{row.gain * 100:+.1f} pts"
                 table.add_row(
-                    row.target,
-                    row.source,
-                    row.strategy,
+                    escape(str(row.target)),
+                    escape(str(row.source)),
+                    escape(str(row.strategy)),
                     row.budget,
                     f"{row.mean:.3f} ± {row.std:.3f}",
                     gain,
@@ -129,4 +131,4 @@ class SweepUI:
                 f"{summary.skipped_failed} previously failed cells skipped (use --retry-failed)"
             )
         for cell, error in summary.failed[:10]:
-            self.console.print(f"[red]failed[/] {cell.label}: {error}")
+            self.console.print(f"[red]failed[/] {escape(f'{cell.label}: {error}')}")
