@@ -121,10 +121,12 @@ def compute_domain_gaps(
 
     result = DomainGapResult()
     pairs = gap_pairs(plan)
+    targets = {t.id: t for t in suite.targets}
+    # the report shows only the pairs of the current plan, not gaps of older suite versions
+    store.set_meta("domain_gap_keys", [gap_key(s, targets[t]) for s, t in pairs])
     if not pairs:
         return result
     stored = {p.get("key"): p for p in store.artifacts(KIND)}
-    targets = {t.id: t for t in suite.targets}
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     cache = FeatureCache(dev)
     for source, target_id in pairs:

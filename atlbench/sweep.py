@@ -116,7 +116,7 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
         )
         store.set_plan([cell_identity(c) for c in plan.cells])
         store.set_meta("suite", suite.model_dump(mode="json"))
-        store.set_meta("estimate_keys", [t.key for t in plan.estimates])
+        store.set_meta("estimate_labels", {t.key: [t.source, t.target] for t in plan.estimates})
         store.set_meta("skipped_pairs", plan.skipped)
         pending, skipped_failed = _pending(plan, statuses, options.retry_failed)
         summary.skipped_failed = skipped_failed

@@ -85,10 +85,32 @@ class Views:
 
     @classmethod
     def from_store(cls, store: Any) -> Views:
+        """Only what belongs to the store's current plan, labelled with the current ids.
+
+        A store keeps results of earlier versions of a suite (renamed ids, changed data or
+        weights); records are already filtered this way by ``Store.records``, and estimates,
+        CKA comparisons and domain gaps get the same treatment here.
+        """
+        labels = store.meta("estimate_labels", {}) or {}
+        estimates = store.estimates()
+        if len(estimates):
+            estimates = estimates[estimates["key"].isin(list(labels))].copy()
+            estimates["source"] = [labels[k][0] for k in estimates["key"]]
+            estimates["target"] = [labels[k][1] for k in estimates["key"]]
+        records = store.records()
+        plan = {r["key"]: r for r in records.to_dict("records")} if len(records) else {}
+        cka = []
+        for item in store.artifacts("cka"):
+            tuned = item.get("cell_a") or item.get("cell_b")  # the fine-tuned cell's key
+            if tuned in plan:
+                cell = plan[tuned]
+                cka.append(item | {k: cell[k] for k in ("source", "target", "strategy", "budget")})
+        gap_keys = set(store.meta("domain_gap_keys", []) or [])
+        gaps = [g for g in store.artifacts("domain_gap") if g.get("key") in gap_keys]
         return cls(
-            store.records(),
-            store.estimates(),
-            {"cka": store.artifacts("cka"), "domain_gap": store.artifacts("domain_gap")},
+            records,
+            estimates,
+            {"cka": cka, "domain_gap": gaps},
             {"suite": store.meta("suite", {}), "skipped_pairs": store.meta("skipped_pairs", [])},
         )
 
