@@ -73,7 +73,7 @@ def sweep(
         quiet=quiet,
     )
     summary = run_sweep(suite, options)
-    if summary.failed:
+    if summary.failed or summary.skipped_failed:  # results are incomplete
         sys.exit(1)
 
 

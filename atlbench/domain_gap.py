@@ -37,7 +37,6 @@ KIND = "domain_gap"
 GAP_VERSION = 1  # bump when the method or its settings change (new artifact keys)
 MAX_SAMPLES = 500  # per side for MMD: the pooled Gram is (2 * 500)^2, cheap on a CPU
 PERMUTATIONS = 200
-PAYLOAD_FIELDS = ("source", "target", "mmd", "mmd_p", "frechet", "n_source", "n_target")
 
 
 @dataclass

@@ -7,7 +7,6 @@ interrupted sweep loses at most the cells in flight and resumes where it stopped
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,7 +200,3 @@ def _peek_statuses(results_dir: Path) -> dict[str, str]:
         return {}
     finally:
         conn.close()
-
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)

@@ -7,7 +7,6 @@ timed on :class:`~atlbench.timing.DeviceClock`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import gc
 import math
@@ -23,7 +22,7 @@ from torch import nn
 
 from atlbench.sources.base import Encoder, batch_size_of, move_batch
 from atlbench.targets.base import Split
-from atlbench.timing import DeviceClock, PeakMemory
+from atlbench.timing import DeviceClock
 
 
 class Classifier(nn.Module):
@@ -362,20 +361,13 @@ def _fit_once(
     )
 
 
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A deep copy of a model's weights (to restore the same init for every grid point)."""
-    return copy.deepcopy(model.state_dict())
-
-
 __all__ = [
     "Classifier",
     "FitResult",
-    "PeakMemory",
     "PreparedSplit",
     "TrainConfig",
     "accumulate_gradients",
     "fit",
     "predict_logits",
-    "snapshot",
     "warmup_cosine",
 ]

@@ -4,7 +4,8 @@ A label budget leaves most of the target's training split unlabelled. Deep CORAL
 ``||C_l - C_u||_F^2 / (4 d^2)``, the distance between the feature covariances of a labelled batch
 and of an unlabelled batch, so the few labelled examples cannot pull the representation away from
 the statistics of the data the model will actually see. Only the unlabelled examples' inputs are
-used, never their labels, and never the validation or test splits.
+used, never their labels, and never the validation or test splits. The extra forward passes
+run in training mode, so BatchNorm running statistics also see the unlabelled data.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class Coral(Strategy):
                 f"coral needs at least 4 labelled and 4 unlabelled training examples; this budget "
                 f"leaves {len(ctx.train_idx)} labelled and {len(rest)} unlabelled"
             )
+        # only coral_batch rows are drawn per step: a bounded, seeded pool keeps memory small
+        cap = 64 * p.coral_batch
+        if len(rest) > cap:
+            rest = np.sort(np.random.default_rng([ctx.seed, 4243]).choice(rest, cap, replace=False))
         encoder = ctx.build_encoder(True)
         labelled = PreparedSplit(encoder, ctx.task.train.subset(ctx.train_idx))
         unlabelled = PreparedSplit(encoder, ctx.task.train.subset(rest))

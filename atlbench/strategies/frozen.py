@@ -30,11 +30,6 @@ class LinearProbeParams(StrategyParams):
         return value
 
 
-def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    mean, std = _moments(train)
-    return [(x - mean) / std for x in (train, *others)]
-
-
 def _moments(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = train.mean(0)
     std = train.std(0) + 1e-8 * (np.abs(train).max() + 1e-30)

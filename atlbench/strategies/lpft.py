@@ -6,6 +6,8 @@ its features; starting from the probe's head keeps the first updates small and w
 
 from __future__ import annotations
 
+import time
+
 import torch
 from pydantic import Field
 
@@ -42,6 +44,7 @@ class LPFT(Strategy):
 
     def run(self, ctx: CellContext) -> CellOutcome:
         p: LPFTParams = ctx.params
+        started = time.perf_counter()
         probe = fit_probe(
             ctx.features("train")[ctx.train_idx],
             ctx.train_labels,
@@ -50,6 +53,7 @@ class LPFT(Strategy):
             p.c_grid,
             p.probe_max_iter,
         )
+        probe_seconds = time.perf_counter() - started
         num_classes = ctx.task.num_classes
         out = train_with_grid(
             ctx,
@@ -59,5 +63,8 @@ class LPFT(Strategy):
             init_model=lambda m: set_head(m, probe, num_classes),
         )
         out.hparams |= p.model_dump() | {"probe_C": probe.c}
+        # the probe's C grid is part of what this recipe costs
+        out.timing["selection_time_s"] = out.timing.get("selection_time_s", 0.0) + probe_seconds
+        out.timing["probe_time_s"] = probe_seconds
         out.extra |= {"probe_val_acc": probe.val_acc, "probe_grid": probe.grid}
         return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from atlbench.targets import generators as gen
@@ -46,7 +47,15 @@ def task_modality(params: BuiltinParams) -> str:
 
 
 def generate_pool(params: BuiltinParams) -> tuple[Any, Any, list[str]]:
-    """Raw inputs, labels and class names of the whole task before splitting."""
+    """Raw inputs, labels and class names of the whole task before splitting (label noise in)."""
+    inputs, labels, names = _generate(params)
+    if params.label_noise and params.task != "topic_text":  # topic_text flips its own
+        rng = np.random.default_rng([params.seed, 77])
+        labels = gen.flip_labels(labels, params.label_noise, len(names), rng)
+    return inputs, labels, names
+
+
+def _generate(params: BuiltinParams) -> tuple[Any, Any, list[str]]:
     shift = gen.DomainShift(**params.shift.model_dump()) if params.shift else None
     if params.task == "digits":
         classes = params.classes

@@ -876,11 +876,20 @@ def topic_text(
         topic = names[ids[label]]
         others = [t for t in names if t != topic]
         texts.append(" ".join(_sentence(topic, others, rnd, distract=0.15)))
-    n_flip = round(label_noise * len(labels))
+    labels = flip_labels(labels, label_noise, len(ids), rng)
+    return texts, labels.astype(np.int64), [names[i] for i in ids]
+
+
+def flip_labels(
+    labels: np.ndarray, fraction: float, num_classes: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Flip exactly ``round(fraction * N)`` labels, each to a uniformly chosen *other* class."""
+    labels = np.array(labels, dtype=np.int64)
+    n_flip = round(fraction * len(labels))
     if n_flip:
         flip = rng.choice(len(labels), size=n_flip, replace=False)
-        labels[flip] = (labels[flip] + rng.integers(1, len(ids), n_flip)) % len(ids)
-    return texts, labels.astype(np.int64), [names[i] for i in ids]
+        labels[flip] = (labels[flip] + rng.integers(1, num_classes, n_flip)) % num_classes
+    return labels
 
 
 # --------------------------------------------------------------------------------------------
