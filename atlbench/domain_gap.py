@@ -50,12 +50,11 @@ class DomainGapResult:
 
 def pretrain_task(source: Source) -> TaskData | None:
     """The built-in task a zoo source was pre-trained on (same recipe as the zoo uses), or None."""
-    if source.pretrain_task is None:
+    if source.pretrain_task is None or source.kind != "zoo":
         return None
-    from atlbench.targets.builtin import BuiltinParams, load_builtin
+    from atlbench.sources.zoo import ZooParams, pretrain_data
 
-    size = source.spec.get("input_size", 32)
-    return load_builtin("zoo-pretrain", BuiltinParams(**({"size": size} | source.pretrain_task)))
+    return pretrain_data(ZooParams.model_validate(source.spec))
 
 
 def gap_key(source: Source, target_entry: Any) -> str:

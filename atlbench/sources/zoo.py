@@ -11,13 +11,16 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from atlbench.cache import atomic_write_bytes, atomic_write_text, cache_dir, content_hash
 from atlbench.sources.timm import TimmEncoder, create_timm
+
+if TYPE_CHECKING:
+    from atlbench.targets.base import TaskData
 
 log = logging.getLogger(__name__)
 ZOO_VERSION = 1
@@ -50,11 +53,19 @@ def zoo_paths(params: ZooParams) -> tuple[Path, Path]:
     return root / f"{params.arch}-{key}.safetensors", root / f"{params.arch}-{key}.json"
 
 
+def pretrain_data(params: ZooParams) -> TaskData:
+    """The built-in task a zoo recipe pre-trains on, at the recipe's input size."""
+    from atlbench.targets.builtin import BuiltinParams, load_builtin
+
+    return load_builtin(
+        "zoo-pretrain", BuiltinParams(**({"size": params.input_size} | params.pretrain_on))
+    )
+
+
 def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
     """Train the recipe on its built-in task; write weights and a metadata side-car atomically."""
     from safetensors.torch import load, save
 
-    from atlbench.targets.builtin import BuiltinParams, load_builtin
     from atlbench.train import Classifier, PreparedSplit, TrainConfig, fit, predict_logits
 
     weights_path, meta_path = zoo_paths(params)
@@ -68,8 +79,7 @@ def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
             return meta
         except Exception:  # torn, flipped or corrupt entry: recompute, never trust
             log.warning("zoo cache entry %s is corrupt; re-training", weights_path.name)
-    task_params = BuiltinParams(**({"size": params.input_size} | params.pretrain_on))
-    task = load_builtin("zoo-pretrain", task_params)
+    task = pretrain_data(params)
     torch.manual_seed(params.seed)
     encoder = create_timm(
         params.arch, pretrained=False, num_classes=0, input_size=params.input_size
