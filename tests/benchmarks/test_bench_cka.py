@@ -69,7 +69,8 @@ def _hsic1(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
 def test_values_against_float64_reference(setup):
     a, b, loader, layers = setup
     fa, fb = _features(a, loader, layers), _features(b, loader, layers)
-    ours = cka_matrix(a, b, loader).matrix
+    ours = cka_matrix(a, b, loader, precision="float64").matrix
+    fast = cka_matrix(a, b, loader).matrix  # the default: float32 Grams, float64 sums
     ka = [[x @ x.T for x in batch] for batch in fa]
     kb = [[y @ y.T for y in batch] for batch in fb]
     xx = np.array([sum(_hsic1(k[i], k[i]) for k in ka) for i in range(9)])
@@ -79,6 +80,7 @@ def test_values_against_float64_reference(setup):
          for i in range(9)]
     )  # fmt: skip
     np.testing.assert_allclose(ours, xy / np.sqrt(np.outer(xx, yy)), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fast, ours, rtol=0, atol=1e-6)
     # full-data (N = 1000) debiased linear CKA in float64: same population quantity
     whole_a = [np.concatenate([f[i] for f in fa]) for i in range(9)]
     whole_b = [np.concatenate([f[j] for f in fb]) for j in range(9)]
@@ -169,7 +171,8 @@ def test_inplace_relu_values(record_property):
     truth = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
     assert 0.8 < truth < 0.9
     one_batch = DataLoader(TensorDataset(x), batch_size=512)
-    exact = cka_matrix(model, model, one_batch, ["0"], ["1"], debiased=False).matrix[0, 0]
+    exact = cka_matrix(model, model, one_batch, ["0"], ["1"], debiased=False, precision="float64")
+    exact = exact.matrix[0, 0]
     assert exact == pytest.approx(truth, rel=1e-9)
     ours = cka_matrix(model, model, loader, ["0"], ["1"]).matrix[0, 0]  # debiased, 4 batches
     assert abs(ours - truth) < 0.02
