@@ -79,9 +79,14 @@ def build_plan(suite: Suite) -> Plan:
                 )
                 continue
             for strategy in suite.strategies:
+                related = _related_targets(suite, source, target.id, strategy, skipped)
+                if related is None:
+                    continue
                 for budget in suite.budgets:
                     for seed in suite.seeds:
-                        cell = _make_cell(suite, source, target.id, t_fp, strategy, budget, seed)
+                        cell = _make_cell(
+                            suite, source, target.id, t_fp, strategy, budget, seed, related
+                        )
                         cells.setdefault(cell.key, cell)
             if suite.estimators:
                 key = content_hash(
@@ -89,6 +94,31 @@ def build_plan(suite: Suite) -> Plan:
                 )
                 estimates.append(EstimateTask(key, source.id, target.id, tuple(suite.estimators)))
     return Plan(list(cells.values()), estimates, skipped, sources)
+
+
+def _related_targets(
+    suite: Suite, source: Source, target_id: str, strategy: StrategyEntry, skipped: list[str]
+) -> list[dict[str, Any]] | None:
+    """Fingerprints of the other targets a grouped strategy trains on; None: not this target."""
+    group = STRATEGIES.get(strategy.name).target_group(strategy_params(strategy))
+    if not group:
+        return []
+    if target_id not in group:
+        return None  # the strategy is defined for its group only; nothing to say per pair
+    out = []
+    for other in group:
+        if other == target_id:
+            continue
+        entry = suite.target(other)
+        modality = target_modality(entry)
+        if modality != source.modality:
+            skipped.append(
+                f"{source.id} x {target_id} / {strategy.label}: a {source.modality} model cannot"
+                f" read {modality} data of group member {other}"
+            )
+            return None
+        out.append({"id": other, "target": target_fingerprint(entry)})
+    return out
 
 
 def _make_cell(
@@ -99,6 +129,7 @@ def _make_cell(
     strategy: StrategyEntry,
     budget: BudgetSpec,
     seed: int,
+    related: list[dict[str, Any]],
 ) -> Cell:
     cls = STRATEGIES.get(strategy.name)
     params = strategy_params(strategy)
@@ -110,6 +141,8 @@ def _make_cell(
         "seed": seed,
         "method": METHOD_VERSION,
     }
+    if related:  # what the other group members hold changes this cell's result
+        identity["related"] = related
     if not cls.uses_features:
         # how results are kept does not change them: checkpoints stay out of the key
         identity["training"] = suite.training.model_dump(exclude={"keep_checkpoints"})

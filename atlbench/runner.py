@@ -118,6 +118,12 @@ class Worker:
         strategy_entry = next(s for s in self.suite.strategies if s.label == cell.strategy)
         strategy = STRATEGIES.get(cell.strategy_name)()
         train_idx = select_budget(task.train.labels, cell.budget, cell.seed, f"{cell.target}: ")
+        params = strategy_params(strategy_entry)
+        related = {
+            tid: load_target(self.suite.target(tid))
+            for tid in type(strategy).target_group(params)
+            if tid != cell.target
+        }
         feature_seconds = 0.0
 
         def features(split: str) -> np.ndarray:
@@ -137,11 +143,13 @@ class Worker:
             seed=cell.seed,
             device=self.device,
             training=self.suite.training,
-            params=strategy_params(strategy_entry),
+            params=params,
             features=features,
             build_encoder=lambda pretrained: self.encoders.build(source, pretrained),
             progress=progress,
+            budget=cell.budget,
             checkpoint_dir=checkpoint_dir,
+            related=related,
         )
         outcome = strategy.run(ctx)
         y_true = task.test.labels

@@ -285,7 +285,7 @@ def _validate_components(suite: Suite, origin: str) -> None:
     """Check names against the registries (sources, targets, strategies, estimators)."""
     from atlbench.estimators import ESTIMATORS
     from atlbench.sources import validate_source
-    from atlbench.strategies import STRATEGIES, validate_strategy
+    from atlbench.strategies import STRATEGIES, strategy_params, validate_strategy
     from atlbench.targets import validate_target
 
     for i, source in enumerate(suite.sources):
@@ -306,6 +306,14 @@ def _validate_components(suite: Suite, origin: str) -> None:
         problem = validate_strategy(strategy)
         if problem:
             raise SuiteError(f"{origin}: strategies[{i}]{problem[0]}: {problem[1]}")
+        target_ids = [t.id for t in suite.targets]
+        group = STRATEGIES.get(strategy.name).target_group(strategy_params(strategy))
+        for j, tid in enumerate(group):
+            if tid not in target_ids:
+                raise SuiteError(
+                    f"{origin}: strategies[{i}].group[{j}]: unknown target {tid!r}"
+                    f"{suggest(tid, target_ids)}; the group lists ids from targets"
+                )
     for i, name in enumerate(suite.estimators):
         if name not in ESTIMATORS:
             raise SuiteError(

@@ -13,10 +13,11 @@ from atlbench.strategies.finetune import Finetune, Scratch
 from atlbench.strategies.frozen import KNN, LinearProbe
 from atlbench.strategies.lora import LoRA
 from atlbench.strategies.lpft import LPFT
+from atlbench.strategies.multitask import MultiTask
 from atlbench.strategies.unfreeze import GradualUnfreeze
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
-for _cls in (LinearProbe, KNN, Finetune, GradualUnfreeze, LPFT, LoRA, Coral, Scratch):
+for _cls in (LinearProbe, KNN, Finetune, GradualUnfreeze, LPFT, LoRA, Coral, MultiTask, Scratch):
     STRATEGIES.register(_cls.name)(_cls)
 
 

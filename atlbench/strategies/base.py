@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from atlbench.sources.base import Encoder, Source
-from atlbench.suite import TrainingConfig
+from atlbench.suite import BudgetSpec, TrainingConfig
 from atlbench.targets.base import TaskData
 
 
@@ -40,7 +40,10 @@ class CellContext:
     features: Callable[[str], np.ndarray]
     build_encoder: Callable[[bool], Encoder]
     progress: Callable[[str], None] = lambda message: None
+    budget: BudgetSpec | None = None  # the label budget ``train_idx`` was drawn with
     checkpoint_dir: Path | None = None
+    # other suite targets this cell trains on too (multi-task), by id, in the strategy's order
+    related: dict[str, TaskData] = field(default_factory=dict)
 
     @property
     def train_labels(self) -> np.ndarray:
@@ -69,6 +72,15 @@ class Strategy:
     pretrained: ClassVar[bool] = True  # scratch sets False: its key ignores the source weights
     uses_features: ClassVar[bool] = False  # frozen-feature strategies read the feature cache
     version: ClassVar[int] = 1  # bump when results would change, so old cells are not reused
+
+    @classmethod
+    def target_group(cls, params: Any) -> tuple[str, ...]:
+        """Suite targets trained jointly by this strategy; empty: every target on its own.
+
+        With a group, the strategy runs only on the group's targets, and a cell on one of them
+        also trains on (and has in its key) every other member.
+        """
+        return ()
 
     def run(self, ctx: CellContext) -> CellOutcome:
         raise NotImplementedError

@@ -111,6 +111,7 @@ def train_with_grid(
     l2sp: float = 0.0,
     *,
     wrap_encoder: Callable[[Encoder], Encoder] | None = None,
+    make_model: Callable[[Encoder, int], Classifier] = Classifier,
     init_model: ModelHook | None = None,
     epoch_hook: EpochHookFactory | None = None,
     extra_loss: LossFactory | None = None,
@@ -122,7 +123,8 @@ def train_with_grid(
     first). The test split is prepared and predicted exactly once, after selection.
 
     ``wrap_encoder`` adapts the encoder before the head is attached (LoRA injects adapters into a
-    copy); ``init_model`` sets the initial weights every grid point starts from (LP-FT's probe
+    copy); ``make_model(encoder, num_classes)`` builds the network (multi-task adds auxiliary
+    heads); ``init_model`` sets the initial weights every grid point starts from (LP-FT's probe
     head); ``epoch_hook(model, groups)`` returns an ``on_epoch_start`` (gradual unfreezing);
     ``extra_loss(model, encoder)`` returns a per-step loss term added to the objective (CORAL).
     """
@@ -134,7 +136,7 @@ def train_with_grid(
     val = PreparedSplit(encoder, ctx.task.val)
     memory = PeakMemory(ctx.device)
     torch.manual_seed(ctx.seed)
-    initial_model = Classifier(encoder, ctx.task.num_classes)
+    initial_model = make_model(encoder, ctx.task.num_classes)
     if init_model is not None:
         init_model(initial_model)
     initial = {k: v.detach().clone() for k, v in initial_model.state_dict().items()}

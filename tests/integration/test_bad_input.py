@@ -109,6 +109,16 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("unknown strategy", setter(strategies=["linear_prob"]), r"did you mean 'linear_probe'"),
     ("unknown estimator", setter(estimators=["logmee"]), r"unknown estimator 'logmee'"),
     (
+        "multitask group names an unknown target",
+        setter(strategies=[{"name": "multitask", "group": [BASE["targets"][0]["id"], "nope"]}]),
+        r"strategies\[0\]\.group\[1\]: unknown target 'nope'",
+    ),
+    (
+        "multitask group of one",
+        setter(strategies=[{"name": "multitask", "group": [BASE["targets"][0]["id"]]}]),
+        r"strategies\[0\]\.group: needs at least 2 target ids",
+    ),
+    (
         "unknown timm arch",
         setter(sources=[{"id": "t", "timm": {"arch": "resnet5O"}}]),
         r"unknown architecture 'resnet5O'",

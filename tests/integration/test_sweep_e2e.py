@@ -118,3 +118,28 @@ def test_report_regenerates_without_compute(swept: Path) -> None:
     assert report.exists()
     lb = atlbench("leaderboard", "results/tiny", "--target", "d56", cwd=swept)
     assert lb.returncode == 0 and "finetune" in lb.stdout
+
+
+def test_multitask_group_sweeps_each_member_with_the_others_alongside(tmp_path: Path) -> None:
+    from atlbench.store import Store
+
+    suite = TINY | {
+        "name": "mt",
+        "seeds": [0],
+        "sources": TINY["sources"][:1],
+        "targets": [
+            {"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}},
+            {"id": "d78", "builtin": {"task": "digits", "classes": [7, 8, 9]}},
+            {"id": "shapes", "builtin": {"task": "shapes", "n_per_class": 12}},
+        ],
+        "strategies": [{"name": "multitask", "group": ["d56", "d78"]}],
+        "estimators": [],
+    }
+    (tmp_path / "mt.yaml").write_text(yaml.safe_dump(suite))
+    proc = atlbench("sweep", "mt.yaml", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = Store(tmp_path / "results" / "mt").records()
+    assert sorted(records["target"]) == ["d56", "d78"]  # shapes is not in the group
+    assert (records["status"] == "done").all()
+    sizes = {r["target"]: r["hparams"]["aux_train_sizes"] for _, r in records.iterrows()}
+    assert sizes == {"d56": {"d78": 12}, "d78": {"d56": 8}}  # 4 per class, the cell's budget

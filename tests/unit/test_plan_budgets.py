@@ -84,6 +84,48 @@ def test_modality_mismatch_is_skipped_out_loud() -> None:
     assert any("cannot read text" in s for s in plan.skipped)
 
 
+def multitask_suite(second: dict, group: list[str] | None = None) -> dict:
+    return suite_dict(
+        targets=[
+            {"id": "d", "builtin": {"task": "digits", "classes": [5, 6]}},
+            {"id": "e", "builtin": second},
+            {"id": "s", "builtin": {"task": "shapes"}},
+        ],
+        strategies=["finetune", {"name": "multitask", "group": group or ["d", "e"]}],
+        seeds=[0],
+    )
+
+
+def test_multitask_cells_only_for_the_group_and_keyed_on_every_member() -> None:
+    plan = build_plan(parse_suite(multitask_suite({"task": "digits", "classes": [7, 8]})))
+    grouped = {(c.source, c.target) for c in plan.cells if c.strategy == "multitask"}
+    assert grouped == {(s, t) for s in ("a", "b") for t in ("d", "e")}  # not "s"
+
+    def cell_keys(plan):
+        return {(c.source, c.target, c.strategy, c.budget.label): c.key for c in plan.cells}
+
+    before = cell_keys(plan)
+    # changing member e changes the multitask cells on d (it trains on e), not finetune on d
+    changed = multitask_suite({"task": "digits", "classes": [7, 9]})
+    after = cell_keys(build_plan(parse_suite(changed)))
+    assert after[("a", "d", "multitask", "5/class")] != before[("a", "d", "multitask", "5/class")]
+    assert after[("a", "d", "finetune", "5/class")] == before[("a", "d", "finetune", "5/class")]
+    # ... and a different group is a different experiment
+    regrouped = build_plan(
+        parse_suite(multitask_suite({"task": "digits", "classes": [7, 8]}, ["d", "s"]))
+    )
+    assert (
+        cell_keys(regrouped)[("a", "d", "multitask", "5/class")]
+        != before[("a", "d", "multitask", "5/class")]
+    )
+
+
+def test_multitask_group_with_another_modality_is_skipped_out_loud() -> None:
+    plan = build_plan(parse_suite(multitask_suite({"task": "topic_text", "n_per_class": 10})))
+    assert not [c for c in plan.cells if c.strategy == "multitask"]
+    assert any("cannot read text data of group member e" in s for s in plan.skipped)
+
+
 @pytest.mark.parametrize("seed", [0, 3, 11])
 def test_budgets_stratified_deterministic_nested(seed: int) -> None:
     rng = np.random.default_rng(seed + 100)

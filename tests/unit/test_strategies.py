@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from atlbench.budgets import select_budget
 from atlbench.sources.base import Encoder, Source
 from atlbench.strategies import STRATEGIES, CellContext, CellOutcome
 from atlbench.strategies.finetune import FinetuneParams, finetune_groups
@@ -17,7 +18,7 @@ from atlbench.strategies.frozen import fit_probe
 from atlbench.strategies.lora import LoRAParams, auto_targets, inject_lora
 from atlbench.strategies.lpft import set_head
 from atlbench.strategies.unfreeze import trainable_groups, unfreeze_schedule
-from atlbench.suite import TrainingConfig
+from atlbench.suite import BudgetSpec, TrainingConfig
 from atlbench.targets.base import Split, TaskData
 from atlbench.train import Classifier
 
@@ -403,6 +404,77 @@ def test_coral_term_enters_every_training_step(monkeypatch: pytest.MonkeyPatch) 
     # patience == max_epochs, so every grid point runs every epoch: one CORAL term per step
     assert len(calls) == len(FAST.lr_grid) * FAST.max_epochs * steps_per_epoch
     assert all(a == 8 and b == 8 for a, b in calls)  # 12 labelled, 24 unlabelled: full batches
+
+
+def multitask_context(aux: TaskData, checkpoints, **params: Any) -> CellContext:
+    task = image_task(n=(12, 4, 4))
+    ctx = context(task, timm_encoder("test_resnet"), "multitask", group=["img", "aux"], **params)
+    ctx.related = {"aux": aux}
+    ctx.budget = BudgetSpec(per_class=4)
+    ctx.train_idx = select_budget(task.train.labels, ctx.budget, ctx.seed)
+    ctx.checkpoint_dir = checkpoints
+    return ctx
+
+
+def encoder_weights(ctx: CellContext) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(ctx.checkpoint_dir / "best.safetensors"))
+
+
+def test_multitask_learns_from_other_labels_but_never_their_eval_splits(tmp_path) -> None:
+    aux = image_task(classes=4, seed=5, n=(10, 4, 4))
+    first_ctx = multitask_context(aux, tmp_path / "a")
+    first = run(first_ctx, "multitask")
+    check_outcome(first, first_ctx.task)
+    # the other member's validation and test splits are never read: garbage there changes nothing
+    junk = image_task(classes=4, seed=99, n=(10, 7, 9))
+    blind = TaskData("aux", "image", aux.class_names, aux.train, junk.val, junk.test)
+    blind_ctx = multitask_context(blind, tmp_path / "b")
+    second = run(blind_ctx, "multitask")
+    np.testing.assert_array_equal(first.test_pred, second.test_pred)
+    for name, w in encoder_weights(first_ctx).items():
+        torch.testing.assert_close(w, encoder_weights(blind_ctx)[name], rtol=0, atol=0)
+    # its training labels do reach the shared backbone
+    relabelled = Split(aux.train.inputs, np.roll(aux.train.labels, 1))
+    moved_ctx = multitask_context(
+        TaskData("aux", "image", aux.class_names, relabelled, aux.val, aux.test), tmp_path / "c"
+    )
+    run(moved_ctx, "multitask")
+    assert any(
+        not torch.equal(w, encoder_weights(moved_ctx)[name])
+        for name, w in encoder_weights(first_ctx).items()
+    )
+    # trainable parameters: everything fine-tune trains plus one head per other member
+    ft = run(context(first_ctx.task, timm_encoder("test_resnet"), "finetune"), "finetune")
+    feature_dim = timm_encoder("test_resnet").feature_dim
+    assert first.trainable_params == ft.trainable_params + feature_dim * 4 + 4
+    # the same budget for the other member unless asked otherwise
+    assert first.hparams["aux_train_sizes"] == {"aux": 4 * 4}
+    full = run(multitask_context(aux, tmp_path / "d", aux_budget="full"), "multitask")
+    assert full.hparams["aux_train_sizes"] == {"aux": len(aux.train)}
+
+
+def test_multitask_term_draws_one_batch_per_member_every_step(monkeypatch, tmp_path) -> None:
+    from atlbench.strategies import multitask
+
+    calls: list[int] = []
+    real = multitask.F.cross_entropy
+
+    def counting(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] == 4:  # the other member's head (the cell's own task has 3 classes)
+            calls.append(len(labels))
+            assert logits.requires_grad
+        return real(logits, labels)
+
+    monkeypatch.setattr(multitask.F, "cross_entropy", counting)
+    ctx = multitask_context(image_task(classes=4, seed=5, n=(10, 4, 4)), None)
+    run(ctx, "multitask")
+    n = len(ctx.train_idx)
+    passes = -(-FAST.min_epoch_samples // n)
+    steps_per_epoch = -(-passes * n // FAST.batch_size)
+    assert len(calls) == len(FAST.lr_grid) * FAST.max_epochs * steps_per_epoch
+    assert set(calls) == {FAST.batch_size}  # 16 budgeted examples, batches of 8
 
 
 # --- fine-tune parameter groups -------------------------------------------------------------------
