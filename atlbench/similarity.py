@@ -17,9 +17,8 @@ All reductions run in float64 on the device of the features (CUDA stays on CUDA;
 float64, computes Grams in float32 and accumulates on the CPU). The model hooks multiply each
 batch Gram in float32 by default (``precision="float32"``: float32 activations, half the cost, CKA
 within about 1e-6 of float64) and sum the HSIC terms in float64; ``precision="float64"`` is exact
-to rounding. Results are not clipped to
-[0, 1]: the debiased estimate can leave that range slightly on small samples, and hiding that would
-hide noise.
+to rounding. Results are not clipped to [0, 1]: the debiased estimate can leave that range
+slightly on small samples, and hiding that would hide noise.
 """
 
 from __future__ import annotations

@@ -181,12 +181,34 @@ def crashed_estimates(task: EstimateTask, error: BaseException | str) -> list[di
     ]
 
 
+def deliver(
+    unit: Cell | EstimateTask,
+    result: Any,
+    suite_name: str,
+    on_cell: Callable[..., None],
+    on_estimates: Callable[..., None],
+) -> None:
+    """Hand a remote unit's result, or the exception that replaced it, to the driver."""
+    from atlbench.plan import Cell
+
+    if isinstance(unit, Cell):
+        if isinstance(result, BaseException):
+            on_cell(unit, crashed_record(unit, suite_name, result), None)
+        else:
+            on_cell(unit, *result)
+    elif isinstance(result, BaseException):
+        on_estimates(unit, crashed_estimates(unit, result))
+    else:
+        on_estimates(unit, result)
+
+
 __all__ = [
     "EXECUTORS",
     "ExecutorConfig",
     "crashed_estimates",
     "crashed_record",
     "create_executor",
+    "deliver",
     "process_worker",
     "remote_cell",
     "remote_estimates",

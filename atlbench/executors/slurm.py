@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from atlbench.errors import AtlbenchError
-from atlbench.executors import crashed_estimates, crashed_record, remote_cell, remote_estimates
+from atlbench.executors import deliver, remote_cell, remote_estimates
 from atlbench.executors import worker_env as make_worker_env
 from atlbench.executors.base import OnCell, OnEstimates, OnProgress
 from atlbench.plan import Cell, EstimateTask
@@ -194,12 +194,4 @@ class SlurmExecutor:
             result = job.result()
         except Exception as err:  # job killed, timed out, node lost, or unpicklable result
             result = err
-        if isinstance(unit, Cell):
-            if isinstance(result, BaseException):
-                on_cell(unit, crashed_record(unit, suite.name, result), None)
-            else:
-                on_cell(unit, *result)
-        elif isinstance(result, BaseException):
-            on_estimates(unit, crashed_estimates(unit, result))
-        else:
-            on_estimates(unit, result)
+        deliver(unit, result, suite.name, on_cell, on_estimates)
