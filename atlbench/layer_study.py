@@ -93,7 +93,7 @@ def load_encoder_checkpoint(encoder: Encoder, path: str | Path) -> Encoder:
     """Load a fine-tuned encoder's state dict (as ``train_with_grid`` saves it), strictly.
 
     A partial load would compare a half-fine-tuned model and report it as fine-tuned, so a key
-    mismatch (e.g. a LoRA-wrapped encoder's adapters) is an error, not a warning.
+    mismatch (e.g. a checkpoint of another architecture) is an error, not a warning.
     """
     state = load_state_dict(path)
     own = encoder.state_dict()

@@ -115,6 +115,7 @@ def train_with_grid(
     init_model: ModelHook | None = None,
     epoch_hook: EpochHookFactory | None = None,
     extra_loss: LossFactory | None = None,
+    export_encoder: Callable[[Encoder], Encoder] | None = None,
 ) -> CellOutcome:
     """Run the suite's LR grid with early stopping on validation; score test once with the best.
 
@@ -126,7 +127,9 @@ def train_with_grid(
     copy); ``make_model(encoder, num_classes)`` builds the network (multi-task adds auxiliary
     heads); ``init_model`` sets the initial weights every grid point starts from (LP-FT's probe
     head); ``epoch_hook(model, groups)`` returns an ``on_epoch_start`` (gradual unfreezing);
-    ``extra_loss(model, encoder)`` returns a per-step loss term added to the objective (CORAL).
+    ``extra_loss(model, encoder)`` returns a per-step loss term added to the objective (CORAL);
+    ``export_encoder`` turns the trained encoder into the one the checkpoint stores (LoRA merges
+    its adapters, so the checkpoint loads into the plain architecture for CKA).
     """
     cfg = ctx.training
     encoder = ctx.build_encoder(pretrained)
@@ -207,7 +210,8 @@ def train_with_grid(
 
         ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = ctx.checkpoint_dir / "best.safetensors"
-        state = {k: v.contiguous().cpu() for k, v in model.encoder.state_dict().items()}
+        kept = model.encoder if export_encoder is None else export_encoder(model.encoder)
+        state = {k: v.contiguous().cpu() for k, v in kept.state_dict().items()}
         save_file(state, str(path))
         extra_out["checkpoint"] = str(path)
     return CellOutcome(

@@ -99,6 +99,24 @@ def inject_lora(encoder: Encoder, p: LoRAParams) -> tuple[Encoder, list[str], st
     return encoder, targets, rule
 
 
+def merged_copy(encoder: Encoder) -> Encoder:
+    """A copy with every adapter folded into its base weight and the adapter modules removed.
+
+    W' = W + (alpha / r) B A, as ``peft`` merges it; the copy has the plain architecture's
+    module names and state-dict keys again, so it loads wherever the source model does.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    merged = copy.deepcopy(encoder)
+    adapted = [(n, m) for n, m in merged.named_modules() if isinstance(m, LoraLayer)]
+    for name, module in adapted:
+        module.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = merged.get_submodule(parent_name) if parent_name else merged
+        setattr(parent, child, module.get_base_layer())
+    return merged
+
+
 def mark_lora_trainable(encoder: nn.Module) -> list[nn.Parameter]:
     """Freeze everything in the encoder except the LoRA matrices; return those."""
     out = []
@@ -132,7 +150,7 @@ class LoRA(Strategy):
                 {"params": list(model.head.parameters()), "lr_mult": 1.0, "name": "head"},
             ]
 
-        out = train_with_grid(ctx, True, groups, wrap_encoder=wrap)
+        out = train_with_grid(ctx, True, groups, wrap_encoder=wrap, export_encoder=merged_copy)
         out.hparams |= p.model_dump()
         out.extra |= {"lora_rule": chosen["rule"], "lora_modules": len(chosen["targets"])}
         return out

@@ -283,6 +283,36 @@ def test_lora_counts_only_adapters_and_head(arch: str, rule: str) -> None:
     assert out.extra["lora_rule"] == rule
 
 
+@pytest.mark.parametrize("arch", ["test_vit", "test_resnet"])
+def test_lora_checkpoint_is_merged_into_the_plain_architecture(arch: str, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from atlbench.strategies.lora import merged_copy
+
+    encoder = timm_encoder(arch)
+    adapted, _, _ = inject_lora(encoder, LoRAParams(rank=4, dropout=0.0))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # B starts at zero (a no-op adapter); make the adapters do something
+        for name, prm in adapted.named_parameters():
+            if "lora_B" in name:
+                prm.copy_(torch.randn(prm.shape, generator=gen) * 0.05)
+    x = torch.randn(3, 3, 32, 32, generator=gen)
+    merged = merged_copy(adapted).eval()
+    with torch.no_grad():
+        expected, got = adapted.eval()(x), merged(x)
+        plain = encoder.eval()(x)
+    assert not torch.allclose(expected, plain, atol=1e-4)  # the adapters changed the function
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert merged.state_dict().keys() == encoder.state_dict().keys()
+
+    task = image_task()
+    ctx = context(task, encoder, "lora", rank=4)
+    ctx.checkpoint_dir = tmp_path
+    run(ctx, "lora")
+    saved = load_file(str(tmp_path / "best.safetensors"))
+    assert saved.keys() == encoder.state_dict().keys()  # loads where the source model does
+
+
 def minilm() -> Encoder:
     from atlbench.sources.hf import HFParams, create_hf
 
