@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,29 +79,56 @@ class FeatureCache:
     extraction time, and the features, written in that order: the features file is the commit
     marker, so an interrupted write is never mistaken for an entry without probabilities. Hits
     report the original extraction time, so a cell's cost does not depend on cache history.
+
+    In memory it keeps the most recently used entries up to ``memory_mb`` (a study of many large
+    pairs must not hold every matrix at once; plans run target by target, so recent entries are
+    the ones asked for again) and the last encoder it built, so the three splits of a pair that all
+    miss cost one model build, not three.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, memory_mb: float = 2048.0) -> None:
         self.device = device
-        self._memory: dict[str, FeatureSet] = {}
+        self.memory_bytes = int(memory_mb * 2**20)
+        self._memory: OrderedDict[str, FeatureSet] = OrderedDict()
+        self._encoder: tuple[str, Encoder] | None = None
 
     def get(
         self, source: Source, task: TaskData, split: str, encoder: Encoder | None = None
     ) -> FeatureSet:
         f_path, p_path = feature_paths(source, task, split)
         if f_path.name in self._memory:
+            self._memory.move_to_end(f_path.name)
             return self._memory[f_path.name]
         result = _load_entry(f_path, p_path, len(task.split(split)))
         if result is None:
-            encoder = encoder if encoder is not None else source.build(True)
+            encoder = encoder if encoder is not None else self._build(source)
             result = extract(encoder, task.split(split), self.device)
             if result.probs is not None:
                 save_array(p_path, result.probs)
             meta = {"seconds": result.seconds, "has_probs": result.probs is not None}
             atomic_write_text(_meta_path(f_path), json.dumps(meta))
             save_array(f_path, result.features)
-        self._memory[f_path.name] = result
+        self._remember(f_path.name, result)
         return result
+
+    def _build(self, source: Source) -> Encoder:
+        key = repr(source.fingerprint)
+        if self._encoder is None or self._encoder[0] != key:
+            self._encoder = None  # drop the previous model before building the next
+            self._encoder = (key, source.build(True))
+        return self._encoder[1]
+
+    def _remember(self, name: str, entry: FeatureSet) -> None:
+        self._memory[name] = entry
+        while len(self._memory) > 1 and self.resident_bytes() > self.memory_bytes:
+            self._memory.popitem(last=False)
+
+    def resident_bytes(self) -> int:
+        """Bytes of the feature and probability matrices held in memory."""
+        return sum(
+            e.features.nbytes + (e.probs.nbytes if e.probs is not None else 0)
+            for e in self._memory.values()
+        )
 
 
 def _meta_path(f_path: Path) -> Path:
