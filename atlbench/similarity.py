@@ -111,17 +111,15 @@ def _hsic_terms(
         scale = 1.0 / (n - 1) ** 2
         fa, fb = ga.reshape(ga.shape[0], -1), gb.reshape(gb.shape[0], -1)
         return fa @ fb.T * scale, (fa * fa).sum(1) * scale, (fb * fb).sum(1) * scale
-    ga = ga.clone()
-    gb = gb.clone()
-    ga.diagonal(dim1=-2, dim2=-1).zero_()
-    gb.diagonal(dim1=-2, dim2=-1).zero_()
+    # K~ = K - diag(K) without copying K: tr(K~L~) = <K, L> - <diag K, diag L>, K~1 = K1 - diag K
+    da, db = ga.diagonal(dim1=-2, dim2=-1), gb.diagonal(dim1=-2, dim2=-1)  # [L, n] views
     fa, fb = ga.reshape(ga.shape[0], -1), gb.reshape(gb.shape[0], -1)
-    ra, rb = ga.sum(-1), gb.sum(-1)  # K~1 per layer, [L, n]
+    ra, rb = ga.sum(-1) - da, gb.sum(-1) - db  # K~1 per layer, [L, n]
     sa, sb = ra.sum(-1), rb.sum(-1)  # 1'K~1 per layer
     c2, c3, norm = 1.0 / ((n - 1) * (n - 2)), 2.0 / (n - 2), 1.0 / (n * (n - 3))
-    xy = (fa @ fb.T + torch.outer(sa, sb) * c2 - (ra @ rb.T) * c3) * norm
-    xx = ((fa * fa).sum(1) + sa * sa * c2 - (ra * ra).sum(1) * c3) * norm
-    yy = ((fb * fb).sum(1) + sb * sb * c2 - (rb * rb).sum(1) * c3) * norm
+    xy = (fa @ fb.T - da @ db.T + torch.outer(sa, sb) * c2 - (ra @ rb.T) * c3) * norm
+    xx = ((fa * fa).sum(1) - (da * da).sum(1) + sa * sa * c2 - (ra * ra).sum(1) * c3) * norm
+    yy = ((fb * fb).sum(1) - (db * db).sum(1) + sb * sb * c2 - (rb * rb).sum(1) * c3) * norm
     return xy, xx, yy
 
 

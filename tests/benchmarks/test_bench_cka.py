@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 timm = pytest.importorskip("timm")
 
 GROUP = "cka resnet18 9x9, 1000 imgs 32px, batch 100"
-ROUNDS = 4
+ROUNDS = 8
 
 
 @pytest.fixture(scope="module")
