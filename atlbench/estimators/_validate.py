@@ -19,18 +19,20 @@ def _device_of(x: ArrayLike) -> torch.device:
     return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
 
-def as_matrix(x: ArrayLike, name: str = "features") -> torch.Tensor:
-    """A finite N x D float64 tensor (on x's device) with N >= 2, else ValueError."""
+def as_matrix(
+    x: ArrayLike, name: str = "features", dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """A finite N x D tensor of ``dtype`` (on x's device) with N >= 2, else ValueError."""
     if isinstance(x, torch.Tensor):
         t = x.detach()
         if t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
             raise ValueError(f"{name} must be a real numeric array, got dtype {t.dtype}")
-        t = t.to(torch.float64)
+        t = t.to(dtype)
     else:
         a = np.asarray(x)
         if a.dtype.kind not in "fiub":
             raise ValueError(f"{name} must be a real numeric array, got dtype {a.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
     if t.ndim != 2:
         raise ValueError(f"{name} must be 2-D (N x D), got shape {tuple(t.shape)}")
     if t.shape[0] < 2 or t.shape[1] < 1:
@@ -67,10 +69,13 @@ def as_labels(labels: ArrayLike, n: int, device: torch.device) -> tuple[torch.Te
 
 
 def features_and_labels(
-    features: ArrayLike, labels: ArrayLike, name: str = "features"
+    features: ArrayLike,
+    labels: ArrayLike,
+    name: str = "features",
+    dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Validated (features float64, contiguous labels, number of classes)."""
-    f = as_matrix(features, name)
+    """Validated (features as ``dtype``, contiguous labels, number of classes)."""
+    f = as_matrix(features, name, dtype)
     y, c = as_labels(labels, f.shape[0], f.device)
     return f, y, c
 
