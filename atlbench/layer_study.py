@@ -204,7 +204,8 @@ def run_layer_study(
         for c in plan.cells
         if c.key in done and _is_scratch(c.strategy_name)
     }
-    cache: dict[str, Encoder] = {}  # one pre-trained encoder per source, kept for every cell
+    # one pre-trained encoder per source, kept for every cell, plus the current fine-tuned one
+    cache: dict[str, Encoder] = {}
     for cell in plan.cells:
         if cell.key not in done or not _is_finetune(cell.strategy_name):
             continue
@@ -261,10 +262,16 @@ def _one_comparison(
     batch_size: int | None,
 ) -> dict[str, Any] | None:
     source: Source = plan.sources[cell.source_id]
-    if cell.source_id not in cache:
-        cache[cell.source_id] = source.build(True).eval()
-    pre = cache[cell.source_id]
-    finetuned = load_encoder_checkpoint(copy.deepcopy(pre), ft_path)
+    pre_key = f"pretrained:{cell.source_id}"
+    if pre_key not in cache:
+        cache[pre_key] = source.build(True).eval()
+    pre = cache[pre_key]
+    ft_key = f"finetuned:{ft_path}"  # both comparisons of a cell share one load
+    if ft_key not in cache:
+        for old in [k for k in cache if k.startswith("finetuned:")]:
+            del cache[old]  # keep only the current cell's fine-tuned model
+        cache[ft_key] = load_encoder_checkpoint(copy.deepcopy(pre), ft_path)
+    finetuned = cache[ft_key]
     if kind == PRE_VS_FT:
         model_a, model_b, cell_b = pre, finetuned, None
     else:

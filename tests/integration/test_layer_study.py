@@ -165,6 +165,40 @@ def test_rerun_reuses_stored_artifacts(swept: dict[str, Any], monkeypatch) -> No
     assert sorted(a["key"] for a in again) == sorted(a["key"] for a in swept["artifacts"])
 
 
+def test_each_checkpoint_is_loaded_once(swept: dict[str, Any], monkeypatch) -> None:
+    loads: list[str] = []
+    real = layer_study.load_encoder_checkpoint
+
+    def counting(encoder: Any, path: Any) -> Any:
+        loads.append(str(path))
+        return real(encoder, path)
+
+    monkeypatch.setattr(layer_study, "load_encoder_checkpoint", counting)
+
+    class NoArtifactsYet:  # the swept records, as if no comparison had been stored
+        def __init__(self, store: Store) -> None:
+            self.store, self.put = store, []
+
+        def records(self) -> Any:
+            return self.store.records()
+
+        def artifacts(self, kind: str) -> list:
+            return []
+
+        def put_artifact(self, key: str, kind: str, payload: Any) -> None:
+            self.put.append(key)
+
+    suite = parse_suite(SUITE)
+    results_dir = swept["summary"].results_dir
+    with Store(results_dir) as store:
+        fresh = NoArtifactsYet(store)
+        result = layer_study.run_layer_study(fresh, suite, build_plan(suite), results_dir)
+    assert len(fresh.put) == 2 and not result.skipped
+    ft, scratch = _record(swept["records"], "finetune"), _record(swept["records"], "scratch")
+    # two comparisons use the fine-tuned model, but it is read from disk once
+    assert sorted(loads) == sorted([ft["extra_checkpoint"], scratch["extra_checkpoint"]])
+
+
 def _read_matrix(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     with open(path) as f:
         rows = list(csv.reader(f))
