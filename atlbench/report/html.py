@@ -172,9 +172,9 @@ def headlines(views: Views) -> list[str]:
         near, far = grp.loc[grp["mmd"].idxmin()], grp.loc[grp["mmd"].idxmax()]
         lines.append(
             f"On {target}, the source pre-trained on the closest data ({near['source']}, "
-            f"MMD\u00b2 {near['mmd']:.3g}) gains {_pts(near['gain'])} points over scratch; "
-            f"the most distant ({far['source']}, MMD\u00b2 {far['mmd']:.3g}) "
-            f"gains {_pts(far['gain'])}."
+            f"MMD\u00b2 {near['mmd']:.3g}) is at {_pts(near['gain'])} points against scratch "
+            "with its best strategy (averaged over budgets); the most distant "
+            f"({far['source']}, MMD\u00b2 {far['mmd']:.3g}) at {_pts(far['gain'])}."
         )
     return lines
 
