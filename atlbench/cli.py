@@ -137,6 +137,19 @@ def leaderboard(results_dir: Path, target: str | None) -> None:
     console.print(table)
 
 
+@cli.command()
+@click.argument("results_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--predictions", is_flag=True, help="Add each cell's raw test predictions.")
+def export(results_dir: Path, out: Path, predictions: bool) -> None:
+    """Every cell record of RESULTS_DIR as one table: OUT.parquet or OUT.csv (no compute)."""
+    from atlbench.store import export_records
+
+    with _open_store(results_dir) as store:
+        rows = export_records(store, out, predictions)
+    click.echo(f"wrote {rows} records to {out}")
+
+
 @cli.command("list")
 @click.argument(
     "what",

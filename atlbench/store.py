@@ -217,6 +217,41 @@ class Store:
         return [json.loads(r[0]) for r in rows]
 
 
+def export_records(store: Store, path: Path, predictions: bool = False) -> int:
+    """Write every record of the current plan as one flat table; the suffix picks the format.
+
+    ``.parquet`` keeps lists of numbers (e.g. test predictions) as list columns; ``.csv`` writes
+    them as JSON. Nested values (hparams, grid, versions) become JSON strings in both, so the
+    file reads back with plain ``pandas.read_parquet`` / ``read_csv``. Returns the row count.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise AtlbenchError(f"{path}: export to a .parquet or .csv file")
+    frame = store.records()
+    if predictions and not frame.empty:
+        frame["test_pred"] = [store.predictions(k) for k in frame["key"]]
+    for column in frame.columns:
+        if frame[column].map(lambda v: isinstance(v, (dict, list, tuple))).any():
+            frame[column] = frame[column].map(lambda v: _flat_value(v, suffix))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return len(frame)
+
+
+def _flat_value(value: Any, suffix: str) -> Any:
+    numbers = isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+    if suffix == ".parquet" and numbers:
+        return list(value)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=_json_default)
+    return value
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

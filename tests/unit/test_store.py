@@ -93,3 +93,28 @@ def test_second_sweep_on_same_directory_is_refused(tmp_path: Path) -> None:
         holder.wait()
     with SweepLock(tmp_path):  # released when the holder dies, even by SIGKILL
         pass
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_export_is_one_flat_table_that_reads_back(tmp_path: Path, suffix: str) -> None:
+    import json
+
+    import pandas as pd
+
+    from atlbench.store import export_records
+
+    with Store(tmp_path / "r") as store:
+        store.set_plan([{"key": "k1"}, {"key": "k2"}])
+        nested = record("k1") | {"hparams": {"lr": 0.003, "layers": "all"}, "grid": [{"lr": 1}]}
+        store.put_cell(nested, [2, 0, 1])
+        store.put_cell(record("k2", acc=0.75), [1, 1, 0])
+        out = tmp_path / f"all{suffix}"
+        assert export_records(store, out, predictions=True) == 2
+        with pytest.raises(AtlbenchError, match=r"\.parquet or \.csv"):
+            export_records(store, tmp_path / "all.xlsx")
+    back = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    assert list(back["key"]) == ["k1", "k2"] and list(back["test_acc"]) == [0.5, 0.75]
+    assert json.loads(back.loc[0, "hparams"]) == {"layers": "all", "lr": 0.003}
+    assert json.loads(back.loc[0, "grid"]) == [{"lr": 1}]
+    preds = back["test_pred"].map(json.loads if suffix == ".csv" else list)
+    assert list(preds) == [[2, 0, 1], [1, 1, 0]]
