@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,17 @@ def test_report_regenerates_without_compute(swept: Path) -> None:
     assert report.exists()
     lb = atlbench("leaderboard", "results/tiny", "--target", "d56", cwd=swept)
     assert lb.returncode == 0 and "finetune" in lb.stdout
+
+
+def test_export_writes_every_record(swept: Path) -> None:
+    proc = atlbench("export", "results/tiny", "all.csv", "--predictions", cwd=swept)
+    assert proc.returncode == 0, proc.stderr
+    with open(swept / "all.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 14 and all(r["status"] == "done" for r in rows)
+    assert all(len(json.loads(r["test_pred"])) == int(r["n_test"]) for r in rows)
+    bad = atlbench("export", "results/tiny", "all.txt", cwd=swept)
+    assert bad.returncode == 2 and "export to a .parquet or .csv file" in bad.stderr
 
 
 def test_multitask_group_sweeps_each_member_with_the_others_alongside(tmp_path: Path) -> None:
