@@ -1,6 +1,6 @@
 """Multi-task fine-tuning: one backbone, one head per target, trained jointly on a suite group.
 
-``{name: multitask, params: {group: [digits5-9, shapes-shifted]}}`` trains the source backbone on
+``{name: multitask, group: [digits5-9, shapes-shifted]}`` in a suite trains the source backbone on
 every target of the group at once: each optimiser step adds, to the cell's own cross-entropy, the
 cross-entropy of one batch from every other member through that member's head. A cell on one
 member selects its learning rate and epoch on that member's validation split only and predicts its
