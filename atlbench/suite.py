@@ -298,6 +298,7 @@ def _validate_components(suite: Suite, origin: str) -> None:
         if problem:
             where, message = problem
             raise SuiteError(f"{origin}: targets[{i}].{target.kind}{where}: {message}")
+    target_ids = [t.id for t in suite.targets]
     for i, strategy in enumerate(suite.strategies):
         if strategy.name not in STRATEGIES:
             raise SuiteError(
@@ -306,7 +307,6 @@ def _validate_components(suite: Suite, origin: str) -> None:
         problem = validate_strategy(strategy)
         if problem:
             raise SuiteError(f"{origin}: strategies[{i}]{problem[0]}: {problem[1]}")
-        target_ids = [t.id for t in suite.targets]
         group = STRATEGIES.get(strategy.name).target_group(strategy_params(strategy))
         for j, tid in enumerate(group):
             if tid not in target_ids:
