@@ -17,12 +17,16 @@ All reductions run in float64 on the device of the features (CUDA stays on CUDA;
 float64, computes Grams in float32 and accumulates on the CPU). The model hooks multiply each
 batch Gram in float32 by default (``precision="float32"``: float32 activations, half the cost, CKA
 within about 1e-6 of float64) and sum the HSIC terms in float64; ``precision="float64"`` is exact
-to rounding. Results are not clipped to [0, 1]: the debiased estimate can leave that range
-slightly on small samples, and hiding that would hide noise.
+to rounding. They centre a layer's features before its Gram only while the layer's mean offset is
+large enough for a raw Gram to lose digits (see :class:`_Recorder`); elsewhere the pass is
+skipped, which the debiased estimator does not notice. Results are not clipped to [0, 1]: the
+debiased estimate can leave that range slightly on small samples, and hiding that would hide
+noise.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +47,8 @@ __all__ = [
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
+# a batch Gram and, when the features were centred first, the energy centring removed
+_GramPart = tuple[torch.Tensor, torch.Tensor | None]
 
 # Names of containers whose children are the network's blocks, in timm (``blocks``, ``stages``,
 # ``layers``) and Hugging Face (``encoder.layer``, ``layers``, GPT-2 ``h``, T5 ``block``).
@@ -96,31 +102,34 @@ def _prepare(x: ArrayLike, what: str) -> torch.Tensor:
     return t
 
 
-def _hsic_terms(
-    ga: torch.Tensor, gb: torch.Tensor, debiased: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """HSIC(a_i, b_j), HSIC(a_i, a_i), HSIC(b_j, b_j) for stacks of Gram matrices [L, n, n].
+def _hsic_pair(k: torch.Tensor, l: torch.Tensor, debiased: bool) -> tuple[float, float, float]:  # noqa: E741
+    """HSIC(k, l), HSIC(k, k), HSIC(l, l) for two n x n Grams.
 
-    Biased: <HKH, HLH> / (n-1)^2; Grams from centred features are already HKH, so callers pass
-    centred Grams. Debiased: the U-statistic of Song et al. (2012) on Grams with zero diagonal,
-    tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1, over n(n-3). Only the scalar
-    contractions are formed, never an L_a x L_b x n x n product.
+    Biased: <HKH, HLH> / (n-1)^2; callers pass centred Grams (HKH). Debiased: the U-statistic of
+    Song et al. (2012) on Grams with zero diagonal, tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2))
+    - 2/(n-2) 1'K~L~1, over n(n-3), using tr(K~L~) = <K, L> - <diag K, diag L> and
+    K~1 = K1 - diag K so that K is never copied.
     """
-    n = ga.shape[-1]
+    n = k.shape[0]
+
+    def dot(p: torch.Tensor, q: torch.Tensor) -> float:
+        return float(torch.dot(p.reshape(-1), q.reshape(-1)))
+
     if not debiased:
         scale = 1.0 / (n - 1) ** 2
-        fa, fb = ga.reshape(ga.shape[0], -1), gb.reshape(gb.shape[0], -1)
-        return fa @ fb.T * scale, (fa * fa).sum(1) * scale, (fb * fb).sum(1) * scale
-    # K~ = K - diag(K) without copying K: tr(K~L~) = <K, L> - <diag K, diag L>, K~1 = K1 - diag K
-    da, db = ga.diagonal(dim1=-2, dim2=-1), gb.diagonal(dim1=-2, dim2=-1)  # [L, n] views
-    fa, fb = ga.reshape(ga.shape[0], -1), gb.reshape(gb.shape[0], -1)
-    ra, rb = ga.sum(-1) - da, gb.sum(-1) - db  # K~1 per layer, [L, n]
-    sa, sb = ra.sum(-1), rb.sum(-1)  # 1'K~1 per layer
+        return dot(k, l) * scale, dot(k, k) * scale, dot(l, l) * scale
     c2, c3, norm = 1.0 / ((n - 1) * (n - 2)), 2.0 / (n - 2), 1.0 / (n * (n - 3))
-    xy = (fa @ fb.T - da @ db.T + torch.outer(sa, sb) * c2 - (ra @ rb.T) * c3) * norm
-    xx = ((fa * fa).sum(1) - (da * da).sum(1) + sa * sa * c2 - (ra * ra).sum(1) * c3) * norm
-    yy = ((fb * fb).sum(1) - (db * db).sum(1) + sb * sb * c2 - (rb * rb).sum(1) * c3) * norm
-    return xy, xx, yy
+    parts = []
+    for g in (k, l):
+        diag = g.diagonal()
+        rows = g.sum(1) - diag
+        parts.append((g, diag, rows, float(rows.sum())))
+
+    def hsic(p: tuple, q: tuple) -> float:
+        return (dot(p[0], q[0]) - dot(p[1], q[1]) + p[3] * q[3] * c2 - c3 * dot(p[2], q[2])) * norm
+
+    (pk, pl) = parts
+    return hsic(pk, pl), hsic(pk, pk), hsic(pl, pl)
 
 
 def _ratio(xy: float, xx: float, yy: float, what: str) -> float:
@@ -171,8 +180,7 @@ def linear_cka(x: ArrayLike, y: ArrayLike, debiased: bool = False) -> float:
             xx += sa * sa * c2 - c3 * float(a @ a)
             yy += sb * sb * c2 - c3 * float(b @ b)
         return _ratio(xy, xx, yy, "x vs y")
-    t_xy, t_xx, t_yy = _hsic_terms((xc @ xc.T)[None], (yc @ yc.T)[None], debiased)
-    return _ratio(float(t_xy[0, 0]), float(t_xx[0]), float(t_yy[0]), "x vs y")
+    return _ratio(*_hsic_pair(xc @ xc.T, yc @ yc.T, debiased), "x vs y")
 
 
 def _rbf_gram(x: torch.Tensor, sigma: float) -> torch.Tensor | None:
@@ -204,8 +212,7 @@ def rbf_cka(x: ArrayLike, y: ArrayLike, sigma: float = 0.8, debiased: bool = Fal
     if not debiased:
         kx = kx - kx.mean(0, keepdim=True) - kx.mean(1, keepdim=True) + kx.mean()
         ky = ky - ky.mean(0, keepdim=True) - ky.mean(1, keepdim=True) + ky.mean()
-    t_xy, t_xx, t_yy = _hsic_terms(kx[None], ky[None], debiased)
-    return _ratio(float(t_xy[0, 0]), float(t_xx[0]), float(t_yy[0]), "x vs y")
+    return _ratio(*_hsic_pair(kx, ky, debiased), "x vs y")
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,11 +244,11 @@ def _gram_dtype(device: torch.device, precision: str) -> torch.dtype:
     return torch.float64
 
 
-def _centred_gram(feat: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _centred_gram(feat: torch.Tensor, dtype: torch.dtype) -> _GramPart:
     """Gram matrix of one batch's centred features in ``dtype``, and n * ||mean||^2.
 
     Both are fresh tensors (never views of ``feat``). The second term is what centring removed
-    from the raw energy, so :func:`_stack_grams` can tell a constant layer from a varying one.
+    from the raw energy, so :func:`_layer_hsic` can tell a constant layer from a varying one.
     Only the few ops that scale with the layer width run here; the rest runs on the whole stack.
     """
     x = feat.to(dtype)
@@ -250,21 +257,114 @@ def _centred_gram(feat: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor,
     return xc @ xc.T, torch.dot(mean, mean) * x.shape[0]
 
 
-def _stack_grams(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Per-layer centred Grams as one [L, n, n] stack in the accumulation dtype.
+def _raw_gram(feat: torch.Tensor, dtype: torch.dtype) -> _GramPart:
+    """Gram matrix of one batch's features as they are: one product, no centring pass.
 
-    A layer whose centred energy is at rounding level relative to its raw energy (a constant
-    layer, where subtracting the mean leaves only rounding residue) gets an all-zero Gram, so its
-    CKA comes out NaN instead of noise. No host sync: NaN/inf features leave non-finite Grams,
-    which the accumulator rejects once per batch.
+    The debiased HSIC is unchanged when every feature is shifted by a constant, so the raw Gram
+    gives the same estimate; the biased one is centred on the [L, n, n] stack. Rounding is the
+    price: a float32 product of features with mean offset rho (raw over centred energy) loses
+    about rho ulps, which is why :class:`_Recorder` uses it only where rho is small.
+    """
+    x = feat if feat.dtype == dtype else feat.to(dtype)
+    return torch.mm(x, x.T), None
+
+
+# Largest raw-over-centred energy ratio, 1 + n ||mean||^2 / centred energy, at which a hooked
+# layer skips the centring pass. At 8 the extra rounding of a float32 raw Gram stayed below 3e-7
+# in CKA (timm resnet18 blocks, ratios 5-8); at 100 it reached 3e-6 and at 1e4 7e-4. The same
+# limit serves float64 Grams, where the debiased HSIC's cancellation grows as eps * ratio^2.
+_MAX_RAW_OFFSET = 8.0
+
+
+def _sq_norms(rows: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(rows, dim=1).square_()
+
+
+def _layer_hsic(
+    parts: Sequence[_GramPart], n_a: int, debiased: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
+    """HSIC(a_i, b_j), HSIC(a_i, a_i), HSIC(b_j, b_j) for one batch's layer Grams, and each
+    layer's raw-over-centred energy ratio (inf for a constant layer).
+
+    ``parts`` holds model a's ``n_a`` layers, then model b's; with only ``n_a`` parts, a is
+    compared with itself. Parts come from :func:`_centred_gram` (offset term given) or
+    :func:`_raw_gram` (None); the formulas are those of :func:`_hsic_pair`. The debiased HSIC
+    does not change when features are shifted by a constant, so raw Grams enter as they are; for
+    the biased one they are double-centred first. The cross terms come from one product of the
+    flattened Grams plus a rank-(2n+1) correction, never an L_a x L_b x n x n tensor.
+
+    The per-layer energies cross to the host once (the batch's one sync): non-finite features
+    raise here, and a layer whose centred energy is at rounding level relative to its raw energy
+    (a constant layer, where centring leaves only rounding residue) gets zero HSIC, so its CKA
+    comes out NaN instead of noise.
     """
     grams = torch.stack([g for g, _ in parts])
     eps = torch.finfo(grams.dtype).eps
     grams = grams.to(_work_dtype(grams.device))
-    centred = grams.diagonal(dim1=-2, dim2=-1).sum(-1)
-    raw = centred + torch.stack([o for _, o in parts]).to(grams.dtype)
-    constant = centred <= (64 * eps) ** 2 * raw  # False for NaN, so NaN propagates
-    return grams.masked_fill_(constant[:, None, None], 0.0)
+    n, count = grams.shape[-1], grams.shape[0]
+    diag = grams.diagonal(dim1=-2, dim2=-1)  # [L, n] view
+    row_sums = grams.sum(-1)
+    trace, total = diag.sum(-1), row_sums.sum(-1)
+    offsets = [o for _, o in parts if o is not None]
+    energies = [trace, total] + ([torch.stack(offsets).to(trace)] if offsets else [])
+    host = torch.cat(energies).tolist()  # the batch's one host sync
+    traces, totals, centring = host[:count], host[count : 2 * count], iter(host[2 * count :])
+    ratios, constant, bad = [], [], []
+    for i, (_, offset) in enumerate(parts):
+        if offset is None:  # residue of a constant layer: ~eps * raw energy
+            raw, centred, tol = traces[i], traces[i] - totals[i] / n, 64 * eps
+        else:  # centred features: ~eps^2 * raw energy
+            raw, centred, tol = traces[i] + next(centring), traces[i], (64 * eps) ** 2
+        if not math.isfinite(raw):
+            bad.append(i)
+        constant.append(centred <= tol * raw)
+        ratios.append(raw / centred if centred > 0 else math.inf)
+    if bad:
+        in_b = [i - n_a for i in bad if i >= n_a] if count > n_a else bad
+        raise ValueError(
+            f"features contain NaN or inf (layers a{[i for i in bad if i < n_a]} / b{in_b})"
+        )
+    if not debiased and any(o is None for _, o in parts):
+        rows = grams.mean(-1, keepdim=True)
+        grams = grams - rows - rows.transpose(-1, -2) + rows.mean(-2, keepdim=True)
+    cross = len(parts) > n_a
+
+    def split(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return t[:n_a], (t[n_a:] if cross else t)
+
+    fa, fb = split(grams.reshape(grams.shape[0], -1))
+    xy = fa @ fb.T
+    # of the a-a and b-b blocks only the diagonals are needed: squared norms, the fastest pass
+    xx, yy = (_sq_norms(fa), _sq_norms(fb)) if cross else (None, None)
+    if debiased:
+        rows = row_sums - diag  # K~1
+        ones = (total - trace)[:, None]  # 1'K~1
+        c2, c3 = 1.0 / ((n - 1) * (n - 2)), 2.0 / (n - 2)
+        left_a, left_b = split(torch.cat([diag, rows, ones], dim=1))
+        right_a, right_b = split(torch.cat([diag, rows * c3, ones * -c2], dim=1))
+        xy.addmm_(left_a, right_b.T, alpha=-1.0)
+        if xx is not None and yy is not None:
+            xx -= torch.linalg.vecdot(left_a, right_a)
+            yy -= torch.linalg.vecdot(left_b, right_b)
+        scale = 1.0 / (n * (n - 3))
+    else:
+        scale = 1.0 / (n - 1) ** 2
+    xy.mul_(scale)
+    if xx is None or yy is None:
+        xx = yy = xy.diagonal()
+    else:
+        xx.mul_(scale)
+        yy.mul_(scale)
+    if any(constant):
+        const_a, const_b = constant[:n_a], constant[n_a:] if cross else constant
+        mask_a = torch.tensor(const_a, device=xy.device)
+        mask_b = torch.tensor(const_b, device=xy.device)
+        xy[mask_a] = 0.0
+        xy[:, mask_b] = 0.0
+        if cross:
+            xx[mask_a] = 0.0
+            yy[mask_b] = 0.0
+    return xy, xx, yy, ratios
 
 
 class MinibatchCKA:
@@ -328,23 +428,14 @@ class MinibatchCKA:
             )
             return
         dtype = _gram_dtype(fa[0].device, self.precision)
-        ga = _stack_grams([_centred_gram(f, dtype) for f in fa])
-        gb = None if fb is None else _stack_grams([_centred_gram(f, dtype) for f in fb])
-        self._update_grams(ga, gb, n)
+        parts = [_centred_gram(f, dtype) for f in [*fa, *(fb or [])]]
+        self._accumulate(*_layer_hsic(parts, len(fa), self.debiased)[:3], n)
 
-    def _update_grams(self, ga: torch.Tensor, gb: torch.Tensor | None, n: int) -> None:
-        """Accumulate from [L, n, n] stacks of centred batch Grams (see :func:`_stack_grams`)."""
-        device = ga.device
-        acc_device = torch.device("cpu") if device.type == "mps" else device
-        gb = ga if gb is None else gb.to(device)
-        xy, xx, yy = _hsic_terms(ga, gb, self.debiased)
-        bad_a, bad_b = ~torch.isfinite(xx), ~torch.isfinite(yy)
-        if bool(bad_a.any() | bad_b.any()):  # the batch's one host sync
-            raise ValueError(
-                f"features contain NaN or inf (layers a{bad_a.nonzero().flatten().tolist()}"
-                f" / b{bad_b.nonzero().flatten().tolist()})"
-            )
-        xy, xx, yy = (t.to(acc_device, torch.float64) for t in (xy, xx, yy))
+    def _accumulate(self, xy: torch.Tensor, xx: torch.Tensor, yy: torch.Tensor, n: int) -> None:
+        """Add one batch's HSIC terms (see :func:`_layer_hsic`)."""
+        acc_device = torch.device("cpu") if xy.device.type == "mps" else xy.device
+        # copies: the three may be views of one matrix, and the running sums are added in place
+        xy, xx, yy = (t.to(acc_device, torch.float64, copy=True) for t in (xy, xx, yy))
         if self._xy is None:
             self._xy, self._xx, self._yy = xy, xx, yy
         else:
@@ -502,6 +593,11 @@ class _Recorder:
     The Gram is computed inside the hook, before any later in-place op (e.g. ``ReLU(inplace=True)``)
     can overwrite the output, and it is a new tensor, so nothing aliases the model's activations;
     only n x n per layer is kept instead of full feature maps.
+
+    Centring the features costs a pass over them, about a fifth of the Gram product itself. The
+    first batch centres every layer; from then on a layer skips the pass while its last batch's
+    raw-over-centred energy ratio stayed under ``_MAX_RAW_OFFSET`` (:meth:`adapt`), so only
+    layers with a large mean offset, where a raw float32 Gram would lose digits, pay for it.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], precision: str) -> None:
@@ -511,10 +607,12 @@ class _Recorder:
             raise ValueError(
                 f"layers {missing} not in {type(model).__name__}.named_modules(); see auto_layers()"
             )
-        self.grams: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.grams: dict[str, _GramPart] = {}
         self.calls: dict[str, int] = {}
         self.mask: torch.Tensor | None = None
         self.precision = precision
+        self.raw: set[str] = set()  # layers whose Gram skips the centring pass
+        self._dtypes: dict[torch.device, torch.dtype] = {}  # Gram dtype per device, looked up once
         self._warned: set[str] = set()
         self.handles = [
             modules[n].register_forward_hook(self._hook(n)) for n in dict.fromkeys(names)
@@ -526,7 +624,11 @@ class _Recorder:
             if t is None:
                 raise TypeError(f"layer {name!r} returned no tensor")
             feat = _pool(t.detach(), self.mask)
-            self.grams[name] = _centred_gram(feat, _gram_dtype(feat.device, self.precision))
+            dtype = self._dtypes.get(feat.device)
+            if dtype is None:
+                dtype = self._dtypes[feat.device] = _gram_dtype(feat.device, self.precision)
+            gram = _raw_gram if name in self.raw else _centred_gram
+            self.grams[name] = gram(feat, dtype)
             self.calls[name] = self.calls.get(name, 0) + 1
 
         return hook
@@ -536,8 +638,8 @@ class _Recorder:
         self.calls.clear()
         self.mask = mask
 
-    def collect(self, names: Sequence[str], n: int) -> torch.Tensor:
-        """The batch's centred Grams of ``names``, stacked in that order."""
+    def parts(self, names: Sequence[str], n: int) -> list[_GramPart]:
+        """The batch's Grams of ``names``, in that order, for :func:`_layer_hsic`."""
         out = []
         for name in names:
             if name not in self.grams:
@@ -554,7 +656,15 @@ class _Recorder:
             if g[0].shape[0] != n:
                 raise RuntimeError(f"layer {name!r} output has batch size {g[0].shape[0]}, not {n}")
             out.append(g)
-        return _stack_grams(out)
+        return out
+
+    def adapt(self, names: Sequence[str], ratios: Sequence[float]) -> None:
+        """Let the layers whose offset ratio is small skip centring from the next batch on."""
+        for name, ratio in zip(names, ratios, strict=True):
+            if ratio <= _MAX_RAW_OFFSET:
+                self.raw.add(name)
+            else:
+                self.raw.discard(name)
 
     def remove(self) -> None:
         for h in self.handles:
@@ -617,6 +727,7 @@ def cka_matrix(
     names_a = auto_layers(model_a) if layers_a == "auto" else list(layers_a)
     names_b = auto_layers(model_b) if layers_b == "auto" else list(layers_b)
     same = model_a is model_b
+    self_compare = same and names_a == names_b  # one stack serves both sides
     if device is not None:
         device = torch.device(device)
         model_a.to(device)
@@ -649,7 +760,14 @@ def cka_matrix(
                         model(**inputs)
                     else:
                         model(inputs)
-                acc._update_grams(rec_a.collect(names_a, n), rec_b.collect(names_b, n), n)
+                parts = rec_a.parts(names_a, n)
+                if not self_compare:
+                    parts += rec_b.parts(names_b, n)
+                xy, xx, yy, ratios = _layer_hsic(parts, len(names_a), debiased)
+                acc._accumulate(xy, xx, yy, n)
+                rec_a.adapt(names_a, ratios[: len(names_a)])
+                if not self_compare:
+                    rec_b.adapt(names_b, ratios[len(names_a) :])
     finally:
         rec_a.remove()
         if not same:

@@ -1,16 +1,28 @@
 """9 x 9 block CKA matrix (stem + 8 basic blocks) of two timm resnet18 on 1,000 random 32x32 images.
 
-Run: pytest tests/benchmarks/test_bench_cka.py -p no:cacheprovider \
-         --benchmark-columns=min,mean,rounds
-The four rows of the group are the bare forward passes of both models (the floor), atlbench,
-torch-cka and pytorch-cka (PyPI; skipped when not installed). ``test_inplace_relu_values`` is not
-a timing: it records what each library reports for a Linear layer vs the in-place ReLU after it.
+Run: pytest tests/benchmarks/test_bench_cka.py -p no:cacheprovider -s \
+         --benchmark-columns=min,median,rounds
+Three groups:
+
+* whole runs: the bare forward passes of both models (the floor), atlbench, torch-cka and
+  pytorch-cka (PyPI; skipped when not installed), each timed in its own block of rounds;
+* interleaved: one benchmark round runs the bare passes, atlbench and pytorch-cka back to back,
+  and the median per-round ratios to the bare passes go to ``extra_info`` (printed with ``-s``).
+  On a shared machine whose speed drifts by 10-20% between blocks of rounds, only ratios taken
+  within one round resolve a few percent;
+* per batch, forward excluded: the CKA work alone, replayed on one batch's captured block
+  outputs, for atlbench (its steady state, after the first batch has measured each layer's
+  offset) and pytorch-cka (its own accumulation method), next to one forward pass of both models.
+
+``test_inplace_relu_values`` and ``test_offset_values`` are not timings: they record what each
+library reports where the true value is known.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import time
 import warnings
 
 import numpy as np
@@ -19,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from atlbench import similarity
 from atlbench.similarity import auto_layers, cka_matrix, linear_cka
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,6 +39,8 @@ timm = pytest.importorskip("timm")
 
 GROUP = "cka resnet18 9x9, 1000 imgs 32px, batch 100"
 ROUNDS = 8
+INTERLEAVED_ROUNDS = 12
+BATCH_ROUNDS = 200
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +103,13 @@ def test_values_against_float64_reference(setup):
     assert np.abs(ours - full).max() < 0.05
 
 
+def _pytorch_cka():
+    cka = pytest.importorskip("cka")
+    if not hasattr(cka, "compute_cka"):
+        pytest.skip("the installed `cka` module is not pytorch-cka")
+    return cka
+
+
 def _run(benchmark, fn, **info):
     benchmark.group = GROUP
     benchmark.extra_info.update(info)
@@ -139,9 +161,7 @@ def test_torch_cka(benchmark, setup):
 
 
 def test_pytorch_cka(benchmark, setup):
-    cka = pytest.importorskip("cka")
-    if not hasattr(cka, "compute_cka"):
-        pytest.skip("the installed `cka` module is not pytorch-cka")
+    cka = _pytorch_cka()
     a, b, loader, layers = setup
     ours = cka_matrix(a, b, loader).matrix
     out = _run(
@@ -151,6 +171,136 @@ def test_pytorch_cka(benchmark, setup):
         )[0],
     )
     benchmark.extra_info["max_abs_diff_vs_atlbench"] = float(np.abs(out.numpy() - ours).max())
+
+
+def test_interleaved_ratios(benchmark, setup):
+    """Bare passes, atlbench and pytorch-cka back to back in every round; median ratios."""
+    cka = _pytorch_cka()
+    a, b, loader, layers = setup
+
+    def bare():
+        with torch.inference_mode():
+            for (x,) in loader:
+                a(x)
+                b(x)
+
+    runs = {
+        "bare": bare,
+        "atlbench": lambda: cka_matrix(a, b, loader, layers, layers),
+        "pytorch-cka": lambda: cka.compute_cka(
+            a, b, loader, layers=layers, model2_layers=layers, device="cpu", progress=False
+        ),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+
+    def one_round():
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+
+    benchmark.group = "cka interleaved rounds"
+    benchmark.pedantic(one_round, rounds=INTERLEAVED_ROUNDS, iterations=1, warmup_rounds=1)
+    bare_times = np.array(times["bare"][1:])  # [0] is the warm-up round
+    for name in ("atlbench", "pytorch-cka"):
+        ratio = float(np.median(np.array(times[name][1:]) / bare_times))
+        benchmark.extra_info[f"median_ratio_{name}"] = round(ratio, 4)
+    print(f"\ninterleaved median ratios to bare: {benchmark.extra_info}")
+    assert len(bare_times) == INTERLEAVED_ROUNDS
+
+
+@pytest.fixture(scope="module")
+def one_batch(setup):
+    """One batch's block outputs of both models, captured once (the replayed CKA input)."""
+    a, b, loader, layers = setup
+    (x,) = next(iter(loader))
+
+    def capture(model):
+        mods = dict(model.named_modules())
+        store: dict[str, torch.Tensor] = {}
+        hooks = [
+            mods[n].register_forward_hook(lambda _m, _i, o, n=n: store.__setitem__(n, o.clone()))
+            for n in layers
+        ]
+        with torch.inference_mode():
+            model(x)
+        for h in hooks:
+            h.remove()
+        return [store[n] for n in layers]
+
+    return x, capture(a), capture(b)
+
+
+BATCH_GROUP = "cka work per batch of 100, forward excluded"
+
+
+def test_batch_forward(benchmark, setup, one_batch):
+    a, b, _, _ = setup
+    x = one_batch[0]
+
+    def run():
+        with torch.inference_mode():
+            a(x)
+            b(x)
+
+    benchmark.group = BATCH_GROUP
+    benchmark.pedantic(run, rounds=BATCH_ROUNDS, iterations=1, warmup_rounds=5)
+
+
+def test_batch_atlbench(benchmark, setup, one_batch):
+    a, b, _, layers = setup
+    _, fa, fb = one_batch
+    rec_a = similarity._Recorder(a, layers, "float32")
+    rec_b = similarity._Recorder(b, layers, "float32")
+    hooks_a = [rec_a._hook(n) for n in layers]
+    hooks_b = [rec_b._hook(n) for n in layers]
+    acc = similarity.MinibatchCKA()
+    n = fa[0].shape[0]
+
+    def run():  # what cka_matrix does per batch around the forward passes
+        rec_a.start(None)
+        rec_b.start(None)
+        for hook, out in zip(hooks_a, fa, strict=True):
+            hook(None, None, out)
+        for hook, out in zip(hooks_b, fb, strict=True):
+            hook(None, None, out)
+        parts = rec_a.parts(layers, n) + rec_b.parts(layers, n)
+        xy, xx, yy, ratios = similarity._layer_hsic(parts, len(layers), True)
+        acc._accumulate(xy, xx, yy, n)
+        rec_a.adapt(layers, ratios[: len(layers)])
+        rec_b.adapt(layers, ratios[len(layers) :])
+
+    try:
+        with torch.inference_mode():
+            run()  # the first batch centres every layer and measures the offsets
+            benchmark.group = BATCH_GROUP
+            benchmark.extra_info["layers_skipping_centring"] = len(rec_a.raw) + len(rec_b.raw)
+            benchmark.pedantic(run, rounds=BATCH_ROUNDS, iterations=1, warmup_rounds=5)
+    finally:
+        rec_a.remove()
+        rec_b.remove()
+
+
+def test_batch_pytorch_cka(benchmark, setup, one_batch):
+    cka = _pytorch_cka()
+    a, b, _, layers = setup
+    _, fa, fb = one_batch
+    obj = cka.CKA(a, b, layers, layers, device="cpu")  # no hooks until used as a context
+    if not hasattr(obj, "_accumulate_hsic"):
+        pytest.skip("this pytorch-cka version has no _accumulate_hsic")
+    sums = torch.zeros(len(layers), len(layers)), torch.zeros(len(layers)), torch.zeros(len(layers))
+
+    def run():  # its per-batch work after the forward passes: Grams, stack, HSIC, sums
+        obj._clear_features()
+        for name, out in zip(layers, fa, strict=True):
+            obj._model1_layer_to_feature[name] = out.flatten(1)
+        for name, out in zip(layers, fb, strict=True):
+            obj._model2_layer_to_feature[name] = out.flatten(1)
+        obj._accumulate_hsic(*sums)
+
+    with torch.inference_mode():
+        benchmark.group = BATCH_GROUP
+        benchmark.pedantic(run, rounds=BATCH_ROUNDS, iterations=1, warmup_rounds=5)
 
 
 def test_inplace_relu_values(record_property):
@@ -211,3 +361,54 @@ def test_inplace_relu_values(record_property):
         record_property(name, value)
     print(f"\nLinear vs in-place ReLU: truth {truth:.4f}, atlbench {ours:.4f}, "
           + ", ".join(f"{k} {v:.4f}" for k, v in theirs.items()))  # fmt: skip
+
+
+def test_offset_values(record_property):
+    """Linear layer vs itself + 3000: the true CKA is 1 (CKA ignores shifts).
+
+    Raw float32 Grams of features with such an offset keep almost none of the centred signal;
+    atlbench centres layers like this one before the product (see ``similarity._Recorder``).
+    """
+    torch.manual_seed(4)
+
+    class Shift(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 3000.0
+
+    model = nn.Sequential(nn.Linear(12, 40), Shift()).eval()
+    x = torch.randn(144, 12, generator=torch.Generator().manual_seed(5))
+    loader = DataLoader(TensorDataset(x), batch_size=48)
+    ours = cka_matrix(model, model, loader, ["0"], ["1"]).matrix[0, 0]
+    assert ours == pytest.approx(1.0, abs=1e-6)
+    record_property("atlbench", float(ours))
+    theirs: dict[str, float | str] = {}
+    try:
+        import cka
+
+        if hasattr(cka, "compute_cka"):
+            m = cka.compute_cka(
+                model, model, loader, layers=["0"], model2_layers=["1"], device="cpu",
+                progress=False,
+            )[0]  # fmt: skip
+            theirs["pytorch-cka"] = float(m[0, 0])
+    except ImportError:
+        pass
+    try:
+        import torch_cka
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tc = torch_cka.CKA(
+                copy.deepcopy(model), copy.deepcopy(model), "a", "b", ["0"], ["1"], device="cpu"
+            )
+            try:
+                tc.compare(loader)
+                theirs["torch-cka"] = float(tc.hsic_matrix[0, 0])
+            except AssertionError as err:  # it asserts that its HSIC has no NaN
+                theirs["torch-cka"] = f"error: {err}"
+    except ImportError:
+        pass
+    for name, value in theirs.items():
+        record_property(name, value)
+    print(f"\nLinear vs itself + 3000: truth 1, atlbench {ours:.6f}, "
+          + ", ".join(f"{k} {v}" for k, v in theirs.items()))  # fmt: skip

@@ -253,6 +253,82 @@ def test_hooks_copy_outputs_before_inplace_relu(precision, tol):
     assert biased == pytest.approx(exp_b, rel=tol)
 
 
+class _Shift(nn.Module):
+    """Adds a large constant: a layer whose raw float32 Gram would lose most of its digits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 3000.0
+
+
+def _offset_model() -> nn.Sequential:
+    torch.manual_seed(4)
+    return nn.Sequential(nn.Linear(12, 40), _Shift(), nn.LayerNorm(40)).eval()
+
+
+def _offset_batches() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(5)
+    batches = [torch.randn(48, 12, generator=gen) for _ in range(4)]
+    batches[2] = batches[2][:1].expand(48, 12).clone()  # every example equal: constant layers
+    return batches
+
+
+@pytest.mark.parametrize("debiased", [True, False])
+def test_hooks_centre_only_layers_whose_offset_costs_digits(monkeypatch, debiased):
+    """The first batch centres every layer; afterwards only the +3000 layer keeps paying for
+    it, a layer that goes constant mid-stream goes back to centring, and every value still
+    matches the float64 definition (the raw-Gram path is exact for the debiased estimator and
+    double-centred for the biased one)."""
+    from atlbench import similarity
+
+    calls: list[tuple[str, bool]] = []
+    centred, raw = similarity._centred_gram, similarity._raw_gram
+
+    def spy(fn, was_centred):
+        def wrapped(feat, dtype):
+            # the shifted layer is the one whose mean is ~3000
+            calls.append(("shift" if float(feat.mean()) > 1000 else "other", was_centred))
+            return fn(feat, dtype)
+
+        return wrapped
+
+    monkeypatch.setattr(similarity, "_centred_gram", spy(centred, True))
+    monkeypatch.setattr(similarity, "_raw_gram", spy(raw, False))
+    model, data = _offset_model(), _offset_batches()
+    res = cka_matrix(model, model, data, ["0", "1", "2"], ["0", "1", "2"], debiased=debiased)
+    per_batch = [calls[i : i + 3] for i in range(0, len(calls), 3)]
+    assert len(per_batch) == 4
+    assert all(c for _, c in per_batch[0])  # nothing known yet: all centred
+    assert [c for kind, c in per_batch[1] if kind == "other"] == [False, False]
+    assert [c for kind, c in per_batch[1] if kind == "shift"] == [True]
+    assert all(c for _, c in per_batch[3])  # batch 3 was constant in every layer
+
+    with torch.no_grad():
+        outs = [[model[: i + 1](x).double().numpy() for i in range(3)] for x in data]
+    # both estimators are shift invariant; centring first keeps the float64 reference exact too
+    outs = [[o - o.mean(0) for o in batch] for batch in outs]
+    f = hsic_unbiased if debiased else hsic_biased
+    hsic = np.array(
+        [[sum(f(lin(o[i]), lin(o[j])) for o in outs) for j in range(3)] for i in range(3)]
+    )
+    expected = hsic / np.sqrt(np.outer(np.diag(hsic), np.diag(hsic)))
+    np.testing.assert_allclose(res.matrix, expected, rtol=1e-6)
+    assert expected[0, 1] == pytest.approx(1.0)  # a shift changes nothing
+
+
+def test_a_raw_float32_gram_of_the_shifted_layer_would_be_wrong(monkeypatch):
+    """Why the offset check exists: forced onto raw float32 Grams (the way pytorch-cka
+    computes them), the +3000 layer's CKA with itself before the shift is visibly off."""
+    from atlbench import similarity
+
+    model, data = _offset_model(), _offset_batches()
+    data = [x for i, x in enumerate(data) if i != 2]
+    guarded = cka_matrix(model, model, data, ["0"], ["1"]).matrix[0, 0]
+    monkeypatch.setattr(similarity, "_MAX_RAW_OFFSET", float("inf"))
+    forced = cka_matrix(model, model, data, ["0"], ["1"]).matrix[0, 0]
+    assert guarded == pytest.approx(1.0, abs=1e-6)
+    assert abs(forced - 1.0) > 1e-3
+
+
 def _resnet_blocks(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
     """Stem and block outputs by calling the modules in order (no hooks)."""
     x = model.maxpool(model.act1(model.bn1(model.conv1(x))))
