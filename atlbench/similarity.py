@@ -128,7 +128,7 @@ def _hsic_pair(k: torch.Tensor, l: torch.Tensor, debiased: bool) -> tuple[float,
     def hsic(p: tuple, q: tuple) -> float:
         return (dot(p[0], q[0]) - dot(p[1], q[1]) + p[3] * q[3] * c2 - c3 * dot(p[2], q[2])) * norm
 
-    (pk, pl) = parts
+    pk, pl = parts
     return hsic(pk, pl), hsic(pk, pk), hsic(pl, pl)
 
 
@@ -298,9 +298,10 @@ def _layer_hsic(
     (a constant layer, where centring leaves only rounding residue) gets zero HSIC, so its CKA
     comes out NaN instead of noise.
     """
-    grams = torch.stack([g for g, _ in parts])
+    device = parts[0][0].device  # model b's features may live elsewhere
+    grams = torch.stack([g.to(device) for g, _ in parts])
     eps = torch.finfo(grams.dtype).eps
-    grams = grams.to(_work_dtype(grams.device))
+    grams = grams.to(_work_dtype(device))
     n, count = grams.shape[-1], grams.shape[0]
     diag = grams.diagonal(dim1=-2, dim2=-1)  # [L, n] view
     row_sums = grams.sum(-1)
