@@ -24,6 +24,7 @@ import copy
 import os
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,16 +117,25 @@ def _run(benchmark, fn, **info):
     return benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
 
+def _bare_passes(a: nn.Module, b: nn.Module, loader: DataLoader) -> None:
+    """The floor: both models' forward passes over the data, nothing else."""
+    with torch.inference_mode():
+        for (x,) in loader:
+            a(x)
+            b(x)
+
+
+def _pytorch_cka_matrix(
+    cka: Any, a: nn.Module, b: nn.Module, loader: DataLoader, layers: list[str]
+) -> torch.Tensor:
+    return cka.compute_cka(
+        a, b, loader, layers=layers, model2_layers=layers, device="cpu", progress=False
+    )[0]
+
+
 def test_bare_forward(benchmark, setup):
     a, b, loader, _ = setup
-
-    def run():
-        with torch.inference_mode():
-            for (x,) in loader:
-                a(x)
-                b(x)
-
-    _run(benchmark, run)
+    _run(benchmark, lambda: _bare_passes(a, b, loader))
 
 
 def test_atlbench(benchmark, setup):
@@ -164,12 +174,7 @@ def test_pytorch_cka(benchmark, setup):
     cka = _pytorch_cka()
     a, b, loader, layers = setup
     ours = cka_matrix(a, b, loader).matrix
-    out = _run(
-        benchmark,
-        lambda: cka.compute_cka(
-            a, b, loader, layers=layers, model2_layers=layers, device="cpu", progress=False
-        )[0],
-    )
+    out = _run(benchmark, lambda: _pytorch_cka_matrix(cka, a, b, loader, layers))
     benchmark.extra_info["max_abs_diff_vs_atlbench"] = float(np.abs(out.numpy() - ours).max())
 
 
@@ -177,19 +182,10 @@ def test_interleaved_ratios(benchmark, setup):
     """Bare passes, atlbench and pytorch-cka back to back in every round; median ratios."""
     cka = _pytorch_cka()
     a, b, loader, layers = setup
-
-    def bare():
-        with torch.inference_mode():
-            for (x,) in loader:
-                a(x)
-                b(x)
-
     runs = {
-        "bare": bare,
+        "bare": lambda: _bare_passes(a, b, loader),
         "atlbench": lambda: cka_matrix(a, b, loader, layers, layers),
-        "pytorch-cka": lambda: cka.compute_cka(
-            a, b, loader, layers=layers, model2_layers=layers, device="cpu", progress=False
-        ),
+        "pytorch-cka": lambda: _pytorch_cka_matrix(cka, a, b, loader, layers),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
 
