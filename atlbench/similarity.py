@@ -672,6 +672,27 @@ class _Recorder:
             h.remove()
 
 
+def _add_batch(
+    acc: MinibatchCKA,
+    rec_a: _Recorder,
+    names_a: Sequence[str],
+    side_b: tuple[_Recorder, Sequence[str]] | None,
+    n: int,
+) -> None:
+    """Fold one batch's recorded Grams into ``acc`` and let each recorder adapt its centring.
+
+    ``side_b`` is None when model a is compared with itself on the same layers.
+    """
+    parts = rec_a.parts(names_a, n)
+    if side_b is not None:
+        parts += side_b[0].parts(side_b[1], n)
+    xy, xx, yy, ratios = _layer_hsic(parts, len(names_a), acc.debiased)
+    acc._accumulate(xy, xx, yy, n)
+    rec_a.adapt(names_a, ratios[: len(names_a)])
+    if side_b is not None:
+        side_b[0].adapt(side_b[1], ratios[len(names_a) :])
+
+
 def _split_batch(batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         if not batch:
@@ -761,14 +782,7 @@ def cka_matrix(
                         model(**inputs)
                     else:
                         model(inputs)
-                parts = rec_a.parts(names_a, n)
-                if not self_compare:
-                    parts += rec_b.parts(names_b, n)
-                xy, xx, yy, ratios = _layer_hsic(parts, len(names_a), debiased)
-                acc._accumulate(xy, xx, yy, n)
-                rec_a.adapt(names_a, ratios[: len(names_a)])
-                if not self_compare:
-                    rec_b.adapt(names_b, ratios[len(names_a) :])
+                _add_batch(acc, rec_a, names_a, None if self_compare else (rec_b, names_b), n)
     finally:
         rec_a.remove()
         if not same:

@@ -260,11 +260,7 @@ def test_batch_atlbench(benchmark, setup, one_batch):
             hook(None, None, out)
         for hook, out in zip(hooks_b, fb, strict=True):
             hook(None, None, out)
-        parts = rec_a.parts(layers, n) + rec_b.parts(layers, n)
-        xy, xx, yy, ratios = similarity._layer_hsic(parts, len(layers), True)
-        acc._accumulate(xy, xx, yy, n)
-        rec_a.adapt(layers, ratios[: len(layers)])
-        rec_b.adapt(layers, ratios[len(layers) :])
+        similarity._add_batch(acc, rec_a, layers, (rec_b, layers), n)
 
     try:
         with torch.inference_mode():
