@@ -295,6 +295,49 @@ def test_batch_pytorch_cka(benchmark, setup, one_batch):
         benchmark.pedantic(run, rounds=BATCH_ROUNDS, iterations=1, warmup_rounds=5)
 
 
+def _peer_values(model: nn.Module, loader: DataLoader, record_property: Any) -> dict[str, Any]:
+    """What each installed peer reports for CKA(model layer "0", model layer "1"), recorded.
+
+    torch-cka asserts that its HSIC has no NaN; that failure is recorded as its answer.
+    """
+    theirs: dict[str, Any] = {}
+    try:
+        import cka
+
+        if hasattr(cka, "compute_cka"):
+            m = cka.compute_cka(
+                model, model, loader, layers=["0"], model2_layers=["1"], device="cpu",
+                progress=False,
+            )[0]  # fmt: skip
+            theirs["pytorch-cka"] = float(m[0, 0])
+    except ImportError:
+        pass
+    try:
+        import torch_cka
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tc = torch_cka.CKA(
+                copy.deepcopy(model), copy.deepcopy(model), "a", "b", ["0"], ["1"], device="cpu"
+            )
+            try:
+                tc.compare(loader)
+                theirs["torch-cka"] = float(tc.hsic_matrix[0, 0])
+            except AssertionError as err:
+                theirs["torch-cka"] = f"error: {err}"
+    except ImportError:
+        pass
+    for name, value in theirs.items():
+        record_property(name, value)
+    return theirs
+
+
+def _listed(values: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()
+    )
+
+
 def test_inplace_relu_values(record_property):
     """Linear -> ReLU(inplace=True): the true linear CKA is ~0.86, not 1.
 
@@ -320,39 +363,9 @@ def test_inplace_relu_values(record_property):
     assert abs(ours - truth) < 0.02
     record_property("true_linear_cka", float(truth))
     record_property("atlbench", float(ours))
-    theirs = {}
-    try:
-        import torch_cka
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tc = torch_cka.CKA(
-                copy.deepcopy(model), copy.deepcopy(model), "a", "b", ["0"], ["1"], device="cpu"
-            )
-            tc.compare(loader)
-        theirs["torch-cka"] = float(tc.hsic_matrix[0, 0])
-    except ImportError:
-        pass
-    try:
-        import cka
-
-        if hasattr(cka, "compute_cka"):
-            m = cka.compute_cka(
-                model,
-                model,
-                loader,
-                layers=["0"],
-                model2_layers=["1"],
-                device="cpu",
-                progress=False,
-            )[0]
-            theirs["pytorch-cka"] = float(m[0, 0])
-    except ImportError:
-        pass
-    for name, value in theirs.items():
-        record_property(name, value)
+    theirs = _peer_values(model, loader, record_property)
     print(f"\nLinear vs in-place ReLU: truth {truth:.4f}, atlbench {ours:.4f}, "
-          + ", ".join(f"{k} {v:.4f}" for k, v in theirs.items()))  # fmt: skip
+          + _listed(theirs))  # fmt: skip
 
 
 def test_offset_values(record_property):
@@ -373,34 +386,6 @@ def test_offset_values(record_property):
     ours = cka_matrix(model, model, loader, ["0"], ["1"]).matrix[0, 0]
     assert ours == pytest.approx(1.0, abs=1e-6)
     record_property("atlbench", float(ours))
-    theirs: dict[str, float | str] = {}
-    try:
-        import cka
-
-        if hasattr(cka, "compute_cka"):
-            m = cka.compute_cka(
-                model, model, loader, layers=["0"], model2_layers=["1"], device="cpu",
-                progress=False,
-            )[0]  # fmt: skip
-            theirs["pytorch-cka"] = float(m[0, 0])
-    except ImportError:
-        pass
-    try:
-        import torch_cka
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tc = torch_cka.CKA(
-                copy.deepcopy(model), copy.deepcopy(model), "a", "b", ["0"], ["1"], device="cpu"
-            )
-            try:
-                tc.compare(loader)
-                theirs["torch-cka"] = float(tc.hsic_matrix[0, 0])
-            except AssertionError as err:  # it asserts that its HSIC has no NaN
-                theirs["torch-cka"] = f"error: {err}"
-    except ImportError:
-        pass
-    for name, value in theirs.items():
-        record_property(name, value)
+    theirs = _peer_values(model, loader, record_property)
     print(f"\nLinear vs itself + 3000: truth 1, atlbench {ours:.6f}, "
-          + ", ".join(f"{k} {v}" for k, v in theirs.items()))  # fmt: skip
+          + _listed(theirs))  # fmt: skip
