@@ -204,8 +204,7 @@ def run_layer_study(
         for c in plan.cells
         if c.key in done and _is_scratch(c.strategy_name)
     }
-    # one pre-trained encoder per source, kept for every cell, plus the current fine-tuned one
-    cache: dict[str, Encoder] = {}
+    models = _Models()
     for cell in plan.cells:
         if cell.key not in done or not _is_finetune(cell.strategy_name):
             continue
@@ -231,7 +230,7 @@ def run_layer_study(
             try:
                 payload = _one_comparison(
                     suite, plan, cell, ft_path, kind, scratch_cell, records, results_dir,
-                    cache, dev, max_examples, batch_size,
+                    models, dev, max_examples, batch_size,
                 )  # fmt: skip
             except Exception as err:  # reported and skipped, never fatal
                 reason = f"{cell.label} ({kind}): {type(err).__name__}: {err}".splitlines()[0]
@@ -247,6 +246,27 @@ def run_layer_study(
     return result
 
 
+class _Models:
+    """The pre-trained encoder of each source, kept for every cell, and the current cell's
+    fine-tuned one, which both of its comparisons share (one load from disk per cell)."""
+
+    def __init__(self) -> None:
+        self._pretrained: dict[str, Encoder] = {}
+        self._finetuned: tuple[Path, Encoder] | None = None
+
+    def pretrained(self, source_id: str, source: Source) -> Encoder:
+        if source_id not in self._pretrained:
+            self._pretrained[source_id] = source.build(True).eval()
+        return self._pretrained[source_id]
+
+    def finetuned(self, source_id: str, source: Source, path: Path) -> Encoder:
+        if self._finetuned is None or self._finetuned[0] != path:
+            self._finetuned = None  # drop the previous cell's model before loading the next
+            pre = self.pretrained(source_id, source)
+            self._finetuned = (path, load_encoder_checkpoint(copy.deepcopy(pre), path))
+        return self._finetuned[1]
+
+
 def _one_comparison(
     suite: Suite,
     plan: Any,
@@ -256,22 +276,14 @@ def _one_comparison(
     scratch_cell: Any,
     records: dict[str, dict[str, Any]],
     results_dir: Path,
-    cache: dict[str, Encoder],
+    models: _Models,
     device: torch.device,
     max_examples: int | None,
     batch_size: int | None,
 ) -> dict[str, Any] | None:
     source: Source = plan.sources[cell.source_id]
-    pre_key = f"pretrained:{cell.source_id}"
-    if pre_key not in cache:
-        cache[pre_key] = source.build(True).eval()
-    pre = cache[pre_key]
-    ft_key = f"finetuned:{ft_path}"  # both comparisons of a cell share one load
-    if ft_key not in cache:
-        for old in [k for k in cache if k.startswith("finetuned:")]:
-            del cache[old]  # keep only the current cell's fine-tuned model
-        cache[ft_key] = load_encoder_checkpoint(copy.deepcopy(pre), ft_path)
-    finetuned = cache[ft_key]
+    pre = models.pretrained(cell.source_id, source)
+    finetuned = models.finetuned(cell.source_id, source, ft_path)
     if kind == PRE_VS_FT:
         model_a, model_b, cell_b = pre, finetuned, None
     else:
