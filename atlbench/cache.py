@@ -7,6 +7,7 @@ import json
 import os
 import re
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,29 @@ def safe_name(name: str, max_len: int = 80) -> str:
     return cleaned
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+@lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only set it).
 
-
-_UMASK = _current_umask()
+    Linux reports it in ``/proc/self/status``; elsewhere a probe file created with mode 0o666
+    shows which bits the umask clears.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    fd, probe = tempfile.mkstemp()
+    os.close(fd)
+    os.unlink(probe)
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+    fd = os.open(probe, flags, 0o666)
+    try:
+        return 0o666 & ~os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -60,7 +77,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -40,9 +40,9 @@ def cli() -> None:
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides the suite).")
 @click.option(
     "--executor",
-    type=click.Choice(["local", "ray", "slurm"]),
     default="local",
     show_default=True,
+    help="Where cells run: a registered executor (atlbench list executors).",
 )
 @click.option("--address", default=None, help="Ray cluster address (auto | HOST:PORT).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
@@ -102,16 +102,25 @@ def leaderboard(results_dir: Path, target: str | None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from atlbench.report.leaderboard import leaderboard as make_board
+    from atlbench.report.views import Views
 
     with _open_store(results_dir) as store:
-        board = make_board(store.records())
+        board = Views.from_store(store).leaderboard
     if target is not None:
         if target not in set(board["target"]):
             raise AtlbenchError(f"no results for target {target!r} in {results_dir}")
         board = board[board["target"] == target]
     table = Table(
-        "target", "budget", "#", "source", "strategy", "acc", "±", "gain vs scratch", "verdict"
+        "target",
+        "budget",
+        "#",
+        "source",
+        "strategy",
+        "acc",
+        "±",
+        "gain vs scratch",
+        "vs scratch",
+        "same algorithm",
     )
     for row in board.itertuples():
         gain = (
@@ -129,7 +138,8 @@ def leaderboard(results_dir: Path, target: str | None) -> None:
             f"{row.mean_acc:.3f}",
             std,
             gain,
-            row.verdict,
+            str(row.scratch_verdict) if row.scratch_verdict == row.scratch_verdict else "",
+            str(row.verdict) if row.verdict == row.verdict else "",
         )
     console = Console(highlight=False)
     if not console.is_terminal:  # piped: never truncate names to fit an 80-column default
@@ -150,34 +160,27 @@ def export(results_dir: Path, out: Path, predictions: bool) -> None:
     click.echo(f"wrote {rows} records to {out}")
 
 
+LISTS = ("sources", "targets", "strategies", "estimators", "executors", "builtin")
+
+
 @cli.command("list")
-@click.argument(
-    "what",
-    type=click.Choice(["sources", "targets", "strategies", "estimators", "builtin"]),
-    default="strategies",
-)
+@click.argument("what", type=click.Choice(LISTS), default="strategies")
 def list_components(what: str) -> None:
-    """List the registered source kinds, target kinds, strategies, estimators or built-in tasks."""
-    if what == "sources":
-        from atlbench.sources import SOURCE_KINDS
+    """List the registered source kinds, target kinds, strategies, estimators, executors or
+    built-in tasks."""
+    import atlbench.components
+    import atlbench.executors  # noqa: F401  (registers the executors)
+    from atlbench import registry
+    from atlbench.targets.builtin import TASKS
 
-        names = SOURCE_KINDS.names()
-    elif what == "targets":
-        from atlbench.targets import TARGET_KINDS
-
-        names = TARGET_KINDS.names()
-    elif what == "strategies":
-        from atlbench.strategies import STRATEGIES
-
-        names = STRATEGIES.names()
-    elif what == "estimators":
-        from atlbench.estimators import ESTIMATORS
-
-        names = sorted(ESTIMATORS)
-    else:
-        from atlbench.targets.builtin import TASKS
-
-        names = list(TASKS)
+    names = {
+        "sources": registry.SOURCE_KINDS.names(),
+        "targets": registry.TARGET_KINDS.names(),
+        "strategies": registry.STRATEGIES.names(),
+        "estimators": registry.ESTIMATORS.names(),
+        "executors": registry.EXECUTORS.names(),
+        "builtin": list(TASKS),
+    }[what]
     for name in names:
         click.echo(name)
 
@@ -339,23 +342,21 @@ def drift(
 @click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
 def zoo(suite: Path) -> None:
     """Pre-train (or verify the cache of) every zoo source of SUITE."""
-    from atlbench.sources.zoo import ZooParams, pretrain
-    from atlbench.suite import load_suite
+    from atlbench.sources.zoo import pretrain
+    from atlbench.study import load_study
 
-    parsed = load_suite(suite)
-    for entry in parsed.sources:
-        if entry.kind != "zoo":
+    study = load_study(suite)
+    for source in study.sources.values():
+        if source.kind != "zoo":
             continue
-        meta = pretrain(ZooParams.model_validate(entry.params), progress=click.echo)
-        click.echo(f"{entry.id}: source accuracy {meta.get('val_acc', float('nan')):.3f}")
+        meta = pretrain(source.params, progress=click.echo)
+        click.echo(f"{source.id}: source accuracy {meta.get('val_acc', float('nan')):.3f}")
 
 
 def _open_store(results_dir: Path) -> Store:
     from atlbench.store import Store
 
-    if not (results_dir / Store.FILENAME).exists():
-        raise AtlbenchError(f"{results_dir}: no results store here (run `atlbench sweep` first)")
-    return Store(results_dir)
+    return Store(results_dir)  # read-only; a missing store is a one-line error
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,9 +83,7 @@ def detect_drift(
     import torch
 
     from atlbench.features import FeatureCache
-    from atlbench.sources import resolve_source
-    from atlbench.suite import load_suite
-    from atlbench.targets import load_target, target_modality
+    from atlbench.study import load_study
     from atlbench.timing import resolve_device
 
     if not 0.0 < alpha < 1.0:
@@ -100,32 +98,23 @@ def detect_drift(
             f"reference and new are both {reference!r} [{reference_split}]: pick another target "
             "or another split (e.g. --new-split test)"
         )
-    suite = load_suite(suite_path)
-    sources = {s.id: s for s in suite.sources}
-    targets = {t.id: t for t in suite.targets}
-    if source_id not in sources:
-        raise AtlbenchError(
-            f"no source {source_id!r} in {suite_path}; sources: {', '.join(sorted(sources))}"
-        )
+    study = load_study(suite_path)
+    study.pick("source", [source_id])
+    study.pick("target", [reference, new])
+    source = study.source(source_id)
     for name in (reference, new):
-        if name not in targets:
-            raise AtlbenchError(
-                f"no target {name!r} in {suite_path}; targets: {', '.join(sorted(targets))}"
-            )
-    source = resolve_source(sources[source_id], suite.trust_remote_code)
-    for name in (reference, new):
-        modality = target_modality(targets[name])
+        modality = study.target(name).modality
         if modality != source.modality:
             raise AtlbenchError(
                 f"source {source_id!r} reads {source.modality} data but target {name!r} is "
                 f"{modality}"
             )
-    dev = resolve_device(device or suite.device)
+    dev = resolve_device(device or study.suite.device)
     cache = FeatureCache(dev if isinstance(dev, torch.device) else torch.device(dev))
     encoder = None
     feats = []
     for name, split in ((reference, reference_split), (new, new_split)):
-        task = load_target(targets[name])
+        task = study.target(name).load()
         if encoder is None:
             encoder = source.build(True)
         feats.append(cache.get(source, task, split, encoder=encoder).features)

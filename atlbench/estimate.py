@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from atlbench.cache import content_hash
 from atlbench.errors import SuiteError
 from atlbench.plan import EstimateTask
-from atlbench.suite import load_suite
+from atlbench.registry import ESTIMATORS, suggest
+from atlbench.study import load_study
 from atlbench.timing import resolve_device
 
 
@@ -22,52 +24,42 @@ def rank_sources(
     estimators: list[str] | None = None,
     device: str | None = None,
 ) -> pd.DataFrame:
-    """Scores of every compatible (source, target) pair; columns target, source, estimator, score,
-    time_s, feature_time_s, rank (1 = predicted best, per target and estimator)."""
-    from atlbench.estimators import ESTIMATORS
-    from atlbench.runner import Worker
-    from atlbench.sources import resolve_source
-    from atlbench.targets import target_modality
+    """Scores of every compatible (source, target) pair on the target's whole train split.
 
-    suite = load_suite(suite_path)
-    names = list(estimators) if estimators else list(suite.estimators) or ["logme"]
+    Columns: target, source, estimator, score, time_s, feature_time_s, error, set_level (the
+    score is normalised over the candidate set, so it changes when a candidate is added), and
+    rank (1 = predicted best, per target and estimator).
+    """
+    from atlbench.runner import Worker
+
+    study = load_study(suite_path)
+    names = list(estimators) if estimators else list(study.suite.estimators) or ["logme"]
     for name in names:
         if name not in ESTIMATORS:
-            from atlbench.registry import suggest
-
             raise SuiteError(f"unknown estimator {name!r}{suggest(name, ESTIMATORS)}")
-    targets = suite.targets
-    if target_id is not None:
-        targets = tuple(t for t in targets if t.id == target_id)
-        if not targets:
-            from atlbench.registry import suggest
-
-            ids = [t.id for t in suite.targets]
-            raise SuiteError(f"{suite_path}: no target {target_id!r}{suggest(target_id, ids)}")
-    worker = Worker(suite, resolve_device(device or suite.device))
+    targets = study.pick("target", [target_id] if target_id is not None else None)
+    worker = Worker(study, resolve_device(device or study.suite.device))
     rows = []
-    for target in targets:
-        modality = target_modality(target)
-        for entry in suite.sources:
-            source = resolve_source(entry, suite.trust_remote_code)
-            if source.modality != modality:
-                continue
-            task = EstimateTask(
-                f"estimate:{entry.id}:{target.id}", entry.id, target.id, tuple(names)
+    for tid in targets:
+        target = study.target(tid)
+        sources = tuple(s.id for s in study.sources.values() if s.modality == target.modality)
+        if not sources:
+            continue
+        task = EstimateTask(content_hash(["estimate", tid, sources]), tid, sources, tuple(names))
+        for row in worker.run_estimates(task):
+            extra = row.get("extra") or {}
+            rows.append(
+                {
+                    "target": tid,
+                    "source": row["source"],
+                    "estimator": row["estimator"],
+                    "score": row.get("score"),
+                    "time_s": row.get("time_s"),
+                    "feature_time_s": extra.get("feature_time_s"),
+                    "error": row.get("error") or "",
+                    "set_level": bool(extra.get("set_level", False)),
+                }
             )
-            for row in worker.run_estimates(task):
-                extra = row.get("extra") or {}
-                rows.append(
-                    {
-                        "target": target.id,
-                        "source": entry.id,
-                        "estimator": row["estimator"],
-                        "score": row.get("score"),
-                        "time_s": row.get("time_s"),
-                        "feature_time_s": extra.get("feature_time_s"),
-                        "error": row.get("error", ""),
-                    }
-                )
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame

@@ -19,9 +19,9 @@ import torch
 from atlbench.cache import atomic_write_text, cache_dir, content_hash, load_array, save_array
 from atlbench.sources.base import Encoder, Source
 from atlbench.targets.base import Split, TaskData
-from atlbench.train import PreparedSplit, _autocast, _to_device
+from atlbench.train import PreparedSplit, autocast, to_device
 
-FEATURES_VERSION = 2  # 2: JSON side-car with the extraction time
+FEATURES_VERSION = 3  # 3: text batched by length
 
 
 @dataclass
@@ -41,10 +41,11 @@ def extract(
     encoder.eval().to(device)
     data = PreparedSplit(encoder, split)
     feats, probs = [], []
+    order = data.length_order()  # text: similar lengths per batch, less padding
     started = time.perf_counter()
-    with _autocast(device):
-        for batch, _ in data.batches(batch_size):
-            f = encoder(_to_device(batch, device)).float()
+    with autocast(device):
+        for batch, _ in data.batches(batch_size, order):
+            f = encoder(to_device(batch, device)).float()
             feats.append(f.cpu())
             logits = encoder.source_logits(f)
             if logits is not None:
@@ -52,17 +53,45 @@ def extract(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
-    features = torch.cat(feats).numpy().astype(np.float32)
+    features = _restore(torch.cat(feats).numpy().astype(np.float32), order)
     if not np.isfinite(features).all():
         bad = int((~np.isfinite(features)).any(1).sum())
         raise FloatingPointError(f"the source produced NaN/inf features for {bad} examples")
-    return FeatureSet(features, torch.cat(probs).numpy() if probs else None, seconds)
+    prob = _restore(torch.cat(probs).numpy(), order) if probs else None
+    return FeatureSet(features, prob, seconds)
 
 
-def feature_paths(source: Source, task: TaskData, split: str) -> tuple[Path, Path]:
+def _restore(rows: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Rows computed in ``order`` back in split order."""
+    if order is None:
+        return rows
+    out = np.empty_like(rows)
+    out[order] = rows
+    return out
+
+
+def encoder_identity(source: Source, init_seed: int | None) -> dict[str, object]:
+    """The weights features come from: the source's, or a seeded random init of its arch."""
+    if init_seed is None:
+        return dict(source.fingerprint)
+    return {"arch": source.arch, "init_seed": init_seed}
+
+
+def build_encoder(source: Source, init_seed: int | None) -> Encoder:
+    """The pre-trained encoder, or (``init_seed``) a random init that depends only on the seed."""
+    if init_seed is None:
+        return source.build(True)
+    with torch.random.fork_rng():
+        torch.manual_seed(init_seed)
+        return source.build(False)
+
+
+def feature_paths(
+    source: Source, task: TaskData, split: str, init_seed: int | None = None
+) -> tuple[Path, Path]:
     key = content_hash(
         {
-            "source": source.fingerprint,
+            "source": encoder_identity(source, init_seed),
             "target": task.fingerprint,
             "split": split,
             "v": FEATURES_VERSION,
@@ -93,15 +122,22 @@ class FeatureCache:
         self._encoder: tuple[str, Encoder] | None = None
 
     def get(
-        self, source: Source, task: TaskData, split: str, encoder: Encoder | None = None
+        self,
+        source: Source,
+        task: TaskData,
+        split: str,
+        encoder: Encoder | None = None,
+        init_seed: int | None = None,
     ) -> FeatureSet:
-        f_path, p_path = feature_paths(source, task, split)
+        """Features of ``split`` from the pre-trained source, or from its random-init twin
+        seeded with ``init_seed``."""
+        f_path, p_path = feature_paths(source, task, split, init_seed)
         if f_path.name in self._memory:
             self._memory.move_to_end(f_path.name)
             return self._memory[f_path.name]
         result = _load_entry(f_path, p_path, len(task.split(split)))
         if result is None:
-            encoder = encoder if encoder is not None else self._build(source)
+            encoder = encoder if encoder is not None else self._build(source, init_seed)
             result = extract(encoder, task.split(split), self.device)
             if result.probs is not None:
                 save_array(p_path, result.probs)
@@ -111,11 +147,11 @@ class FeatureCache:
         self._remember(f_path.name, result)
         return result
 
-    def _build(self, source: Source) -> Encoder:
-        key = repr(source.fingerprint)
+    def _build(self, source: Source, init_seed: int | None) -> Encoder:
+        key = repr(encoder_identity(source, init_seed))
         if self._encoder is None or self._encoder[0] != key:
             self._encoder = None  # drop the previous model before building the next
-            self._encoder = (key, source.build(True))
+            self._encoder = (key, build_encoder(source, init_seed))
         return self._encoder[1]
 
     def _remember(self, name: str, entry: FeatureSet) -> None:

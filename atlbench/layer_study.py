@@ -36,12 +36,11 @@ from torch import nn
 
 from atlbench.cache import atomic_write_text, content_hash
 from atlbench.errors import AtlbenchError
+from atlbench.plan import BASELINE, TRANSFER, Cell, Plan
 from atlbench.similarity import CKAResult, auto_layers, cka_matrix
-from atlbench.sources import Encoder, Source, resolve_source
+from atlbench.sources.base import Encoder, Source
 from atlbench.sources.checkpoint import load_state_dict
-from atlbench.strategies import STRATEGIES
-from atlbench.suite import Suite, TrainingConfig
-from atlbench.targets import load_target
+from atlbench.study import Study, load_study
 from atlbench.targets.base import Split, TaskData
 
 log = logging.getLogger(__name__)
@@ -61,19 +60,6 @@ class LayerStudyResult:
     skipped: list[str] = field(default_factory=list)  # one human-readable reason each
 
 
-def keeps_checkpoints(suite: Suite) -> Suite:
-    """The suite to hand to executors: ``cka: true`` implies ``keep_checkpoints: true``.
-
-    Cell keys come from the plan built on the original suite, so forcing the flag here never
-    changes which cells exist or how they are keyed; it only makes trainable cells save weights.
-    """
-    if not suite.cka or suite.training.keep_checkpoints:
-        return suite
-    training = suite.training.model_copy(update={"keep_checkpoints": True})
-    assert isinstance(training, TrainingConfig)
-    return suite.model_copy(update={"training": training})
-
-
 # --------------------------------------------------------------------------------------------
 # building blocks shared by the sweep hook and the CLI
 # --------------------------------------------------------------------------------------------
@@ -90,7 +76,7 @@ def backbone(encoder: Encoder) -> nn.Module:
 
 
 def load_encoder_checkpoint(encoder: Encoder, path: str | Path) -> Encoder:
-    """Load a fine-tuned encoder's state dict (as ``train_with_grid`` saves it), strictly.
+    """Load a fine-tuned encoder's state dict (as the tuning protocol saves it), strictly.
 
     A partial load would compare a half-fine-tuned model and report it as fine-tuned, so a key
     mismatch (e.g. a checkpoint of another architecture) is an error, not a warning.
@@ -160,14 +146,8 @@ def _checkpoint_path(record: dict[str, Any], results_dir: Path) -> Path | None:
     return None
 
 
-def _is_finetune(strategy_name: str) -> bool:
-    cls = STRATEGIES.get(strategy_name)
-    return bool(cls.pretrained and not cls.uses_features)
-
-
-def _is_scratch(strategy_name: str) -> bool:
-    cls = STRATEGIES.get(strategy_name)
-    return bool(not cls.pretrained and not cls.uses_features)
+def _is_finetuned(study: Study, cell: Cell) -> bool:
+    return cell.role == TRANSFER and study.strategy(cell.strategy).saves_checkpoint
 
 
 def artifact_key(key_a: str, key_b: str, kind: str) -> str:
@@ -177,8 +157,8 @@ def artifact_key(key_a: str, key_b: str, kind: str) -> str:
 
 def run_layer_study(
     store: Any,
-    suite: Suite,
-    plan: Any,
+    study: Study,
+    plan: Plan,
     results_dir: Path,
     device: str | torch.device = "cpu",
     max_examples: int | None = MAX_EXAMPLES,
@@ -193,7 +173,7 @@ def run_layer_study(
     from atlbench.timing import resolve_device
 
     result = LayerStudyResult()
-    if not suite.cka:
+    if not study.suite.cka:
         return result
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     records = {r["key"]: r for r in store.records().to_dict("records")}
@@ -202,11 +182,11 @@ def run_layer_study(
     scratch = {
         (c.arch, c.target, c.budget, c.seed): c
         for c in plan.cells
-        if c.key in done and _is_scratch(c.strategy_name)
+        if c.key in done and c.role == BASELINE
     }
     models = _Models()
     for cell in plan.cells:
-        if cell.key not in done or not _is_finetune(cell.strategy_name):
+        if cell.key not in done or not _is_finetuned(study, cell):
             continue
         ft_path = _checkpoint_path(records[cell.key], results_dir)
         if ft_path is None:
@@ -218,7 +198,7 @@ def run_layer_study(
             pairs.append((FT_VS_SCRATCH, other.key, other))
         for kind, key_b, scratch_cell in pairs:
             if kind == PRE_VS_FT:  # the pre-trained weights are identified by the source
-                key = artifact_key(content_hash(plan.sources[cell.source_id].fingerprint, 20),
+                key = artifact_key(content_hash(study.source(cell.source_id).fingerprint, 20),
                                    cell.key, kind)  # fmt: skip
             else:
                 key = artifact_key(cell.key, key_b, kind)
@@ -229,7 +209,7 @@ def run_layer_study(
                 progress(f"CKA {kind}: {cell.label}")
             try:
                 payload = _one_comparison(
-                    suite, plan, cell, ft_path, kind, scratch_cell, records, results_dir,
+                    study, cell, ft_path, kind, scratch_cell, records, results_dir,
                     models, dev, max_examples, batch_size,
                 )  # fmt: skip
             except Exception as err:  # reported and skipped, never fatal
@@ -268,9 +248,8 @@ class _Models:
 
 
 def _one_comparison(
-    suite: Suite,
-    plan: Any,
-    cell: Any,
+    study: Study,
+    cell: Cell,
     ft_path: Path,
     kind: str,
     scratch_cell: Any,
@@ -281,7 +260,7 @@ def _one_comparison(
     max_examples: int | None,
     batch_size: int | None,
 ) -> dict[str, Any] | None:
-    source: Source = plan.sources[cell.source_id]
+    source: Source = study.source(cell.source_id)
     pre = models.pretrained(cell.source_id, source)
     finetuned = models.finetuned(cell.source_id, source, ft_path)
     if kind == PRE_VS_FT:
@@ -292,7 +271,7 @@ def _one_comparison(
             return None
         scratch_model = load_encoder_checkpoint(source.build(False), path)
         model_a, model_b, cell_b = finetuned, scratch_model, scratch_cell
-    task = load_target(suite.target(cell.target))
+    task = study.target(cell.target).load(cell.seed if study.suite.resample_splits else None)
     res, n_split = _compare_on_task(
         model_a, model_b, task, "test", device, max_examples, batch_size
     )
@@ -342,12 +321,9 @@ def _compare_on_task(
 # --------------------------------------------------------------------------------------------
 
 
-def _build(suite: Suite, source_id: str, pretrained: bool, checkpoint: Path | None) -> Encoder:
-    entry = next((s for s in suite.sources if s.id == source_id), None)
-    if entry is None:
-        known = ", ".join(s.id for s in suite.sources)
-        raise AtlbenchError(f"unknown source {source_id!r}; the suite has: {known}")
-    encoder = resolve_source(entry, suite.trust_remote_code).build(pretrained)
+def _build(study: Study, source_id: str, pretrained: bool, checkpoint: Path | None) -> Encoder:
+    study.pick("source", [source_id])
+    encoder = study.source(source_id).build(pretrained)
     if checkpoint is not None:
         load_encoder_checkpoint(encoder, checkpoint)
     return encoder.eval()
@@ -373,22 +349,18 @@ def cka_command(
     ``b`` may be ``scratch``: model A's architecture with random weights (or, with
     ``b_checkpoint``, a scratch-trained checkpoint of it).
     """
-    from atlbench.suite import load_suite
     from atlbench.timing import resolve_device
 
-    suite = load_suite(suite_path)
+    study = load_study(suite_path)
     if split not in ("train", "val", "test"):
         raise AtlbenchError(f"--split must be train, val or test, not {split!r}")
-    target_entry = next((t for t in suite.targets if t.id == target), None)
-    if target_entry is None:
-        known = ", ".join(t.id for t in suite.targets)
-        raise AtlbenchError(f"unknown target {target!r}; the suite has: {known}")
-    model_a = _build(suite, a, True, a_checkpoint)
-    model_b = _build(suite, a if b == "scratch" else b, b != "scratch", b_checkpoint)
-    task = load_target(target_entry)
+    study.pick("target", [target])
+    model_a = _build(study, a, True, a_checkpoint)
+    model_b = _build(study, a if b == "scratch" else b, b != "scratch", b_checkpoint)
+    task = study.target(target).load()
     if model_a.modality != task.modality or model_b.modality != task.modality:
         raise AtlbenchError(f"target {target!r} is {task.modality}; both models must read it")
-    dev = resolve_device(device or suite.device)
+    dev = resolve_device(device or study.suite.device)
     res, n_split = _compare_on_task(
         model_a, model_b, task, split, dev, max_examples, batch_size, debiased
     )
@@ -422,13 +394,11 @@ def diagonal_lines(res: CKAResult) -> Iterator[str]:
 
 
 def _heatmap(res: CKAResult, title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows, cols = res.layers_a, res.layers_b
-    fig, ax = plt.subplots(figsize=(2.0 + 0.4 * len(cols), 1.6 + 0.35 * len(rows)))
+    fig = Figure(figsize=(2.0 + 0.4 * len(cols), 1.6 + 0.35 * len(rows)))
+    ax = fig.subplots()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         image = ax.imshow(res.matrix, vmin=0, vmax=1, cmap="magma", origin="lower")
@@ -440,5 +410,4 @@ def _heatmap(res: CKAResult, title: str, path: Path) -> None:
     ax.set_title(title, fontsize=9)
     tmp = path.with_suffix(".svg.tmp")
     fig.savefig(tmp, format="svg", bbox_inches="tight")
-    plt.close(fig)
     tmp.replace(path)

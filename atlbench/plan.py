@@ -1,9 +1,15 @@
-"""Grid expansion: suite -> cells with stable content-hash keys.
+"""Grid expansion: a resolved study -> cells with stable content-hash keys.
 
 A key hashes everything that determines a cell's result (source weights, target content, strategy
-and its parameters and version, training budget, label budget, seed), not the ids a suite gives
-them: renaming a source reuses its results, and two sources of the same architecture share one
-scratch baseline.
+with its parameters, training settings and search space, the validation protocol, label budget,
+seed), not the ids a suite gives them: renaming a source reuses its results, editing a dataset
+re-runs exactly the cells that read it, and two sources of the same architecture share one
+scratch baseline and one random-init twin per frozen strategy.
+
+Roles: a *transfer* cell adapts a pre-trained source; the *baseline* cell trains the same
+architecture from scratch; a *random_init* cell runs a frozen strategy (probe, kNN) on a
+randomly initialised encoder of the architecture: the same algorithm without the source, which
+negative transfer is measured against (Wang et al. 2019).
 """
 
 from __future__ import annotations
@@ -11,13 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from atlbench.budgets import BudgetSpec
 from atlbench.cache import content_hash
-from atlbench.sources import Source, resolve_source
-from atlbench.strategies import STRATEGIES, strategy_params
-from atlbench.suite import BudgetSpec, StrategyEntry, Suite
-from atlbench.targets import target_fingerprint, target_modality
+from atlbench.sources.base import Source
+from atlbench.strategies.base import StrategySpec
+from atlbench.study import Study
 
-METHOD_VERSION = 1  # bump when a change in atlbench would change every result
+METHOD_VERSION = 2  # 2: budgeted validation, tuned trials; bump when every result would change
+TRANSFER, BASELINE, RANDOM_INIT = "transfer", "baseline", "random_init"
 
 
 @dataclass(frozen=True)
@@ -25,14 +32,19 @@ class Cell:
     """One (source, target, strategy, budget, seed) unit of work."""
 
     key: str
-    source: str  # the source id, or "<arch> (random init)" for scratch cells
+    source: str  # the source id, or "<arch> (random init)" for baseline and twin cells
     source_id: str  # a suite source that can build this cell's architecture
     target: str
-    strategy: str
+    strategy: str  # the strategy's suite label
     strategy_name: str
     budget: BudgetSpec
     seed: int
     arch: str
+    role: str = TRANSFER
+
+    @property
+    def pretrained(self) -> bool:
+        return self.role == TRANSFER
 
     @property
     def label(self) -> str:
@@ -42,12 +54,19 @@ class Cell:
 
 @dataclass(frozen=True)
 class EstimateTask:
-    """Estimator scores for one (source, target) pair, all from the same cached features."""
+    """Estimator scores of every source for one target, on one labelled subset.
+
+    In a sweep the subset is a cell's label budget and seed (estimators are judged on the
+    labels the prediction is about); ``budget=None`` scores the whole train split
+    (``atlbench estimate``).
+    """
 
     key: str
-    source: str
     target: str
+    sources: tuple[str, ...]
     estimators: tuple[str, ...]
+    budget: BudgetSpec | None = None
+    seed: int | None = None
 
 
 @dataclass
@@ -55,105 +74,136 @@ class Plan:
     cells: list[Cell]
     estimates: list[EstimateTask]
     skipped: list[str] = field(default_factory=list)  # incompatible pairs, said out loud
-    sources: dict[str, Source] = field(default_factory=dict)
 
 
-def scratch_label(arch: str) -> str:
+def random_init_label(arch: str) -> str:
     return f"{arch.split(':', 1)[-1].split('@', 1)[0]} (random init)"
 
 
-def build_plan(suite: Suite) -> Plan:
-    """Expand the suite grid; cells are ordered target -> source -> strategy for cache reuse."""
-    sources = {s.id: resolve_source(s, suite.trust_remote_code) for s in suite.sources}
+def build_plan(study: Study) -> Plan:
+    """Expand the grid; cells are ordered target -> source -> strategy for cache reuse."""
     cells: dict[str, Cell] = {}
     estimates: list[EstimateTask] = []
     skipped: list[str] = []
-    for target in suite.targets:
-        t_fp = target_fingerprint(target)
-        t_modality = target_modality(target)
-        for source in sources.values():
-            if source.modality != t_modality:
+    suite = study.suite
+    for target in study.targets.values():
+        readers = []
+        for source in study.sources.values():
+            if source.modality != target.modality:
                 skipped.append(
                     f"{source.id} x {target.id}: a {source.modality} model cannot read "
-                    f"{t_modality} data"
+                    f"{target.modality} data"
                 )
                 continue
-            for strategy in suite.strategies:
-                related = _related_targets(suite, source, target.id, strategy, skipped)
+            readers.append(source)
+            for spec in study.strategies:
+                related = _related_targets(study, source, target.id, spec, skipped)
                 if related is None:
                     continue
                 for budget in suite.budgets:
                     for seed in suite.seeds:
-                        cell = _make_cell(
-                            suite, source, target.id, t_fp, strategy, budget, seed, related
-                        )
-                        cells.setdefault(cell.key, cell)
-            if suite.estimators:
-                key = content_hash(
-                    {"source": source.fingerprint, "target": t_fp, "method": METHOD_VERSION}
-                )
-                estimates.append(EstimateTask(key, source.id, target.id, tuple(suite.estimators)))
-    return Plan(list(cells.values()), estimates, skipped, sources)
+                        for cell in _cells(study, source, target.id, spec, budget, seed, related):
+                            cells.setdefault(cell.key, cell)
+        if readers and suite.estimators:
+            estimates += _estimate_tasks(study, target.id, readers)
+    return Plan(list(cells.values()), estimates, skipped)
 
 
-def _related_targets(
-    suite: Suite, source: Source, target_id: str, strategy: StrategyEntry, skipped: list[str]
-) -> list[dict[str, Any]] | None:
-    """Fingerprints of the other targets a grouped strategy trains on; None: not this target."""
-    group = STRATEGIES.get(strategy.name).target_group(strategy_params(strategy))
-    if not group:
-        return []
-    if target_id not in group:
-        return None  # the strategy is defined for its group only; nothing to say per pair
+def _estimate_tasks(study: Study, target_id: str, sources: list[Source]) -> list[EstimateTask]:
+    suite = study.suite
     out = []
-    for other in group:
-        if other == target_id:
-            continue
-        entry = suite.target(other)
-        modality = target_modality(entry)
-        if modality != source.modality:
-            skipped.append(
-                f"{source.id} x {target_id} / {strategy.label}: a {source.modality} model cannot"
-                f" read {modality} data of group member {other}"
+    for budget in suite.budgets:
+        for seed in suite.seeds:
+            identity = {
+                "sources": sorted(content_hash(s.fingerprint) for s in sources),
+                "target": _target_content(study, target_id, seed),
+                "budget": budget.model_dump(),
+                "seed": seed,
+                "method": METHOD_VERSION,
+            }
+            out.append(
+                EstimateTask(
+                    content_hash(identity),
+                    target_id,
+                    tuple(s.id for s in sources),
+                    tuple(suite.estimators),
+                    budget,
+                    seed,
+                )
             )
-            return None
-        out.append({"id": other, "target": target_fingerprint(entry)})
     return out
 
 
-def _make_cell(
-    suite: Suite,
+def _target_content(study: Study, target_id: str, seed: int) -> dict[str, Any]:
+    target = study.target(target_id)
+    return target.content(seed if study.suite.resample_splits else None)
+
+
+def _related_targets(
+    study: Study, source: Source, target_id: str, spec: StrategySpec, skipped: list[str]
+) -> list[dict[str, Any]] | None:
+    """Fingerprints of the other targets a grouped strategy trains on; None: not this target."""
+    if not spec.group:
+        return []
+    if target_id not in spec.group:
+        return None  # the strategy is defined for its group only; nothing to say per pair
+    out = []
+    for other in spec.group:
+        if other == target_id:
+            continue
+        entry = study.target(other)
+        if entry.modality != source.modality:
+            skipped.append(
+                f"{source.id} x {target_id} / {spec.label}: a {source.modality} model cannot"
+                f" read {entry.modality} data of group member {other}"
+            )
+            return None
+        out.append({"id": other, "target": entry.fingerprint})
+    return out
+
+
+def _cells(
+    study: Study,
     source: Source,
     target_id: str,
-    target_fp: dict[str, Any],
-    strategy: StrategyEntry,
+    spec: StrategySpec,
     budget: BudgetSpec,
     seed: int,
     related: list[dict[str, Any]],
-) -> Cell:
-    cls = STRATEGIES.get(strategy.name)
-    params = strategy_params(strategy)
-    identity: dict[str, Any] = {
-        "source": source.fingerprint if cls.pretrained else {"arch": source.arch},
-        "target": target_fp,
-        "strategy": {"name": strategy.name, "params": params.model_dump(), "version": cls.version},
-        "budget": budget.model_dump(),
-        "seed": seed,
-        "method": METHOD_VERSION,
-    }
-    if related:  # what the other group members hold changes this cell's result
-        identity["related"] = related
-    if not cls.uses_features:
-        # how results are kept does not change them: checkpoints stay out of the key
-        identity["training"] = suite.training.model_dump(exclude={"keep_checkpoints"})
-    return Cell(
-        key=content_hash(identity, 20),
-        source=source.id if cls.pretrained else scratch_label(source.arch),
-        source_id=source.id,
-        target=target_id,
-        strategy=strategy.label,
-        strategy_name=strategy.name,
-        budget=budget,
-        seed=seed,
-        arch=source.arch,
-    )
+) -> list[Cell]:
+    """The transfer cell of a (source, strategy) and, where it has one, its random-init twin;
+    or the baseline cell of the source's architecture."""
+    roles = [BASELINE] if spec.is_baseline else [TRANSFER]
+    if spec.has_random_init_twin:
+        roles.append(RANDOM_INIT)
+    out = []
+    for role in roles:
+        identity: dict[str, Any] = {
+            "source": source.fingerprint if role == TRANSFER else {"arch": source.arch},
+            "role": role,
+            "target": _target_content(study, target_id, seed),
+            "strategy": spec.identity(),
+            "protocol": {"validation": study.suite.validation},
+            "budget": budget.model_dump(),
+            "seed": seed,
+            "method": METHOD_VERSION,
+        }
+        if not spec.trainable:
+            identity["protocol"]["cv_folds"] = spec.training.cv_folds
+        if related:  # what the other group members hold changes this cell's result
+            identity["related"] = related
+        out.append(
+            Cell(
+                key=content_hash(identity, 20),
+                source=source.id if role == TRANSFER else random_init_label(source.arch),
+                source_id=source.id,
+                target=target_id,
+                strategy=spec.label,
+                strategy_name=spec.name,
+                budget=budget,
+                seed=seed,
+                arch=source.arch,
+                role=role,
+            )
+        )
+    return out

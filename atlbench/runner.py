@@ -1,7 +1,9 @@
-"""Running one cell (or one estimator pair) from its description; returns records, writes nothing.
+"""Running one cell (or one estimator task) from its description; returns records, writes nothing.
 
 This is what every executor calls, in-process or on a remote worker. Only the driver writes the
-store, so a worker's crash can lose at most the cell in flight.
+store, so a worker's crash can lose at most the cell in flight. The runner is also where labels
+are guarded: a strategy gets a copy of the task with every label it may not read hidden, and the
+runner alone scores the test predictions.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import numpy as np
 import torch
 
 from atlbench import __version__
-from atlbench.budgets import select_budget
+from atlbench.budgets import holdout_split, select_budget, stratified_folds
+from atlbench.cache import content_hash
 from atlbench.features import FeatureCache
 from atlbench.plan import Cell, EstimateTask
-from atlbench.sources import Encoder, Source, resolve_source
-from atlbench.strategies import STRATEGIES, CellContext, strategy_params
-from atlbench.suite import Suite
-from atlbench.targets import load_target
+from atlbench.protocol import TrainingConfig
+from atlbench.registry import ESTIMATORS
+from atlbench.sources.base import Encoder, Source
+from atlbench.strategies.base import CellContext, Selection, StrategySpec
+from atlbench.study import Study
+from atlbench.targets.base import TaskData
 from atlbench.timing import device_label
 
 Progress = Callable[[str], None]
@@ -48,44 +53,74 @@ class EncoderCache:
         self._key: str | None = None
         self._state: dict[str, torch.Tensor] | None = None
         self._encoder: Encoder | None = None
+        self.builds = 0  # how often a pre-trained encoder had to be built (cache misses)
 
     def build(self, source: Source, pretrained: bool) -> Encoder:
         if not pretrained:
             return source.build(False)
         key = repr(source.fingerprint)
         if key != self._key or self._encoder is None or self._state is None:
+            self._encoder = None
             self._encoder = source.build(True)
             self._state = {k: v.clone() for k, v in self._encoder.state_dict().items()}
             self._key = key
+            self.builds += 1
         else:
             self._encoder.load_state_dict(self._state)
         return self._encoder
 
 
+def make_selection(
+    labels: np.ndarray, budget_idx: np.ndarray, budgeted: bool, cfg: TrainingConfig,
+    seed: int, trainable: bool,
+) -> Selection:  # fmt: skip
+    """How a cell selects: a hold-out (trainable) or k folds (frozen) inside the budget, or the
+    target's validation split (``validation: full``)."""
+    empty = np.zeros(0, dtype=np.int64)
+    if not budgeted:
+        return Selection(False, budget_idx, empty, retrain=False)
+    y = labels[budget_idx]
+    if trainable:
+        fit_pos, val_pos = holdout_split(y, cfg.holdout, seed)
+        return Selection(True, budget_idx[fit_pos], budget_idx[val_pos], retrain=cfg.retrain)
+    folds = stratified_folds(y, cfg.cv_folds, seed)
+    return Selection(True, budget_idx, empty, folds=tuple(folds))
+
+
+def selection_summary(sel: Selection, n_budget: int) -> dict[str, Any]:
+    """How many labels fitted and how many validated (the leaderboard shows both)."""
+    if not sel.budgeted:
+        return {"selection": "validation split", "n_fit": n_budget, "n_val": 0}
+    if sel.folds:
+        return {"selection": f"{len(sel.folds)}-fold CV", "n_fit": n_budget, "n_val": n_budget}
+    return {"selection": "hold-out", "n_fit": len(sel.fit_idx), "n_val": len(sel.val_idx)}
+
+
 class Worker:
     """Per-process caches (features, encoders) shared by the cells this process runs."""
 
-    def __init__(self, suite: Suite, device: torch.device) -> None:
-        self.suite = suite
+    def __init__(self, study: Study, device: torch.device) -> None:
+        self.study = study
         self.device = device
         self.features = FeatureCache(device)
         self.encoders = EncoderCache()
-        self.sources: dict[str, Source] = {}
 
-    def source(self, source_id: str) -> Source:
-        if source_id not in self.sources:
-            self.sources[source_id] = resolve_source(
-                self.suite.source(source_id), self.suite.trust_remote_code
-            )
-        return self.sources[source_id]
+    def task(self, target_id: str, seed: int) -> TaskData:
+        split_seed = seed if self.study.suite.resample_splits else None
+        return self.study.target(target_id).load(split_seed)
 
     def run_cell(
         self, cell: Cell, progress: Progress = lambda m: None, checkpoint_root: Any = None
-    ) -> tuple[dict[str, Any], list[int] | None]:
-        """Run a cell; failures become a record with the error and traceback."""
+    ) -> tuple[dict[str, Any], dict[str, list[int]] | None]:
+        """Run a cell; failures become a record with the error and traceback.
+
+        Besides the record it returns the test predictions with the true labels
+        (``{"pred": [...], "true": [...]}``): per-example correctness is what lets intervals cover
+        the test set, and what paired comparisons pair.
+        """
         started = time.perf_counter()
         base = cell_identity(cell) | {
-            "suite": self.suite.name,
+            "suite": self.study.name,
             "device": device_label(self.device),
             "dtype": "bfloat16" if self.device.type == "cuda" else "float32",
             "versions": package_versions(),
@@ -108,146 +143,180 @@ class Worker:
             "wall_time_s": time.perf_counter() - started,
         }, preds
 
-    def _run(
-        self, cell: Cell, progress: Progress, checkpoint_root: Any
-    ) -> tuple[dict[str, Any], list[int]]:
-        from sklearn.metrics import f1_score
-
-        source = self.source(cell.source_id)
-        task = load_target(self.suite.target(cell.target))
-        strategy_entry = next(s for s in self.suite.strategies if s.label == cell.strategy)
-        strategy = STRATEGIES.get(cell.strategy_name)()
-        train_idx = select_budget(task.train.labels, cell.budget, cell.seed, f"{cell.target}: ")
-        params = strategy_params(strategy_entry)
-        related = {
-            tid: load_target(self.suite.target(tid))
-            for tid in type(strategy).target_group(params)
-            if tid != cell.target
-        }
-        feature_seconds = 0.0
+    def _context(
+        self,
+        cell: Cell,
+        spec: StrategySpec,
+        task: TaskData,
+        progress: Progress,
+        checkpoint_root: Any,
+    ) -> tuple[CellContext, list[float]]:
+        source = self.study.source(cell.source_id)
+        budget_idx = select_budget(task.train.labels, cell.budget, cell.seed, f"{cell.target}: ")
+        selection = make_selection(
+            task.train.labels, budget_idx, self.study.budgeted, spec.training, cell.seed,
+            spec.trainable,
+        )  # fmt: skip
+        masked = task.masked(budget_idx, keep_val_labels=not self.study.budgeted)
+        feature_seconds: list[float] = []
+        init_seed = None if cell.pretrained else cell.seed
 
         def features(split: str) -> np.ndarray:
-            nonlocal feature_seconds
-            fs = self.features.get(source, task, split)
-            feature_seconds += fs.seconds
+            fs = self.features.get(source, masked, split, init_seed=init_seed)
+            feature_seconds.append(fs.seconds)
             return fs.features
 
         checkpoint_dir = None
-        if checkpoint_root is not None and self.suite.training.keep_checkpoints:
+        # cka: true implies kept checkpoints (the layer study reads them); keys are unchanged
+        keep = spec.training.keep_checkpoints or self.study.suite.cka
+        if checkpoint_root is not None and keep and spec.saves_checkpoint:
             checkpoint_dir = checkpoint_root / cell.key
-        torch.manual_seed(cell.seed)
+        related = {tid: self.task(tid, cell.seed) for tid in spec.group if tid != cell.target}
         ctx = CellContext(
-            source=source,
-            task=task,
-            train_idx=train_idx,
-            seed=cell.seed,
-            device=self.device,
-            training=self.suite.training,
-            params=params,
-            features=features,
+            source=source, task=masked, budget_idx=budget_idx, selection=selection,
+            seed=cell.seed, device=self.device, training=spec.training, search=spec.search,
+            params=spec.params, pretrained=cell.pretrained, features=features,
             build_encoder=lambda pretrained: self.encoders.build(source, pretrained),
-            progress=progress,
-            budget=cell.budget,
-            checkpoint_dir=checkpoint_dir,
-            related=related,
-        )
-        outcome = strategy.run(ctx)
+            progress=progress, budget=cell.budget, checkpoint_dir=checkpoint_dir, related=related,
+        )  # fmt: skip
+        return ctx, feature_seconds
+
+    def _run(
+        self, cell: Cell, progress: Progress, checkpoint_root: Any
+    ) -> tuple[dict[str, Any], dict[str, list[int]]]:
+        from sklearn.metrics import f1_score
+
+        spec = self.study.strategy(cell.strategy)
+        task = self.task(cell.target, cell.seed)
+        ctx, feature_seconds = self._context(cell, spec, task, progress, checkpoint_root)
+        torch.manual_seed(cell.seed)
+        t0 = time.perf_counter()
+        outcome = spec.make().run(ctx)
+        strategy_seconds = time.perf_counter() - t0
         y_true = task.test.labels
         pred = np.asarray(outcome.test_pred, dtype=np.int64)
+        f1 = f1_score(
+            y_true, pred, average="macro", labels=np.arange(task.num_classes), zero_division=0
+        )
+        # features are charged at their original extraction cost, cached or not, so a cell's
+        # cost does not depend on cache history
+        feature_time = float(sum(feature_seconds))
         record = {
-            "n_train": len(train_idx),
+            "n_train": len(ctx.budget_idx),
+            **selection_summary(ctx.selection, len(ctx.budget_idx)),
             "n_test": len(y_true),
             "num_classes": task.num_classes,
             "test_acc": float((pred == y_true).mean()),
-            "test_macro_f1": float(
-                f1_score(
-                    y_true,
-                    pred,
-                    average="macro",
-                    labels=np.arange(task.num_classes),
-                    zero_division=0,
-                )
-            ),
+            "test_macro_f1": float(f1),
             "val_acc": outcome.val_acc,
             "trainable_params": outcome.trainable_params,
             "total_params": outcome.total_params,
+            "trains_encoder": spec.trains_encoder,
+            "validation": self.study.suite.validation,
             "hparams": outcome.hparams,
-            "grid": outcome.grid,
-            "feature_time_s": feature_seconds,
+            "trials": outcome.trials,
+            "n_trials": len(outcome.trials) if spec.trainable else 0,
+            "feature_time_s": feature_time,
+            "cost_s": strategy_seconds + feature_time,
+            "edge_flags": outcome.extra.pop("edge_flags", []),
             **outcome.timing,
             **{f"extra_{k}": v for k, v in outcome.extra.items()},
         }
-        return record, pred.tolist()
+        return record, {"pred": pred.tolist(), "true": y_true.astype(int).tolist()}
 
+    # -- estimators -----------------------------------------------------------------------------
     def run_estimates(self, task_: EstimateTask) -> list[dict[str, Any]]:
-        """Every estimator of a (source, target) pair on the cached train features."""
-        from atlbench.estimators import ESTIMATORS
+        """Every estimator of every source on the task's labelled subset of the target."""
+        seed = task_.seed if task_.seed is not None else 0
+        task = self.task(task_.target, seed)
+        labels = task.train.labels
+        idx = np.arange(len(labels))
+        if task_.budget is not None:
+            idx = select_budget(labels, task_.budget, seed, f"{task_.target}: ")
+        rows: list[dict[str, Any]] = []
+        features: dict[str, np.ndarray] = {}
+        for source_id in task_.sources:
+            source = self.study.source(source_id)
+            source_rows, feats = self._source_estimates(task_, source, task, idx)
+            rows += source_rows
+            if feats is not None:
+                features[source_id] = feats
+        rows += self._set_estimates(task_, features, labels[idx])
+        return rows
 
-        source = self.source(task_.source)
-        task = load_target(self.suite.target(task_.target))
-        rows = []
+    def _source_estimates(
+        self, task_: EstimateTask, source: Source, task: TaskData, idx: np.ndarray
+    ) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+        row = _row_factory(task_, source)
         try:
             fs = self.features.get(source, task, "train")
         except Exception as err:
+            names = [n for n in task_.estimators if not ESTIMATORS.get(n).set_level]
             return [
-                _estimate_row(task_, name, status="failed", error=f"{type(err).__name__}: {err}")
-                for name in task_.estimators
-            ]
+                row(n, status="failed", error=f"{type(err).__name__}: {err}") for n in names
+            ], None
+        y = task.train.labels[idx]
+        rows = []
         for name in task_.estimators:
-            spec = ESTIMATORS[name]
+            spec = ESTIMATORS.get(name)
+            if spec.set_level:
+                continue
             data = fs.features if spec.input == "features" else fs.probs
             if data is None:
-                rows.append(
-                    _estimate_row(
-                        task_, name, status="skipped", error="source has no classifier head"
-                    )
-                )
+                rows.append(row(name, status="skipped", error="source has no classifier head"))
                 continue
             t0 = time.perf_counter()
             try:
-                score = float(spec.fn(data, task.train.labels))
+                score = float(spec.fn(data[idx], y))
             except Exception as err:
-                rows.append(
-                    _estimate_row(
-                        task_, name, status="failed", error=f"{type(err).__name__}: {err}"
-                    )
-                )
+                rows.append(row(name, status="failed", error=f"{type(err).__name__}: {err}"))
                 continue
+            extra = {"feature_time_s": fs.seconds, "n": len(idx), "dim": data.shape[1]}
             rows.append(
-                _estimate_row(
-                    task_,
-                    name,
-                    status="done",
-                    score=score,
-                    time_s=time.perf_counter() - t0,
-                    extra={"feature_time_s": fs.seconds, "n": len(data), "dim": data.shape[1]},
-                )
+                row(name, status="done", score=score, time_s=time.perf_counter() - t0, extra=extra)
             )
-        return rows + self._baselines(task_, source)
+        return rows + self._baselines(row, source), fs.features[idx]
 
-    def _baselines(self, task_: EstimateTask, source: Source) -> list[dict[str, Any]]:
+    def _set_estimates(
+        self, task_: EstimateTask, features: dict[str, np.ndarray], labels: np.ndarray
+    ) -> list[dict[str, Any]]:
+        """Estimators normalised over the candidate set: one call scores every source."""
+        rows = []
+        ids = list(features)
+        for name in task_.estimators:
+            spec = ESTIMATORS.get(name)
+            if not spec.set_level or not ids:
+                continue
+            t0 = time.perf_counter()
+            try:
+                scores = list(spec.fn([features[i] for i in ids], labels))
+                status, error = "done", None
+            except Exception as err:
+                scores, status, error = [None] * len(ids), "failed", f"{type(err).__name__}: {err}"
+            seconds = (time.perf_counter() - t0) / len(ids)
+            for source_id, score in zip(ids, scores, strict=True):
+                row = _row_factory(task_, self.study.source(source_id))
+                extra = {"set_level": True, "candidates": len(ids)}
+                value = None if score is None else float(score)
+                rows.append(
+                    row(name, status=status, score=value, time_s=seconds, error=error, extra=extra)
+                )
+        return rows
+
+    def _baselines(
+        self, row: Callable[..., dict[str, Any]], source: Source
+    ) -> list[dict[str, Any]]:
         """Dataset-agnostic baselines: published comparisons find they beat most estimators."""
         try:
             encoder = self.encoders.build(source, True)
         except Exception as err:  # like every estimator, a failure is a row, never a crash
-            return [
-                _estimate_row(
-                    task_, "baseline_params", status="failed", error=f"{type(err).__name__}: {err}"
-                )
-            ]
+            return [row("baseline_params", status="failed", error=f"{type(err).__name__}: {err}")]
         rows = [
-            _estimate_row(
-                task_,
-                "baseline_params",
-                status="done",
-                time_s=0.0,
-                score=float(sum(p.numel() for p in encoder.parameters())),
-            )
+            row("baseline_params", status="done", time_s=0.0, score=float(backbone_params(encoder)))
         ]
         if source.reported_accuracy is not None:
             rows.append(
-                _estimate_row(
-                    task_,
+                row(
                     "baseline_reported_acc",
                     status="done",
                     time_s=0.0,
@@ -257,13 +326,27 @@ class Worker:
         return rows
 
 
-def _estimate_row(task: EstimateTask, name: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "key": task.key,
-        "estimator": name,
-        "source": task.source,
-        "target": task.target,
-    } | fields
+def backbone_params(encoder: Encoder) -> int:
+    """Parameters of the backbone alone: the source's own classifier head is not counted, so
+    the same backbone scores the same whatever its pre-training task's class count."""
+    head = encoder.source_head()
+    skip = {id(p) for p in head.parameters()} if head is not None else set()
+    return sum(p.numel() for p in encoder.parameters() if id(p) not in skip)
+
+
+def _row_factory(task: EstimateTask, source: Source) -> Callable[..., dict[str, Any]]:
+    def row(name: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "key": task.key,
+            "estimator": name,
+            "source": source.id,
+            "source_key": content_hash(source.fingerprint),
+            "target": task.target,
+            "budget": task.budget.label if task.budget is not None else "all",
+            "seed": task.seed,
+        } | fields
+
+    return row
 
 
 def cell_identity(cell: Cell) -> dict[str, Any]:
@@ -275,6 +358,7 @@ def cell_identity(cell: Cell) -> dict[str, Any]:
         "target": cell.target,
         "strategy": cell.strategy,
         "strategy_name": cell.strategy_name,
+        "role": cell.role,
         "budget": cell.budget.label,
         "budget_kind": cell.budget.kind,
         "budget_value": cell.budget.value,

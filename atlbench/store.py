@@ -34,18 +34,21 @@ CREATE TABLE IF NOT EXISTS plan (
     position INTEGER NOT NULL,
     cell TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS estimates (
+CREATE TABLE IF NOT EXISTS estimates_v2 (
     key TEXT NOT NULL,
     estimator TEXT NOT NULL,
+    source_key TEXT NOT NULL,
     source TEXT NOT NULL,
     target TEXT NOT NULL,
+    budget TEXT NOT NULL,
+    seed INTEGER,
     status TEXT NOT NULL,
     score REAL,
     time_s REAL,
     extra TEXT,
     error TEXT,
     updated_at REAL NOT NULL,
-    PRIMARY KEY (key, estimator)
+    PRIMARY KEY (key, estimator, source_key)
 );
 CREATE TABLE IF NOT EXISTS artifacts (
     key TEXT NOT NULL,
@@ -90,18 +93,45 @@ class SweepLock:
 
 
 class Store:
-    """Records by cell key. Reads are free; writes happen only in the sweep driver."""
+    """Records by cell key. ``Store(dir)`` opens an existing store read-only (a typo in the path is
+    a one-line error, never a new empty store); :meth:`create` opens or creates it for the sweep
+    driver, the only writer."""
 
     FILENAME = "atlbench.sqlite"
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, writable: bool = False) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / self.FILENAME
-        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(SCHEMA)
+        self.writable = writable
+        if writable:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.executescript(SCHEMA)
+            return
+        if not self.path.is_file():
+            raise AtlbenchError(
+                f"{self.directory}: no results store here (run `atlbench sweep` first)"
+            )
+        uri = f"file:{self.path.resolve()}?mode=ro"
+        self.conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        try:
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError:
+            self.conn.close()
+            raise AtlbenchError(f"{self.path}: not an atlbench results store") from None
+        if "estimates_v2" not in tables:
+            self.conn.close()
+            raise AtlbenchError(
+                f"{self.path}: written by an older atlbench; re-run the sweep into a new "
+                "--results-dir"
+            )
+
+    @classmethod
+    def create(cls, directory: str | Path) -> Store:
+        """Open for writing, creating the directory and database if needed (the driver only)."""
+        return cls(directory, writable=True)
 
     def close(self) -> None:
         self.conn.close()
@@ -118,8 +148,9 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(sql, rows)
 
-    def put_cell(self, record: dict[str, Any], predictions: list[int] | None = None) -> None:
-        """Insert or replace one cell's record atomically."""
+    def put_cell(self, record: dict[str, Any], predictions: Any = None) -> None:
+        """Insert or replace one cell's record atomically; ``predictions`` is the runner's
+        ``{"pred": [...], "true": [...]}`` (a bare list of predictions is accepted too)."""
         self._tx(
             "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
@@ -137,13 +168,16 @@ class Store:
 
     def put_estimates(self, rows: list[dict[str, Any]]) -> None:
         self._tx(
-            "INSERT OR REPLACE INTO estimates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO estimates_v2 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     r["key"],
                     r["estimator"],
+                    r.get("source_key", r["source"]),
                     r["source"],
                     r["target"],
+                    r.get("budget", "all"),
+                    r.get("seed"),
                     r["status"],
                     r.get("score"),
                     r.get("time_s"),
@@ -183,7 +217,10 @@ class Store:
         return json.loads(row[0]) if row else default
 
     def estimate_keys(self) -> set[tuple[str, str]]:
-        rows = self.conn.execute("SELECT key, estimator FROM estimates WHERE status = 'done'")
+        """(task key, estimator) pairs with a finished row (done, or skipped for a reason)."""
+        rows = self.conn.execute(
+            "SELECT key, estimator FROM estimates_v2 WHERE status IN ('done', 'skipped')"
+        )
         return set(rows.fetchall())
 
     def records(self, plan_only: bool = True) -> pd.DataFrame:
@@ -202,14 +239,38 @@ class Store:
         return pd.DataFrame(rows)
 
     def predictions(self, key: str) -> list[int] | None:
+        """A cell's test predictions, in test-split order."""
+        payload = self._predictions(key)
+        if payload is None:
+            return None
+        return payload["pred"] if isinstance(payload, dict) else payload
+
+    def _predictions(self, key: str) -> Any:
         row = self.conn.execute("SELECT predictions FROM cells WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row and row[0] else None
 
+    def correctness(self) -> dict[str, Any]:
+        """Per finished cell of the plan: a boolean array, one entry per test example."""
+        import numpy as np
+
+        out = {}
+        sql = (
+            "SELECT c.key, c.predictions FROM cells c JOIN plan p ON p.key = c.key "
+            "WHERE c.status = 'done' AND c.predictions IS NOT NULL"
+        )
+        for key, raw in self.conn.execute(sql):
+            payload = json.loads(raw)
+            if isinstance(payload, dict) and "true" in payload:
+                out[key] = np.asarray(payload["pred"]) == np.asarray(payload["true"])
+        return out
+
     def estimates(self) -> pd.DataFrame:
         frame = pd.read_sql_query(
-            "SELECT key, estimator, source, target, status, score, time_s, error FROM estimates",
+            "SELECT key, estimator, source_key, source, target, budget, seed, status, score, "
+            "time_s, extra, error FROM estimates_v2",
             self.conn,
         )
+        frame["extra"] = [json.loads(e) if e else {} for e in frame["extra"]]
         return frame
 
     def artifacts(self, kind: str) -> list[dict[str, Any]]:

@@ -1,187 +1,123 @@
-"""Suite files: the pydantic schema of a study, loading, and one-line validation errors.
+"""Suite files: the schema of a study, assembled from the registries, and one-line errors.
 
-A suite is validated once, at the edge; everything downstream trusts it. Errors name the file, the
-field path (``sources[2].timm.arch``) and, where possible, the fix.
+Every source kind, target kind and strategy registers its own params model; the suite schema is a
+discriminated union of them, built here from :mod:`atlbench.registry` without importing any
+family (the built-in ones are registered by :mod:`atlbench.components`, which
+:func:`atlbench.study.load_study` imports). A suite is validated once, at the edge; errors name
+the file, the field path (``sources[2].timm.arch``) and, where possible, the fix.
 """
 
 from __future__ import annotations
 
-import math
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from atlbench.budgets import BudgetSpec
 from atlbench.errors import SuiteError
-from atlbench.registry import suggest
+from atlbench.protocol import SHARED_ONLY, Dimension, Strict, TrainingConfig
+from atlbench.registry import SOURCE_KINDS, STRATEGIES, TARGET_KINDS, Registry, suggest
+from atlbench.validation import first_error, one_line
 
-SOURCE_KINDS = ("zoo", "timm", "hf", "checkpoint")
-TARGET_KINDS = ("builtin", "folder", "csv", "hf_dataset")
-
-
-class Strict(BaseModel):
-    """Base for every suite section: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrainingConfig(Strict):
-    """The shared training budget: every trainable strategy, scratch included, gets the same."""
-
-    max_epochs: int = Field(60, ge=1, le=10_000)
-    patience: int = Field(8, ge=1)
-    batch_size: int = Field(32, ge=1)
-    min_epoch_samples: int = Field(256, ge=0)
-    lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: int = Field(1, ge=0)
-    grad_clip: float | None = 1.0
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    keep_checkpoints: bool = False
-    compile: bool = False
-
-    @field_validator("lr_grid")
-    @classmethod
-    def _positive_lrs(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value:
-            raise ValueError("needs at least one learning rate")
-        if any(not (lr > 0 and math.isfinite(lr)) for lr in value):
-            raise ValueError("learning rates must be positive finite numbers")
-        return value
-
-
-class BudgetSpec(Strict):
-    """A label budget: ``per_class`` examples of each class, or a ``fraction`` of the train set."""
-
-    per_class: int | None = Field(None, ge=1)
-    fraction: float | None = Field(None, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> BudgetSpec:
-        if (self.per_class is None) == (self.fraction is None):
-            raise ValueError("give exactly one of 'per_class' (examples per class) or 'fraction'")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return "per_class" if self.per_class is not None else "fraction"
-
-    @property
-    def value(self) -> float:
-        return float(self.per_class if self.per_class is not None else self.fraction)  # type: ignore[arg-type]
-
-    @property
-    def label(self) -> str:
-        if self.per_class is not None:
-            return f"{self.per_class}/class"
-        return f"{self.fraction * 100:g}%"  # type: ignore[operator]
+ENTRY_KEYS = {"name", "id", "search", "training"}  # strategy-entry keys that are not params
 
 
 class SourceEntry(Strict):
-    """One source model: an ``id`` plus exactly one kind (zoo, timm, hf, checkpoint)."""
+    """Fields every source entry has besides its one kind (``timm: {...}`` etc.)."""
 
     id: str = Field(min_length=1, max_length=120)
-    zoo: dict[str, Any] | None = None
-    timm: dict[str, Any] | None = None
-    hf: dict[str, Any] | None = None
-    checkpoint: dict[str, Any] | None = None
     reported_accuracy: float | None = Field(
         None, description="the source model's own published accuracy (an estimator baseline)"
     )
 
-    @model_validator(mode="after")
-    def _one_kind(self) -> SourceEntry:
-        given = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"source {self.id!r} needs exactly one of {', '.join(SOURCE_KINDS)} "
-                f"(got {', '.join(given) or 'none'})"
-            )
-        return self
-
     @property
     def kind(self) -> str:
-        return next(k for k in SOURCE_KINDS if getattr(self, k) is not None)
+        return next(k for k in SOURCE_KINDS if getattr(self, k, None) is not None)
 
     @property
-    def params(self) -> dict[str, Any]:
-        return dict(getattr(self, self.kind))
+    def params(self) -> Any:
+        return getattr(self, self.kind)
 
 
 class TargetEntry(Strict):
-    """One target task: an ``id`` plus exactly one kind (builtin, folder, csv, hf_dataset)."""
+    """Fields every target entry has besides its one kind (``builtin: {...}`` etc.)."""
 
     id: str = Field(min_length=1, max_length=120)
-    builtin: dict[str, Any] | None = None
-    folder: dict[str, Any] | None = None
-    csv: dict[str, Any] | None = None
-    hf_dataset: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> TargetEntry:
-        given = [k for k in TARGET_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"target {self.id!r} needs exactly one of {', '.join(TARGET_KINDS)} "
-                f"(got {', '.join(given) or 'none'})"
-            )
-        return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in TARGET_KINDS if getattr(self, k) is not None)
+        return next(k for k in TARGET_KINDS if getattr(self, k, None) is not None)
 
     @property
-    def params(self) -> dict[str, Any]:
-        return dict(getattr(self, self.kind))
+    def params(self) -> Any:
+        return getattr(self, self.kind)
 
 
 class StrategyEntry(Strict):
-    """An adaptation strategy by registered ``name``; ``id`` defaults to the name."""
+    """A strategy by registered ``name``; ``id`` defaults to the name. Its own parameters sit
+    beside these keys in the suite (``{name: finetune, layers: 2}``)."""
 
-    name: str
-    id: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = Field(None, min_length=1, max_length=120)
+    search: dict[str, Dimension] | None = None
+    training: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
-        return self.id or self.name
+        return self.id or self.name  # type: ignore[attr-defined]
+
+    @field_validator("training")
+    @classmethod
+    def _own_training(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        shared = sorted(set(value) & set(SHARED_ONLY))
+        if shared:
+            raise ValueError(
+                f"{shared[0]!r} is the same for every strategy by construction; set it in the "
+                "suite's training section"
+            )
+        unknown = sorted(set(value) - set(TrainingConfig.model_fields))
+        if unknown:
+            hint = suggest(unknown[0], TrainingConfig.model_fields)
+            raise ValueError(f"unknown training key {unknown[0]!r}{hint}")
+        return value
 
 
-class Suite(Strict):
+class SuiteBase(Strict):
     """A whole study: the grid of sources x targets x strategies x budgets x seeds."""
 
     name: str = Field(min_length=1, max_length=80)
     description: str = ""
     seeds: tuple[int, ...] = (0, 1, 2)
     device: str = "auto"
-    sources: tuple[SourceEntry, ...]
-    targets: tuple[TargetEntry, ...]
-    strategies: tuple[StrategyEntry, ...]
     budgets: tuple[BudgetSpec, ...] = (BudgetSpec(fraction=1.0),)
     estimators: tuple[str, ...] = ("logme",)
     training: TrainingConfig = TrainingConfig()
+    # "budgeted": select inside the label budget and retrain on all of it (realistic few-shot);
+    # "full": select on the target's whole validation split (optimistic, labelled so).
+    validation: Literal["budgeted", "full"] = "budgeted"
+    # draw the train/val/test split of file and built-in targets from each cell's seed, so
+    # intervals also cover split variance (Bouthillier et al. 2021); off: one fixed split
+    resample_splits: bool = False
+    equivalence_margin: float | None = Field(None, gt=0, lt=1)
+    correction: Literal["holm", "bh"] = "holm"
+    # what estimators are validated against: a strategy id, or "finetune" (the best-scoring
+    # strategy registered as finetune)
+    truth: str = "finetune"
     cka: bool = False
     trust_remote_code: bool = False
-
-    @field_validator("strategies", mode="before")
-    @classmethod
-    def _strategy_shorthand(cls, value: Any) -> Any:
-        """Allow ``- linear_probe`` and ``- {name: finetune, lr_mult: 0.1}`` alike."""
-        if not isinstance(value, list | tuple):
-            return value
-        out = []
-        for item in value:
-            if isinstance(item, str):
-                out.append({"name": item})
-            elif isinstance(item, dict) and "name" in item:
-                known = {"name", "id"}
-                params = {k: v for k, v in item.items() if k not in known}
-                out.append({k: item[k] for k in known if k in item} | {"params": params})
-            else:
-                out.append(item)
-        return out
 
     @field_validator("seeds")
     @classmethod
@@ -199,17 +135,6 @@ class Suite(Strict):
             raise ValueError("use 'auto', 'cpu' or 'cuda[:N]'")
         return value
 
-    @field_validator("sources", "targets", "strategies")
-    @classmethod
-    def _non_empty_unique(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not value:
-            raise ValueError("the grid is empty: give at least one entry")
-        ids = [getattr(v, "label", None) or v.id for v in value]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"duplicate id(s) {', '.join(map(repr, dupes))}: ids must be unique")
-        return value
-
     @field_validator("budgets")
     @classmethod
     def _budgets_unique(cls, value: tuple[BudgetSpec, ...]) -> tuple[BudgetSpec, ...]:
@@ -220,95 +145,214 @@ class Suite(Strict):
             raise ValueError("duplicate label budgets")
         return value
 
-    def source(self, source_id: str) -> SourceEntry:
-        return next(s for s in self.sources if s.id == source_id)
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SuiteBase:
+        for section in ("sources", "targets", "strategies"):
+            entries = getattr(self, section, ())
+            if not entries:
+                raise ValueError(f"{section}: the grid is empty: give at least one entry")
+            ids = [getattr(e, "label", None) or e.id for e in entries]
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(
+                    f"{section}: duplicate id(s) {', '.join(map(repr, dupes))}: ids must be unique"
+                )
+        return self
 
-    def target(self, target_id: str) -> TargetEntry:
-        return next(t for t in self.targets if t.id == target_id)
+    def source(self, source_id: str) -> Any:
+        return next(s for s in self.sources if s.id == source_id)  # type: ignore[attr-defined]
+
+    def target(self, target_id: str) -> Any:
+        return next(t for t in self.targets if t.id == target_id)  # type: ignore[attr-defined]
 
 
-def format_loc(loc: tuple[Any, ...]) -> str:
-    """``('sources', 2, 'timm', 'arch')`` -> ``sources[2].timm.arch``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
+# -- the schema, from the registries ------------------------------------------------------------
+
+
+def _kind_of(registry: Registry[Any]) -> Any:
+    def discriminate(value: Any) -> str | None:
+        if isinstance(value, dict):
+            given = [k for k in registry if k in value]
         else:
-            out += ("." if out else "") + str(part)
-    return out
+            given = [k for k in registry if getattr(value, k, None) is not None]
+        return given[0] if len(given) == 1 else None
+
+    return discriminate
 
 
-def _first_error(err: ValidationError) -> tuple[str, str]:
-    first = err.errors(include_url=False)[0]
-    loc = tuple(p for p in first["loc"] if p not in ("function-after", "function-before"))
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        parent = loc[:-1]
-        allowed = _allowed_keys(parent)
-        message = f"unknown key {loc[-1]!r}{suggest(str(loc[-1]), allowed) if allowed else ''}"
-    elif first["type"] == "missing":
-        message = "missing required field"
-    return format_loc(loc), message
+def _name_of(value: Any) -> str | None:
+    return value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
 
 
-def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
-    """The keys a section accepts, for 'did you mean' hints on typos."""
-    sections: dict[str, type[BaseModel]] = {
-        "sources": SourceEntry,
-        "targets": TargetEntry,
-        "strategies": StrategyEntry,
-        "budgets": BudgetSpec,
-        "training": TrainingConfig,
-    }
-    if not parent:
-        return list(Suite.model_fields)
-    model = sections.get(str(parent[0]))
-    return list(model.model_fields) if model else []
+def _strategy_entry(name: str, cls: Any) -> type[BaseModel]:
+    clash = ENTRY_KEYS & set(cls.Params.model_fields)
+    if clash:
+        raise ValueError(f"strategy {name!r}: params may not be called {sorted(clash)}")
+    return create_model(
+        f"{name}_strategy",
+        __base__=(StrategyEntry, cls.Params),
+        name=(Literal[name], ...),  # type: ignore[valid-type]
+    )
 
 
-def parse_suite(data: Any, origin: str = "<suite>") -> Suite:
-    """Validate a loaded YAML mapping; raise :class:`SuiteError` with one clear line."""
+def _union(members: dict[str, type[BaseModel]], discriminator: Any) -> Any:
+    tagged = tuple(Annotated[model, Tag(tag)] for tag, model in members.items())
+    return Annotated[Union[tagged], Discriminator(discriminator)]  # noqa: UP007
+
+
+_SCHEMA: dict[tuple[Any, ...], type[SuiteBase]] = {}
+
+
+def suite_schema() -> type[SuiteBase]:
+    """The ``Suite`` model for what is registered now (rebuilt when a plug-in registers)."""
+    state = tuple(
+        (name, id(obj))
+        for reg in (SOURCE_KINDS, TARGET_KINDS, STRATEGIES)
+        for name, obj in reg.items()
+    )
+    if state not in _SCHEMA:
+        sources = {
+            k: create_model(f"{k}_source", __base__=SourceEntry, **{k: (kind.Params, ...)})
+            for k, kind in SOURCE_KINDS.items()
+        }
+        targets = {
+            k: create_model(f"{k}_target", __base__=TargetEntry, **{k: (kind.Params, ...)})
+            for k, kind in TARGET_KINDS.items()
+        }
+        strategies = {k: _strategy_entry(k, cls) for k, cls in STRATEGIES.items()}
+        _SCHEMA.clear()
+        _SCHEMA[state] = create_model(
+            "Suite",
+            __base__=SuiteBase,
+            sources=(tuple[_union(sources, _kind_of(SOURCE_KINDS)), ...], ...),
+            targets=(tuple[_union(targets, _kind_of(TARGET_KINDS)), ...], ...),
+            strategies=(tuple[_union(strategies, _name_of), ...], ...),
+        )
+    return _SCHEMA[state]
+
+
+Suite = SuiteBase  # the type callers annotate with; instances come from ``suite_schema()``
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    """The concrete types inside Optional/Union/Annotated wrappers."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(get_args(tp)[0])
+    if origin is Union or isinstance(tp, types.UnionType):
+        return [t for a in get_args(tp) for t in _unwrap(a)]
+    return [tp]
+
+
+def _tagged(tp: Any, tag: str) -> Any:
+    """The member of a tagged union whose tag is ``tag`` (None when ``tp`` is not one)."""
+    if get_origin(tp) is not Annotated:
+        return None
+    for member in get_args(get_args(tp)[0]):
+        if any(isinstance(m, Tag) and m.tag == tag for m in getattr(member, "__metadata__", ())):
+            return get_args(member)[0]
+    return None
+
+
+def _step(tp: Any, part: Any) -> Any:
+    """The type found at ``part`` (a field name, a list index or a union tag) inside ``tp``."""
+    if isinstance(part, str) and (member := _tagged(tp, part)) is not None:
+        return member
+    for candidate in _unwrap(tp):
+        if isinstance(part, int) and get_origin(candidate) in (tuple, list):
+            return get_args(candidate)[0]
+        is_model = isinstance(candidate, type) and issubclass(candidate, BaseModel)
+        if is_model and isinstance(part, str) and part in candidate.model_fields:
+            return candidate.model_fields[part].annotation
+    return None
+
+
+def _allowed_keys(schema: type[BaseModel], parent: tuple[Any, ...]) -> list[str]:
+    """The keys the section at raw location ``parent`` accepts (for 'did you mean' hints)."""
+    current: Any = schema
+    for part in parent:
+        current = _step(current, part)
+        if current is None:
+            return []
+    models = [t for t in _unwrap(current) if isinstance(t, type) and issubclass(t, BaseModel)]
+    return [k for k in models[0].model_fields if k != "name"] if models else []
+
+
+def _entry_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the union tag pydantic puts after ``sources[i]``: for sources and targets it
+    repeats the kind's key (``sources[2].timm.arch``), for strategies it is the name."""
+    if len(loc) > 2 and loc[0] in ("sources", "targets", "strategies") and isinstance(loc[1], int):
+        return loc[:2] + loc[3:]
+    return loc
+
+
+def _precheck(data: dict[str, Any], origin: str) -> None:
+    """Kinds and strategy names, with messages better than a union's 'no tag matched'."""
+    for section, registry, what in (
+        ("sources", SOURCE_KINDS, "source"),
+        ("targets", TARGET_KINDS, "target"),
+    ):
+        for i, entry in enumerate(data.get(section) or ()):
+            if not isinstance(entry, dict):
+                continue
+            given = [k for k in entry if k in registry]
+            if len(given) != 1:
+                kinds = ", ".join(registry.names())
+                raise SuiteError(
+                    f"{origin}: {section}[{i}]: {what} {entry.get('id')!r} needs exactly one of "
+                    f"{kinds} (got {', '.join(given) or 'none'})"
+                )
+    for i, entry in enumerate(data.get("strategies") or ()):
+        name = (
+            entry
+            if isinstance(entry, str)
+            else entry.get("name")
+            if isinstance(entry, dict)
+            else None
+        )
+        if name is None and isinstance(entry, dict):
+            raise SuiteError(f"{origin}: strategies[{i}].name: missing required field")
+        if isinstance(name, str) and name not in STRATEGIES:
+            raise SuiteError(f"{origin}: strategies[{i}].name: {STRATEGIES.unknown_message(name)}")
+
+
+def _strategy_shorthand(data: dict[str, Any]) -> dict[str, Any]:
+    """``- linear_probe`` means ``- {name: linear_probe}``."""
+    items = data.get("strategies")
+    if isinstance(items, list | tuple):
+        data = data | {"strategies": [{"name": s} if isinstance(s, str) else s for s in items]}
+    return data
+
+
+def parse_suite(data: Any, origin: str = "<suite>") -> SuiteBase:
+    """Validate a loaded YAML mapping against the registered components; raise
+    :class:`SuiteError` with one clear line."""
     if not isinstance(data, dict):
         raise SuiteError(
             f"{origin}: a suite must be a YAML mapping with name, sources, targets, ..."
         )
+    _precheck(data, origin)
+    schema = suite_schema()
     try:
-        suite = Suite.model_validate(data)
+        suite = schema.model_validate(_strategy_shorthand(data))
     except ValidationError as err:
-        where, message = _first_error(err)
-        raise SuiteError(f"{origin}: {where}: {message}") from None
-    _validate_components(suite, origin)
+        where, message = first_error(err, lambda parent: _allowed_keys(schema, parent), _entry_loc)
+        raise SuiteError(one_line(origin, where, message)) from None
+    _check_names(suite, origin)
     return suite
 
 
-def _validate_components(suite: Suite, origin: str) -> None:
-    """Check names against the registries (sources, targets, strategies, estimators)."""
-    from atlbench.estimators import ESTIMATORS
-    from atlbench.sources import validate_source
-    from atlbench.strategies import STRATEGIES, strategy_params, validate_strategy
-    from atlbench.targets import validate_target
+def _check_names(suite: Any, origin: str) -> None:
+    """Cross-references: strategy groups name suite targets; estimators are registered."""
+    from atlbench.registry import ESTIMATORS
 
-    for i, source in enumerate(suite.sources):
-        problem = validate_source(source)
-        if problem:
-            where, message = problem
-            raise SuiteError(f"{origin}: sources[{i}].{source.kind}{where}: {message}")
-    for i, target in enumerate(suite.targets):
-        problem = validate_target(target)
-        if problem:
-            where, message = problem
-            raise SuiteError(f"{origin}: targets[{i}].{target.kind}{where}: {message}")
     target_ids = [t.id for t in suite.targets]
-    for i, strategy in enumerate(suite.strategies):
-        if strategy.name not in STRATEGIES:
-            raise SuiteError(
-                f"{origin}: strategies[{i}].name: {STRATEGIES.unknown_message(strategy.name)}"
-            )
-        problem = validate_strategy(strategy)
-        if problem:
-            raise SuiteError(f"{origin}: strategies[{i}]{problem[0]}: {problem[1]}")
-        group = STRATEGIES.get(strategy.name).target_group(strategy_params(strategy))
-        for j, tid in enumerate(group):
+    for i, entry in enumerate(suite.strategies):
+        cls = STRATEGIES.get(entry.name)
+        for j, tid in enumerate(cls.target_group(entry)):
             if tid not in target_ids:
                 raise SuiteError(
                     f"{origin}: strategies[{i}].group[{j}]: unknown target {tid!r}"
@@ -321,14 +365,14 @@ def _validate_components(suite: Suite, origin: str) -> None:
             )
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite YAML file."""
+def read_suite_file(path: str | Path) -> Any:
+    """The YAML mapping of a suite file, or a one-line :class:`SuiteError`."""
     path = Path(path)
     origin = str(path)
     if not path.exists():
         raise SuiteError(f"{origin}: no such suite file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -336,4 +380,8 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{origin}: {where}invalid YAML ({problem})") from None
     except UnicodeDecodeError:
         raise SuiteError(f"{origin}: not UTF-8 text") from None
-    return parse_suite(data, origin)
+
+
+def load_suite(path: str | Path) -> SuiteBase:
+    """Read and validate a suite YAML file (against what is registered)."""
+    return parse_suite(read_suite_file(path), str(path))

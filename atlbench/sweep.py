@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from atlbench.budgets import check_budgets
-from atlbench.cache import safe_name
+from atlbench.cache import content_hash, safe_name
+from atlbench.errors import AtlbenchError, SourceError
 from atlbench.executors.base import StopSweep
-from atlbench.layer_study import keeps_checkpoints, run_layer_study
+from atlbench.hub import hub_reachable
+from atlbench.layer_study import run_layer_study
 from atlbench.plan import Cell, EstimateTask, Plan, build_plan
 from atlbench.runner import cell_identity
 from atlbench.store import Store, SweepLock
-from atlbench.suite import Suite, load_suite
-from atlbench.targets import load_target
+from atlbench.study import Study, load_study
 
 
 @dataclass
@@ -38,7 +39,7 @@ class SweepOptions:
 
 @dataclass
 class SweepSummary:
-    suite: Suite
+    study: Study
     plan: Plan
     results_dir: Path
     done_before: int
@@ -49,39 +50,53 @@ class SweepSummary:
     report_path: Path | None = None
 
 
-def results_dir_for(suite: Suite, root: Path) -> Path:
-    return Path(root) / safe_name(suite.name)
+def results_dir_for(study: Study, root: Path) -> Path:
+    return Path(root) / safe_name(study.name)
 
 
-def preflight(suite: Suite, plan: Plan) -> None:
-    """Load every target once and check budgets: bad data fails before any work, exit 2."""
-    from atlbench.hub import hub_reachable
+def preflight(study: Study, plan: Plan) -> None:
+    """Everything that can reject the input, before any work, as one-line errors (exit 2).
 
-    for target in suite.targets:
-        task = load_target(target)
-        check_budgets(task.train.labels, suite.budgets, f"target {target.id!r}")
-    if not hub_reachable():
-        for source in plan.sources.values():
-            if source.kind in ("timm", "hf") and _needs_hub(source):
-                source.build(True)  # raises the one-line offline error at once
+    Every target is loaded (for every split seed when splits are resampled) and its budgets
+    checked; then every source the plan uses is opened: hub weights without a reachable hub, a
+    corrupt checkpoint or a model that does not fit its architecture fail here, not in cells.
+    """
+    suite = study.suite
+    seeds = suite.seeds if suite.resample_splits else (None,)
+    for target in study.targets.values():
+        for seed in seeds:
+            task = target.load(seed)
+            check_budgets(task.train.labels, suite.budgets, f"target {target.id!r}", study.budgeted)
+    used = dict.fromkeys(c.source_id for c in plan.cells)
+    online = hub_reachable()
+    for source_id in used:
+        source = study.source(source_id)
+        if source.needs_hub and not online:
+            _open(source)  # fails at once with the one-line offline error, or finds a cache
+    for source_id in used:
+        source = study.source(source_id)
+        if not source.needs_hub or online:
+            _open(source)
 
 
-def _needs_hub(source: Any) -> bool:
-    if source.kind == "timm":
-        return bool(source.spec.get("pretrained"))
-    from atlbench.sources.hf import resolve_model_path
+def _open(source: Any) -> None:
+    try:
+        source.open()
+    except AtlbenchError:
+        raise
+    except Exception as err:  # a loader's own error type: still bad input, still one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SourceError(f"source {source.id!r} cannot be built: {first}") from None
 
-    return not resolve_model_path(source.spec["model"])[1]
 
-
-def make_executor(options: SweepOptions, suite: Suite) -> Any:
-    """The executor named by ``--executor`` (registry in :mod:`atlbench.executors`)."""
+def make_executor(options: SweepOptions, study: Study) -> Any:
+    """The executor named by ``--executor`` (registered in :mod:`atlbench.executors`)."""
     from atlbench.executors import ExecutorConfig, create_executor
 
     config = ExecutorConfig(
-        device=options.device or suite.device,
+        device=options.device or study.suite.device,
         address=options.address,
-        results_dir=results_dir_for(suite, options.results_root),
+        results_dir=results_dir_for(study, options.results_root),
     )
     return create_executor(options.executor, config)
 
@@ -91,85 +106,79 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
     from atlbench.ui import SweepUI
 
     started = time.perf_counter()
-    suite = load_suite(suite_path)
-    plan = build_plan(suite)
-    results_dir = results_dir_for(suite, options.results_root)
+    study = load_study(suite_path)
+    plan = build_plan(study)
+    results_dir = results_dir_for(study, options.results_root)
     ui = ui or SweepUI(quiet=options.quiet)
     if options.dry_run:
         statuses = _peek_statuses(results_dir)
-        summary = SweepSummary(
-            suite, plan, results_dir, sum(1 for c in plan.cells if statuses.get(c.key) == "done")
-        )
+        done = sum(1 for c in plan.cells if statuses.get(c.key) == "done")
+        summary = SweepSummary(study, plan, results_dir, done)
         ui.print_plan(summary, statuses)
         return summary
     # everything that can reject the input runs before anything is written
-    executor = make_executor(options, suite)
-    preflight(suite, plan)
-    with SweepLock(results_dir), Store(results_dir) as store:
-        statuses = store.statuses()
-        summary = SweepSummary(
-            suite,
-            plan,
-            results_dir,
-            sum(1 for c in plan.cells if statuses.get(c.key) == "done"),
-        )
-        store.set_plan([cell_identity(c) for c in plan.cells])
-        store.set_meta("suite", suite.model_dump(mode="json"))
-        store.set_meta("estimate_labels", {t.key: [t.source, t.target] for t in plan.estimates})
-        store.set_meta("skipped_pairs", plan.skipped)
-        pending, skipped_failed = _pending(plan, statuses, options.retry_failed)
-        summary.skipped_failed = skipped_failed
-        done_estimates = store.estimate_keys()
-        estimates = [
-            t for t in plan.estimates if any((t.key, e) not in done_estimates for e in t.estimators)
-        ]
-
-        def on_cell(cell: Cell, record: dict[str, Any], preds: list[int] | None) -> None:
-            store.put_cell(record, preds)
-            summary.ran += 1
-            ui.cell_done(cell, record)
-            if record["status"] != "done":
-                summary.failed.append((cell, record.get("error", "")))
-                if options.fail_fast:
-                    raise StopSweep(record.get("error", ""))
-
-        def on_estimates(task: EstimateTask, rows: list[dict[str, Any]]) -> None:
-            store.put_estimates(rows)
-            ui.estimates_done(task, rows)
-
-        # --fail-fast raises StopSweep: stop there, keep what finished
-        with ui.running(summary, len(pending), len(estimates)), contextlib.suppress(StopSweep):
-            executor.run(
-                keeps_checkpoints(suite),  # cka implies keep_checkpoints; keys unchanged
-                pending,
-                estimates,
-                on_cell,
-                on_estimates,
-                ui.cell_progress,
-                results_dir / "checkpoints",
-            )
-        run_layer_study(
-            store,
-            suite,
-            plan,
-            results_dir,
-            options.device or suite.device,
-            progress=None if options.quiet else print,
-        )  # CKA of fine-tuned cells (suite.cka), in the driver; stored ones are skipped
+    executor = make_executor(options, study)
+    preflight(study, plan)
+    with SweepLock(results_dir), Store.create(results_dir) as store:
+        summary = _run_pending(store, study, plan, executor, options, ui, results_dir)
+        device = options.device or study.suite.device
+        progress = None if options.quiet else print
+        # CKA of fine-tuned cells and domain gaps run in the driver; stored ones are skipped
+        run_layer_study(store, study, plan, results_dir, device, progress=progress)
         from atlbench.domain_gap import compute_domain_gaps
 
-        compute_domain_gaps(
-            store,
-            suite,
-            plan,
-            options.device or suite.device,
-            progress=None if options.quiet else print,
-        )  # source pre-training data vs target, in the driver; stored pairs are skipped
+        compute_domain_gaps(store, study, plan, device, progress=progress)
         from atlbench.report import write_outputs
 
-        summary.report_path = write_outputs(store, results_dir, options.reports_root, suite.name)
+        summary.report_path = write_outputs(store, results_dir, options.reports_root, study.name)
     summary.seconds = time.perf_counter() - started
     ui.print_summary(summary)
+    return summary
+
+
+def _run_pending(
+    store: Store, study: Study, plan: Plan, executor: Any, options: SweepOptions, ui: Any,
+    results_dir: Path,
+) -> SweepSummary:  # fmt: skip
+    statuses = store.statuses()
+    done = sum(1 for c in plan.cells if statuses.get(c.key) == "done")
+    summary = SweepSummary(study, plan, results_dir, done)
+    store.set_plan([cell_identity(c) for c in plan.cells])
+    store.set_meta("suite", study.suite.model_dump(mode="json"))
+    labels = {
+        t.key: {"target": t.target, "budget": t.budget.label if t.budget else "all", "seed": t.seed}
+        for t in plan.estimates
+    }
+    store.set_meta("estimate_labels", labels)
+    store.set_meta(
+        "source_keys", {content_hash(s.fingerprint): s.id for s in study.sources.values()}
+    )
+    store.set_meta("skipped_pairs", plan.skipped)
+    pending, summary.skipped_failed = _pending(plan, statuses, options.retry_failed)
+    done_estimates = store.estimate_keys()
+    estimates = [
+        t for t in plan.estimates if any((t.key, e) not in done_estimates for e in t.estimators)
+    ]
+
+    def on_cell(cell: Cell, record: dict[str, Any], preds: list[int] | None) -> None:
+        store.put_cell(record, preds)
+        summary.ran += 1
+        ui.cell_done(cell, record)
+        if record["status"] != "done":
+            summary.failed.append((cell, record.get("error", "")))
+            if options.fail_fast:
+                raise StopSweep(record.get("error", ""))
+
+    def on_estimates(task: EstimateTask, rows: list[dict[str, Any]]) -> None:
+        store.put_estimates(rows)
+        ui.estimates_done(task, rows)
+
+    # --fail-fast raises StopSweep: stop there, keep what finished
+    with ui.running(summary, len(pending), len(estimates)), contextlib.suppress(StopSweep):
+        executor.run(
+            study, pending, estimates, on_cell, on_estimates, ui.cell_progress,
+            results_dir / "checkpoints",
+        )  # fmt: skip
     return summary
 
 
@@ -190,13 +199,10 @@ def _peek_statuses(results_dir: Path) -> dict[str, str]:
     """Read statuses without creating anything (a dry run writes nothing)."""
     import sqlite3
 
-    path = results_dir / Store.FILENAME
-    if not path.exists():
+    if not (results_dir / Store.FILENAME).exists():
         return {}
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return dict(conn.execute("SELECT key, status FROM cells").fetchall())
-    except sqlite3.DatabaseError:
+        with Store(results_dir) as store:
+            return store.statuses()
+    except (AtlbenchError, sqlite3.DatabaseError):
         return {}
-    finally:
-        conn.close()

@@ -1,13 +1,16 @@
 """The one training loop every trainable strategy uses.
 
 AdamW/SGD with warm-up + cosine, early stopping on *validation* accuracy (the test split is never
-looked at here), gradient clipping, bf16 autocast + channels_last on CUDA, deterministic by seed,
-timed on :class:`~atlbench.timing.DeviceClock`.
+looked at here), gradient clipping, optional standard augmentation, bf16 autocast + channels_last
+on CUDA, deterministic by seed, timed on :class:`~atlbench.timing.DeviceClock`.
+
+A :class:`TrainingRun` can stop at an epoch boundary and continue later, which is what successive
+halving needs: the learning-rate schedule is defined over ``max_epochs`` from the start, so a run
+continued to a later rung is exactly the run that would have gone there uninterrupted.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import math
 from collections.abc import Callable, Iterator
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atlbench.protocol import TrainingConfig
 from atlbench.sources.base import Encoder, batch_size_of, move_batch
 from atlbench.targets.base import Split
 from atlbench.timing import DeviceClock
@@ -28,10 +32,11 @@ from atlbench.timing import DeviceClock
 class Classifier(nn.Module):
     """An encoder plus a fresh linear head for the target classes."""
 
-    def __init__(self, encoder: Encoder, num_classes: int) -> None:
+    def __init__(self, encoder: nn.Module, num_classes: int, feature_dim: int | None = None):
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.feature_dim, num_classes)
+        dim = feature_dim if feature_dim is not None else int(encoder.feature_dim)  # type: ignore[arg-type]
+        self.head = nn.Linear(dim, num_classes)
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self.head(self.encoder(batch))
@@ -42,17 +47,16 @@ class PreparedSplit:
 
     def __init__(self, encoder: Encoder, split: Split, chunk: int = 512) -> None:
         self.labels = torch.as_tensor(split.labels, dtype=torch.long)
-        parts = [
-            encoder.prepare(_slice(split.inputs, i, i + chunk)) for i in range(0, len(split), chunk)
-        ]
-        if isinstance(parts[0], torch.Tensor):
-            self.data: Any = torch.cat(parts)
-        else:  # tokenised text: pad chunks to a common length
-            width = max(p["input_ids"].shape[1] for p in parts)
-            self.data = {
-                k: torch.cat([F.pad(p[k], (0, width - p[k].shape[1])) for p in parts])
-                for k in parts[0]
-            }
+        parts = [encoder.prepare(split.inputs[i : i + chunk]) for i in range(0, len(split), chunk)]
+        self.data: Any = concat_batches(parts) if parts else torch.empty(0)
+
+    @classmethod
+    def from_tensors(cls, data: Any, labels: np.ndarray | torch.Tensor) -> PreparedSplit:
+        """A split of already prepared data (cached activations, tokenised text)."""
+        out = cls.__new__(cls)
+        out.data = data
+        out.labels = torch.as_tensor(labels, dtype=torch.long)
+        return out
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -63,8 +67,14 @@ class PreparedSplit:
         out = {k: v[index] for k, v in self.data.items()}
         if "attention_mask" in out:  # trim padding no example in this batch uses
             width = int(out["attention_mask"].sum(1).max().item())
-            out = {k: v[:, : max(width, 1)] for k, v in out.items()}
+            out = {k: (v[:, : max(width, 1)] if v.dim() >= 2 else v) for k, v in out.items()}
         return out
+
+    def length_order(self) -> np.ndarray | None:
+        """Rows sorted by token count (text), so evaluation batches carry little padding."""
+        if isinstance(self.data, dict) and "attention_mask" in self.data:
+            return np.argsort(self.data["attention_mask"].sum(1).numpy(), kind="stable")
+        return None
 
     def batches(
         self, batch_size: int, order: np.ndarray | None = None
@@ -75,30 +85,16 @@ class PreparedSplit:
             yield self.batch(idx), self.labels[idx]
 
 
-def _slice(inputs: Any, start: int, stop: int) -> Any:
-    return inputs[start:stop]
+def concat_batches(parts: list[Any]) -> Any:
+    """Concatenate prepared chunks; dicts of token tensors are right-padded to a common width."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    width = max(p["attention_mask"].shape[1] for p in parts)
 
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, (0, width - t.shape[1])) if t.dim() == 2 else t
 
-@dataclass
-class TrainConfig:
-    lr: float
-    max_epochs: int = 60
-    patience: int = 8
-    batch_size: int = 32
-    weight_decay: float = 0.05
-    warmup_epochs: int = 1
-    grad_clip: float | None = 1.0
-    optimizer: str = "adamw"
-    seed: int = 0
-    compile: bool = False
-    # Forward/backward in chunks of this size and accumulate (same effective batch). None = whole
-    # batch; set automatically to half the batch after a CUDA out-of-memory error.
-    micro_batch: int | None = None
-    eval_batch_size: int = 256  # validation forward passes; halved with the micro-batch on OOM
-    # An "epoch" passes over the train split as many times as it takes to see this many samples,
-    # so patience and warm-up mean the same number of optimiser steps for 25 labels as for 2,500
-    # (otherwise early stopping ends a 5-labels-per-class run after a handful of steps).
-    min_epoch_samples: int = 0
+    return {k: torch.cat([pad(p[k]) for p in parts]) for k in parts[0]}
 
 
 @dataclass
@@ -106,15 +102,18 @@ class FitResult:
     """What one training run produced: the best (by validation) weights and its clock."""
 
     best_val_acc: float
+    best_val_loss: float
     best_epoch: int
     epochs_run: int
     val_history: list[float]
+    train_history: list[float]  # training-batch accuracy per epoch (overfitting diagnostics)
     train_time_s: float
     epoch_end_times: list[float]
     time_to_best_s: float
     time_to_90pct_s: float
     train_samples_per_s: float
     samples_seen: int
+    stopped_early: bool
     best_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     warmup_time_s: float = 0.0  # the first epoch (allocator, cuDNN autotune, compile)
     first_step_s: float = 0.0
@@ -125,12 +124,6 @@ class FitResult:
 
 ParamGroups = list[dict[str, Any]]
 EpochCallback = Callable[[int, int, float], None]
-
-
-def build_optimizer(groups: ParamGroups, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -147,23 +140,67 @@ def predict_logits(
 ) -> np.ndarray:
     model.eval()
     outs = []
-    with _autocast(device):
-        for batch, _ in data.batches(batch_size):
-            outs.append(model(_to_device(batch, device)).float().cpu())
-    return torch.cat(outs).numpy()
+    order = data.length_order()  # text: batches of similar length (exact, far less padding)
+    with autocast(device):
+        for batch, _ in data.batches(batch_size, order):
+            outs.append(model(to_device(batch, device)).float().cpu())
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32)
+    logits = torch.cat(outs).numpy()
+    if order is None:
+        return logits
+    restored = np.empty_like(logits)
+    restored[order] = logits
+    return restored
 
 
-def _autocast(device: torch.device) -> Any:
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA; a no-op context on CPU."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a batch; 4-D image tensors go channels_last on CUDA."""
     batch = move_batch(batch, device)
     if device.type == "cuda" and isinstance(batch, torch.Tensor) and batch.dim() == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
+
+
+def augment_images(batch: Any, gen: torch.Generator, pad: int = 4) -> Any:
+    """Standard augmentation for image tensors: reflect-pad, random crop, random flip.
+
+    The CIFAR recipe of He et al. (2016), used by He et al. (2019) for from-scratch training.
+    Anything that is not a 4-D tensor (tokenised text) is returned unchanged.
+    """
+    if not isinstance(batch, torch.Tensor) or batch.dim() != 4:
+        return batch
+    n, _, h, w = batch.shape
+    padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
+    flip = torch.rand(n, generator=gen) < 0.5
+    out = torch.stack(
+        [padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(dy, dx, strict=True))]
+    )
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, except that frozen parts stay in eval mode.
+
+    A module whose parameters are all frozen is put in eval mode with everything below it, so a
+    frozen BatchNorm keeps its running statistics and a frozen block's dropout is off: "frozen"
+    means the block computes exactly what it computed before training (which is also what makes
+    caching a frozen prefix's outputs exact).
+    """
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
 
 
 def _rows(batch: Any, start: int, stop: int) -> Any:
@@ -179,195 +216,297 @@ def accumulate_gradients(
     device: torch.device,
     micro_batch: int | None = None,
     extra_loss: Callable[[], torch.Tensor] | None = None,
-) -> float:
-    """Backpropagate the mean cross-entropy of ``batch`` in micro-batches; return the loss.
+) -> tuple[float, int]:
+    """Backpropagate the mean cross-entropy of ``batch`` in micro-batches.
 
     Each chunk's loss is weighted by its share of the batch, so the summed gradients equal the
     full-batch gradient (exactly, up to float rounding, for models without batch statistics;
-    BatchNorm sees smaller batches). A regulariser is added once, not once per chunk.
+    BatchNorm sees smaller batches). A regulariser is added once, not once per chunk. Returns the
+    loss and the number of correctly classified examples of the batch.
     """
     n = int(labels.shape[0])
     chunk = n if not micro_batch or micro_batch >= n else micro_batch
-    total = 0.0
+    total, correct = 0.0, 0
     for start in range(0, n, chunk):
         y = labels[start : start + chunk]
-        with _autocast(device):
-            loss = F.cross_entropy(forward(_rows(batch, start, start + chunk)).float(), y)
-            loss = loss * (len(y) / n)
+        with autocast(device):
+            logits = forward(_rows(batch, start, start + chunk)).float()
+            loss = F.cross_entropy(logits, y) * (len(y) / n)
             if extra_loss is not None and start == 0:
                 loss = loss + extra_loss()
         loss.backward()
         total += float(loss.detach())
-    return total
+        correct += int((logits.detach().argmax(1) == y).sum())
+    return total, correct
 
 
 def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError)
 
 
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class TrainingRun:
+    """One training run of a model under ``cfg`` at one learning rate, resumable by epoch.
+
+    ``groups`` are optimizer parameter groups; a group's ``lr_mult`` scales the base learning rate
+    (lower rates for pre-trained layers). ``extra_loss(model)`` adds a regulariser (L2-SP, CORAL).
+    ``on_epoch_start(epoch)`` may change which parameters train (gradual unfreezing); it must set
+    that state from ``epoch`` alone, because an out-of-memory retry replays epochs from 0. With
+    ``val=None`` there is no early stopping and the final weights are the result (a retrain).
+
+    Several runs may share one model (the trials of a successive-halving rung): :meth:`suspend`
+    keeps this run's weights aside and :meth:`resume` puts them back. On a CUDA out-of-memory
+    error the run restarts once from its initial weights with half the micro-batch and gradient
+    accumulation (same effective batch), replaying to where it was; a second OOM propagates.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: ParamGroups,
+        train: PreparedSplit,
+        val: PreparedSplit | None,
+        cfg: TrainingConfig,
+        device: torch.device,
+        *,
+        lr: float,
+        seed: int,
+        weight_decay: float | None = None,
+        extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+        on_epoch_start: Callable[[int], None] | None = None,
+        on_epoch: EpochCallback | None = None,
+        micro_batch: int | None = None,
+        initial: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.model, self.groups, self.train, self.val = model, groups, train, val
+        self.cfg, self.device, self.lr, self.seed = cfg, device, lr, seed
+        self.weight_decay = cfg.weight_decay if weight_decay is None else weight_decay
+        self.extra_loss, self.on_epoch_start, self.on_epoch = extra_loss, on_epoch_start, on_epoch
+        model.to(device)
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        # the weights an out-of-memory retry restarts from (shared by the trials of a stage)
+        self._initial = initial if initial is not None else _snapshot(model)
+        self._saved: dict[str, torch.Tensor] | None = None
+        self.oom_retries = 0
+        self._reset(micro_batch)
+
+    # -- state ------------------------------------------------------------------------------
+    def _reset(self, micro_batch: int | None) -> None:
+        cfg = self.cfg
+        torch.manual_seed(self.seed)
+        for g in self.groups:
+            g["lr"] = self.lr * g.get("lr_mult", 1.0)
+            g["initial_lr"] = g["lr"]
+        if cfg.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                self.groups, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.AdamW(
+                self.groups, lr=self.lr, weight_decay=self.weight_decay
+            )
+        self.passes = max(1, math.ceil(cfg.min_epoch_samples / max(1, len(self.train))))
+        self.steps_per_epoch = max(1, math.ceil(self.passes * len(self.train) / cfg.batch_size))
+        total, warmup = (
+            self.steps_per_epoch * cfg.max_epochs,
+            self.steps_per_epoch * cfg.warmup_epochs,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, warmup, total)
+        )
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.clock = DeviceClock(self.device)
+        self.rng = np.random.default_rng(self.seed)
+        self.aug = torch.Generator().manual_seed(self.seed + 7_777)
+        self.micro_batch = micro_batch
+        self.best = (-1.0, -math.inf)
+        self.best_epoch, self.bad_epochs, self.samples, self.first_epoch_samples = -1, 0, 0, 0
+        self.epoch = 0
+        self.stopped = False
+        self.history: list[float] = []
+        self.train_history: list[float] = []
+        self.epoch_ends: list[float] = []
+        self.best_state: dict[str, torch.Tensor] = {}
+
+    @property
+    def score(self) -> tuple[float, float]:
+        """Best validation (accuracy, -loss) so far: how successive halving ranks runs."""
+        return self.best
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped or self.epoch >= self.cfg.max_epochs
+
+    def suspend(self) -> None:
+        """Keep this run's current weights aside (the model object may train another run)."""
+        self._saved = _snapshot(self.model)
+
+    def resume(self) -> None:
+        if self._saved is not None:
+            self.model.load_state_dict(self._saved)
+            self._saved = None
+
+    # -- training ---------------------------------------------------------------------------
+    def advance(self, until_epoch: int) -> TrainingRun:
+        """Train epochs ``[epoch, until_epoch)`` unless early stopping ends the run first."""
+        until = min(until_epoch, self.cfg.max_epochs)
+        target = until
+        while True:
+            try:
+                while self.epoch < target and not self.stopped:
+                    self._epoch()
+                return self
+            except Exception as err:
+                if not _is_oom(err) or self.oom_retries:
+                    raise
+                current = self.micro_batch or self.cfg.batch_size
+                if current < 2:
+                    raise
+                del err  # drop the traceback's references to activations before retrying
+            target = max(self.epoch, until)
+            self._release()
+            self.model.load_state_dict(self._initial)
+            self._reset(max(1, current // 2))
+            self.oom_retries = 1
+
+    def _release(self) -> None:
+        for prm in self.model.parameters():
+            prm.grad = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _epoch(self) -> None:
+        cfg, model, device = self.cfg, self.model, self.device
+        if self.on_epoch_start is not None:
+            self.on_epoch_start(self.epoch)
+        train_mode(model)
+        order = np.concatenate([self.rng.permutation(len(self.train)) for _ in range(self.passes)])
+        regulariser = (lambda: self.extra_loss(model)) if self.extra_loss is not None else None
+        correct = seen = 0
+        with self.clock.section("train"):
+            for step, (batch, labels) in enumerate(self.train.batches(cfg.batch_size, order)):
+                first = self.epoch == 0 and step == 0 and not self.epoch_ends
+                with self.clock.section("first_step") if first else nullcontext():
+                    batch = to_device(batch, device)
+                    if cfg.augment == "standard":
+                        batch = augment_images(batch, self.aug)
+                    labels = labels.to(device, non_blocking=True)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    _, ok = accumulate_gradients(
+                        self.forward, batch, labels, device, self.micro_batch, regulariser
+                    )
+                    if cfg.grad_clip:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                correct += ok
+                seen += batch_size_of(batch)
+        self.samples += seen
+        self.epoch_ends.append(self.clock.seconds("train"))  # one device sync per epoch
+        if self.epoch == 0:
+            self.first_epoch_samples = self.samples
+        self.train_history.append(correct / max(1, seen))
+        self._validate()
+        self.epoch += 1
+
+    def _validate(self) -> None:
+        if self.val is None:  # a retrain: the last epoch is the result
+            self.history.append(float("nan"))
+            self.best_epoch = self.epoch
+            return
+        logits = predict_logits(self.model, self.val, self.device, self.cfg.eval_batch_size)
+        val_acc = float((logits.argmax(1) == self.val.labels.numpy()).mean())
+        val_loss = float(F.cross_entropy(torch.from_numpy(logits), self.val.labels).item())
+        self.history.append(val_acc)
+        if (val_acc, -val_loss) > self.best:
+            self.best, self.best_epoch, self.bad_epochs = (val_acc, -val_loss), self.epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        if self.on_epoch is not None:
+            self.on_epoch(self.epoch, self.cfg.max_epochs, val_acc)
+        if self.bad_epochs >= self.cfg.patience:
+            self.stopped = True
+
+    def result(self) -> FitResult:
+        """The run so far: clocks, histories and the best (or, without validation, last) weights."""
+        cfg = self.cfg
+        if self.val is None:
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        train_time = self.clock.seconds("train")
+        first_step = self.clock.seconds("first_step")
+        ends = self.epoch_ends
+        warmup = ends[0] if ends else 0.0
+        # Steady-state throughput: on CUDA (and whenever compiled) the first epoch pays for
+        # allocator growth, cuDNN autotuning and compilation, so it is warm-up, not throughput.
+        if (self.device.type == "cuda" or cfg.compile) and len(ends) > 1:
+            rate = (self.samples - self.first_epoch_samples) / max(train_time - warmup, 1e-12)
+        else:
+            rate = self.samples / train_time if train_time > 0 else float("nan")
+        compile_time = 0.0
+        if cfg.compile and ends:
+            steady = (train_time - first_step) / max(1, len(ends) * self.steps_per_epoch - 1)
+            compile_time = max(0.0, first_step - steady)
+        valid = [a for a in self.history if a == a]
+        best_acc = self.best[0] if self.val is not None else float("nan")
+        first_90 = next((i for i, a in enumerate(self.history) if a >= 0.9 * best_acc), -1)
+        return FitResult(
+            best_val_acc=best_acc,
+            best_val_loss=-self.best[1] if self.val is not None else float("nan"),
+            best_epoch=self.best_epoch,
+            epochs_run=self.epoch,
+            val_history=list(self.history) if valid else [],
+            train_history=list(self.train_history),
+            train_time_s=train_time,
+            epoch_end_times=list(ends),
+            time_to_best_s=ends[self.best_epoch] if ends and self.best_epoch >= 0 else 0.0,
+            time_to_90pct_s=ends[first_90] if ends and first_90 >= 0 else float("nan"),
+            train_samples_per_s=rate,
+            samples_seen=self.samples,
+            stopped_early=self.stopped,
+            best_state=self.best_state,
+            warmup_time_s=warmup,
+            first_step_s=first_step,
+            compile_time_s=compile_time,
+            micro_batch=self.micro_batch,
+            oom_retries=self.oom_retries,
+        )
+
+
 def fit(
     model: nn.Module,
     groups: ParamGroups,
     train: PreparedSplit,
-    val: PreparedSplit,
-    cfg: TrainConfig,
+    val: PreparedSplit | None,
+    cfg: TrainingConfig,
     device: torch.device,
-    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-    on_epoch: EpochCallback | None = None,
-    on_epoch_start: Callable[[int], None] | None = None,
+    *,
+    lr: float,
+    seed: int = 0,
+    epochs: int | None = None,
+    **kwargs: Any,
 ) -> FitResult:
-    """Train until validation accuracy stops improving for ``patience`` epochs.
-
-    ``groups`` are optimizer parameter groups; a group's ``lr_mult`` scales the base learning rate
-    (lower rates for pre-trained layers). ``extra_loss`` adds a regulariser (e.g. L2-SP).
-    ``on_epoch_start(epoch)`` may change which parameters train (gradual unfreezing); it must set
-    that state from ``epoch`` alone, because an out-of-memory retry replays epochs from 0.
-
-    On a CUDA out-of-memory error the run restarts once from the same initial weights with half
-    the micro-batch and gradient accumulation (same effective batch); a second OOM propagates.
-    """
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    hooks = (extra_loss, on_epoch, on_epoch_start)
-    try:
-        return _fit_once(model, groups, train, val, cfg, device, *hooks)
-    except Exception as err:
-        if not _is_oom(err):
-            raise
-        current = cfg.micro_batch or cfg.batch_size
-        if current < 2:
-            raise
-        del err  # drop the traceback's references to activations before retrying
-    _release_memory(model, device)
-    model.load_state_dict(initial)
-    retry = dataclasses.replace(
-        cfg, micro_batch=max(1, current // 2), eval_batch_size=max(1, cfg.eval_batch_size // 2)
-    )
-    result = _fit_once(model, groups, train, val, retry, device, *hooks)
-    result.oom_retries = 1
-    return result
-
-
-def _release_memory(model: nn.Module, device: torch.device) -> None:
-    for prm in model.parameters():
-        prm.grad = None
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _fit_once(
-    model: nn.Module,
-    groups: ParamGroups,
-    train: PreparedSplit,
-    val: PreparedSplit,
-    cfg: TrainConfig,
-    device: torch.device,
-    extra_loss: Callable[[nn.Module], torch.Tensor] | None,
-    on_epoch: EpochCallback | None,
-    on_epoch_start: Callable[[int], None] | None,
-) -> FitResult:
-    torch.manual_seed(cfg.seed)
-    for g in groups:
-        g["lr"] = cfg.lr * g.get("lr_mult", 1.0)
-        g["initial_lr"] = g["lr"]
-    optimizer = build_optimizer(groups, cfg)
-    passes = max(1, math.ceil(cfg.min_epoch_samples / max(1, len(train))))
-    steps_per_epoch = max(1, math.ceil(passes * len(train) / cfg.batch_size))
-    total_steps = steps_per_epoch * cfg.max_epochs
-    warmup_steps = steps_per_epoch * cfg.warmup_epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps)
-    )
-    forward = torch.compile(model) if cfg.compile else model
-    regulariser = (lambda: extra_loss(model)) if extra_loss is not None else None
-    clock = DeviceClock(device)
-    rng = np.random.default_rng(cfg.seed)
-    best = (-1.0, -math.inf)
-    best_epoch, bad_epochs, samples, first_epoch_samples = -1, 0, 0, 0
-    history: list[float] = []
-    epoch_ends: list[float] = []
-    best_state: dict[str, torch.Tensor] = {}
-    epoch = 0
-    for epoch in range(cfg.max_epochs):
-        if on_epoch_start is not None:
-            on_epoch_start(epoch)
-        model.train()
-        order = np.concatenate([rng.permutation(len(train)) for _ in range(passes)])
-        with clock.section("train"):
-            for step, (batch, labels) in enumerate(train.batches(cfg.batch_size, order)):
-                timer = clock.section("first_step") if epoch == 0 and step == 0 else nullcontext()
-                with timer:
-                    batch = _to_device(batch, device)
-                    labels = labels.to(device, non_blocking=True)
-                    optimizer.zero_grad(set_to_none=True)
-                    accumulate_gradients(
-                        forward, batch, labels, device, cfg.micro_batch, regulariser
-                    )
-                    if cfg.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                samples += batch_size_of(batch)
-        epoch_ends.append(clock.seconds("train"))  # one device sync per epoch, not per step
-        if epoch == 0:
-            first_epoch_samples = samples
-        logits = predict_logits(model, val, device, cfg.eval_batch_size)
-        val_acc = float((logits.argmax(1) == val.labels.numpy()).mean())
-        val_loss = float(F.cross_entropy(torch.from_numpy(logits), val.labels).item())
-        history.append(val_acc)
-        if (val_acc, -val_loss) > best:
-            best, best_epoch, bad_epochs = (val_acc, -val_loss), epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        if on_epoch is not None:
-            on_epoch(epoch, cfg.max_epochs, val_acc)
-        if bad_epochs >= cfg.patience:
-            break
-    train_time = clock.seconds("train")
-    first_step = clock.seconds("first_step")
-    warmup = epoch_ends[0]
-    # Steady-state throughput: on CUDA (and whenever compiled) the first epoch pays for allocator
-    # growth, cuDNN autotuning and compilation, so it is reported as warm-up, not throughput.
-    if (device.type == "cuda" or cfg.compile) and len(epoch_ends) > 1:
-        rate = (samples - first_epoch_samples) / max(train_time - warmup, 1e-12)
-    else:
-        rate = samples / train_time if train_time > 0 else float("nan")
-    compile_time = 0.0
-    if cfg.compile:
-        steady_step = (train_time - first_step) / max(1, len(epoch_ends) * steps_per_epoch - 1)
-        compile_time = max(0.0, first_step - steady_step)
-    target = 0.9 * best[0]
-    first_90 = next(i for i, acc in enumerate(history) if acc >= target)
-    return FitResult(
-        best_val_acc=best[0],
-        best_epoch=best_epoch,
-        epochs_run=epoch + 1,
-        val_history=history,
-        train_time_s=train_time,
-        epoch_end_times=epoch_ends,
-        time_to_best_s=epoch_ends[best_epoch],
-        time_to_90pct_s=epoch_ends[first_90],
-        train_samples_per_s=rate,
-        samples_seen=samples,
-        best_state=best_state,
-        warmup_time_s=warmup,
-        first_step_s=first_step,
-        compile_time_s=compile_time,
-        micro_batch=cfg.micro_batch,
-    )
+    """One uninterrupted :class:`TrainingRun` to ``epochs`` (default ``cfg.max_epochs``)."""
+    run = TrainingRun(model, groups, train, val, cfg, device, lr=lr, seed=seed, **kwargs)
+    return run.advance(epochs or cfg.max_epochs).result()
 
 
 __all__ = [
     "Classifier",
     "FitResult",
     "PreparedSplit",
-    "TrainConfig",
+    "TrainingRun",
     "accumulate_gradients",
+    "augment_images",
+    "autocast",
     "fit",
     "predict_logits",
+    "to_device",
+    "train_mode",
     "warmup_cosine",
 ]

@@ -24,7 +24,7 @@ class SweepUI:
         failed = sum(1 for c in plan.cells if statuses.get(c.key) == "failed")
         todo = len(plan.cells) - summary.done_before - failed
         self.console.print(
-            f"[bold]{summary.suite.name}[/]: {len(plan.cells)} cells "
+            f"[bold]{summary.study.name}[/]: {len(plan.cells)} cells "
             f"({summary.done_before} done, {failed} failed, {todo} to run), "
             f"{len(plan.estimates)} (source, target) estimator pairs"
         )
@@ -50,7 +50,7 @@ class SweepUI:
     def running(self, summary: Any, n_cells: int, n_estimates: int) -> Iterator[None]:
         if not self.quiet:
             self.console.print(
-                f"[bold]{summary.suite.name}[/]: {len(summary.plan.cells)} cells, "
+                f"[bold]{summary.study.name}[/]: {len(summary.plan.cells)} cells, "
                 f"{summary.done_before} already done, {n_cells} to run, "
                 f"{n_estimates} estimator pairs"
             )
@@ -91,35 +91,27 @@ class SweepUI:
     def print_summary(self, summary: Any) -> None:
         if self.quiet:
             return
-        from atlbench.report.leaderboard import best_per_target
-
         try:
+            from atlbench.report.views import Views
             from atlbench.store import Store
 
             with Store(summary.results_dir) as store:
-                best = best_per_target(store.records())
+                board = Views.from_store(store).leaderboard
+            best = board[board["rank"] == 1]
         except Exception:  # the summary must never hide the sweep's own outcome
             best = None
         if best is not None and len(best):
-            table = Table(
-                "target",
-                "best source",
-                "strategy",
-                "budget",
-                "acc (mean ± std)",
-                "gain vs scratch",
-                title="Best per target and budget",
-            )
+            table = Table("target", "budget", "best recipe", "acc [95% CI]", "vs scratch training",
+                          title="Highest mean per target and budget")  # fmt: skip
             for row in best.itertuples():
-                gain = "" if row.gain != row.gain else f"{row.gain * 100:+.1f} pts"
-                table.add_row(
-                    escape(str(row.target)),
-                    escape(str(row.source)),
-                    escape(str(row.strategy)),
-                    row.budget,
-                    f"{row.mean:.3f} ± {row.std:.3f}",
-                    gain,
+                ci = "" if row.ci_low != row.ci_low else f" [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+                gain = "" if row.gain_vs_scratch != row.gain_vs_scratch else (
+                    f"{row.gain_vs_scratch * 100:+.1f} pts, {row.scratch_verdict}"
                 )
+                table.add_row(
+                    escape(str(row.target)), str(row.budget),
+                    escape(f"{row.source} / {row.strategy}"), f"{row.mean_acc:.3f}{ci}", gain,
+                )  # fmt: skip
             self.console.print(table)
         self.console.print(
             f"ran {summary.ran} cells in {summary.seconds:.1f} s; "

@@ -19,3 +19,40 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["ATLBENCH_CACHE"] = os.environ["ATLBENCH_TEST_CACHE"]
     else:
         os.environ["ATLBENCH_CACHE"] = str(tmp_path_factory.mktemp("atlbench-cache"))
+
+
+import copy  # noqa: E402
+from typing import Any  # noqa: E402
+
+import atlbench.components  # noqa: E402,F401  (the built-in components, as load_study has them)
+
+# A small, fast study most integration tests start from: one tiny zoo source, one two-class
+# digits target, short training with two trials. Tests change what they need with tiny_suite().
+TINY_SUITE: dict[str, Any] = {
+    "name": "tiny",
+    "seeds": [0],
+    "device": "cpu",
+    "sources": [
+        {
+            "id": "zoo-digits",
+            "zoo": {
+                "arch": "test_resnet",
+                "epochs": 2,
+                "pretrain_on": {"task": "digits", "classes": [0, 1, 2]},
+            },
+        }
+    ],
+    "targets": [{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}}],
+    "strategies": ["linear_probe", "finetune", "scratch"],
+    "budgets": [{"per_class": 4}],
+    "estimators": ["logme"],
+    "training": {"max_epochs": 2, "patience": 2, "trials": 2, "min_epoch_samples": 32},
+}
+
+
+def tiny_suite(**changes: Any) -> dict[str, Any]:
+    """A deep copy of :data:`TINY_SUITE` with top-level keys replaced (``training`` merged)."""
+    suite = copy.deepcopy(TINY_SUITE)
+    if "training" in changes:
+        suite["training"] = suite["training"] | changes.pop("training")
+    return suite | copy.deepcopy(changes)

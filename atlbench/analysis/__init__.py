@@ -1,34 +1,62 @@
-"""Statistics over sweep records: CIs, paired gains, estimator agreement, efficiency, drift."""
+"""Statistics over sweep records: intervals, paired gains, estimator agreement, cost, drift."""
 
 from atlbench.analysis.correlation import estimator_agreement, ground_truth
+from atlbench.analysis.crossed import CrossedMean, crossed_mean
 from atlbench.analysis.domain import DriftResult, drift_test, frechet_distance, mmd_rbf
-from atlbench.analysis.efficiency import device_kind, gain_per_hour, labels_saved, pareto_front
-from atlbench.analysis.stats import (
-    done_rows,
-    holm,
-    mean_ci,
-    paired_gains,
-    paired_runs,
-    probability_of_improvement,
-    summarize,
+from atlbench.analysis.efficiency import (
+    MIN_COST_S,
+    cell_cost_seconds,
+    cost_accuracy,
+    device_kind,
+    gain_per_hour,
+    labels_saved,
+    pareto_front,
 )
+from atlbench.analysis.gains import VERDICTS, paired_gains
+from atlbench.analysis.improvement import (
+    clopper_pearson,
+    interquartile_mean,
+    probability_of_improvement,
+)
+from atlbench.analysis.inference import error_quantile, error_sf, interval, p_value, tost_pvalue
+from atlbench.analysis.multitest import adjust_pvalues, benjamini_hochberg, holm
+from atlbench.analysis.pairing import COMPARISONS, paired_runs
+from atlbench.analysis.records import ROLES, done_rows
+from atlbench.analysis.stats import mean_ci, summarize
 
 __all__ = [
+    "COMPARISONS",
+    "MIN_COST_S",
+    "ROLES",
+    "VERDICTS",
+    "CrossedMean",
     "DriftResult",
+    "adjust_pvalues",
+    "benjamini_hochberg",
+    "cell_cost_seconds",
+    "clopper_pearson",
+    "cost_accuracy",
+    "crossed_mean",
     "device_kind",
     "done_rows",
     "drift_test",
+    "error_quantile",
+    "error_sf",
     "estimator_agreement",
     "frechet_distance",
     "gain_per_hour",
     "ground_truth",
     "holm",
+    "interquartile_mean",
+    "interval",
     "labels_saved",
     "mean_ci",
     "mmd_rbf",
+    "p_value",
     "paired_gains",
     "paired_runs",
     "pareto_front",
     "probability_of_improvement",
     "summarize",
+    "tost_pvalue",
 ]

@@ -51,20 +51,37 @@ def _mmd2_from_sums(
     return (kxx - m) / (m * (m - 1)) + (kyy - n) / (n * (n - 1)) - 2.0 * kxy / (m * n)
 
 
+def median_bandwidth2(z: np.ndarray) -> float:
+    """The median heuristic: the median squared pairwise distance of ``z`` (positive ones if
+    the median is 0)."""
+    return _median_offdiag(_sq_dists(np.asarray(z, dtype=np.float64)))
+
+
+def _median_offdiag(k: np.ndarray) -> float:
+    off = k[np.triu_indices(len(k), k=1)]
+    value = float(np.median(off)) if off.size else 1.0
+    if value <= 0:
+        positive = off[off > 0]
+        value = float(np.median(positive)) if positive.size else 1.0
+    return value
+
+
 def mmd_rbf(
     x: object,
     y: object,
     n_permutations: int = 200,
     seed: int = 0,
     max_samples: int | None = DEFAULT_MAX_SAMPLES,
+    bandwidth2: float | None = None,
 ) -> tuple[float, float]:
     """Unbiased squared MMD with an RBF kernel and its permutation p-value: ``(mmd2, p_value)``.
 
     The kernel is ``exp(-d^2 / (2 s^2))`` with ``s^2`` the median squared pairwise distance of the
-    pooled sample (median heuristic), so no bandwidth has to be tuned. Each side is first
-    subsampled (seeded by ``seed``) to at most ``max_samples`` rows, which bounds the pooled Gram
-    matrix at ``(2 * max_samples)^2`` floats (36 MB at the default). The p-value is
-    ``(1 + #{permuted >= observed}) / (1 + n_permutations)``, never exactly 0; NaN when
+    pooled sample (median heuristic), so no bandwidth has to be tuned; pass ``bandwidth2`` to
+    fix ``s^2`` instead (distances of several samples to one reference then share one kernel).
+    Each side is first subsampled (seeded by ``seed``) to at most ``max_samples`` rows, which
+    bounds the pooled Gram matrix at ``(2 * max_samples)^2`` floats (36 MB at the default). The
+    p-value is ``(1 + #{permuted >= observed}) / (1 + n_permutations)``, never exactly 0; NaN when
     ``n_permutations == 0``. Permutations are evaluated together as matrix products.
     """
     rng = np.random.default_rng(seed)
@@ -75,11 +92,8 @@ def mmd_rbf(
     m, n = xs.shape[0], ys.shape[0]
     z = np.concatenate([xs, ys])
     k = _sq_dists(z)
-    off = k[np.triu_indices(m + n, k=1)]
-    bandwidth2 = float(np.median(off))
-    if bandwidth2 <= 0:
-        positive = off[off > 0]
-        bandwidth2 = float(np.median(positive)) if positive.size else 1.0
+    if bandwidth2 is None:
+        bandwidth2 = _median_offdiag(k)
     np.multiply(k, -1.0 / (2.0 * bandwidth2), out=k)
     np.exp(k, out=k)
 

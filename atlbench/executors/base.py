@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from atlbench.errors import AtlbenchError
 from atlbench.plan import Cell, EstimateTask
-from atlbench.suite import Suite
+from atlbench.registry import EXECUTORS
+from atlbench.study import Study
 
 OnCell = Callable[[Cell, dict[str, Any], list[int] | None], None]
 OnEstimates = Callable[[EstimateTask, list[dict[str, Any]]], None]
@@ -21,7 +24,7 @@ class StopSweep(Exception):
 class Executor(Protocol):
     def run(
         self,
-        suite: Suite,
+        study: Study,
         cells: list[Cell],
         estimates: list[EstimateTask],
         on_cell: OnCell,
@@ -29,3 +32,21 @@ class Executor(Protocol):
         on_progress: OnProgress,
         checkpoint_root: Path | None,
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """What the driver knows when it picks an executor (the suite schema stays executor-free)."""
+
+    device: str = "auto"
+    address: str | None = None
+    results_dir: Path | None = None
+
+
+def create_executor(name: str, config: ExecutorConfig) -> Any:
+    """Build the executor registered as ``name``; unknown names are a one-line user error."""
+    if name not in EXECUTORS:
+        raise AtlbenchError(EXECUTORS.unknown_message(name))
+    if config.address is not None and name != "ray":
+        raise AtlbenchError(f"--address applies to --executor ray only (got --executor {name})")
+    return EXECUTORS.get(name)(config)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from atlbench.executors.base import OnCell, OnEstimates, OnProgress
 from atlbench.plan import Cell, EstimateTask
+from atlbench.registry import register_executor
 from atlbench.runner import Worker
-from atlbench.suite import Suite
+from atlbench.study import Study
 from atlbench.timing import resolve_device
 
 
@@ -19,7 +21,7 @@ class LocalExecutor:
 
     def run(
         self,
-        suite: Suite,
+        study: Study,
         cells: list[Cell],
         estimates: list[EstimateTask],
         on_cell: OnCell,
@@ -27,7 +29,7 @@ class LocalExecutor:
         on_progress: OnProgress,
         checkpoint_root: Path | None = None,
     ) -> None:
-        worker = Worker(suite, self.device)
+        worker = Worker(study, self.device)
         for task in estimates:
             on_estimates(task, worker.run_estimates(task))
         for cell in cells:
@@ -35,3 +37,8 @@ class LocalExecutor:
                 cell, lambda message, c=cell: on_progress(c, message), checkpoint_root
             )
             on_cell(cell, record, preds)
+
+
+@register_executor("local")
+def _local(config: Any) -> LocalExecutor:
+    return LocalExecutor(config.device)

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from atlbench.errors import AtlbenchError
-from atlbench.executors import deliver, remote_cell, remote_estimates
-from atlbench.executors import worker_env as make_worker_env
 from atlbench.executors.base import OnCell, OnEstimates, OnProgress
+from atlbench.executors.remote import deliver, remote_cell, remote_estimates, study_payload
+from atlbench.executors.remote import worker_env as make_worker_env
 from atlbench.plan import Cell, EstimateTask
-from atlbench.suite import Suite
+from atlbench.registry import register_executor
+from atlbench.study import Study
 from atlbench.timing import resolve_device
 
 INSTALL_HINT = "install the ray extra: pip install -e '.[ray]'"
@@ -80,7 +81,7 @@ class RayExecutor:
 
     def run(
         self,
-        suite: Suite,
+        study: Study,
         cells: list[Cell],
         estimates: list[EstimateTask],
         on_cell: OnCell,
@@ -93,7 +94,7 @@ class RayExecutor:
             return
         started_here = self._connect(ray)
         try:
-            self._run(ray, suite, cells, estimates, on_cell, on_estimates, checkpoint_root)
+            self._run(ray, study, cells, estimates, on_cell, on_estimates, checkpoint_root)
         finally:
             if started_here:
                 ray.shutdown()
@@ -101,7 +102,7 @@ class RayExecutor:
     def _run(
         self,
         ray: Any,
-        suite: Suite,
+        study: Study,
         cells: list[Cell],
         estimates: list[EstimateTask],
         on_cell: OnCell,
@@ -121,7 +122,7 @@ class RayExecutor:
         ckpt = str(checkpoint_root.resolve()) if checkpoint_root is not None else None
         cell_task = ray.remote(remote_cell).options(**options)
         estimate_task = ray.remote(remote_estimates).options(**options)
-        suite_ref = ray.put(suite)
+        suite_ref = ray.put(study_payload(study))
         # estimator pairs first: they warm the shared feature cache for the frozen strategies
         units: dict[Any, Cell | EstimateTask] = {}
         for task in estimates:
@@ -138,7 +139,12 @@ class RayExecutor:
                         result = ray.get(ref)
                     except Exception as err:  # the worker died, or Ray lost the task
                         result = err
-                    deliver(unit, result, suite.name, on_cell, on_estimates)
+                    deliver(unit, result, study.name, on_cell, on_estimates)
         finally:
             for ref in pending:  # --fail-fast, Ctrl-C or a driver error: stop what is left
                 ray.cancel(ref, force=False)
+
+
+@register_executor("ray")
+def _ray(config: Any) -> RayExecutor:
+    return RayExecutor(config.device, address=config.address)

@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from atlbench.errors import AtlbenchError
-from atlbench.executors import deliver, remote_cell, remote_estimates
-from atlbench.executors import worker_env as make_worker_env
 from atlbench.executors.base import OnCell, OnEstimates, OnProgress
+from atlbench.executors.remote import deliver, remote_cell, remote_estimates, study_payload
+from atlbench.executors.remote import worker_env as make_worker_env
 from atlbench.plan import Cell, EstimateTask
-from atlbench.suite import Suite
+from atlbench.registry import register_executor
+from atlbench.study import Study
 
 INSTALL_HINT = "install the slurm extra: pip install -e '.[slurm]'"
 
@@ -72,7 +73,7 @@ def _env_float(name: str, default: float) -> float:
 
 def run_unit(
     kind: str,
-    suite: Suite,
+    payload: dict[str, Any],
     device: str,
     unit: Cell | EstimateTask,
     checkpoint_root: str | None,
@@ -81,8 +82,8 @@ def run_unit(
 ) -> Any:
     """The function each array job runs (pickled by submitit)."""
     if kind == "cell":
-        return remote_cell(suite, device, unit, checkpoint_root, env, cwd)  # type: ignore[arg-type]
-    return remote_estimates(suite, device, unit, env, cwd)  # type: ignore[arg-type]
+        return remote_cell(payload, device, unit, checkpoint_root, env, cwd)  # type: ignore[arg-type]
+    return remote_estimates(payload, device, unit, env, cwd)  # type: ignore[arg-type]
 
 
 class SlurmExecutor:
@@ -142,7 +143,7 @@ class SlurmExecutor:
 
     def run(
         self,
-        suite: Suite,
+        study: Study,
         cells: list[Cell],
         estimates: list[EstimateTask],
         on_cell: OnCell,
@@ -160,7 +161,7 @@ class SlurmExecutor:
         jobs = executor.map_array(
             run_unit,
             ["cell" if isinstance(u, Cell) else "estimates" for u in units],
-            [suite] * n,
+            [study_payload(study)] * n,
             [self._job_device()] * n,
             units,
             [ckpt] * n,
@@ -176,7 +177,7 @@ class SlurmExecutor:
                     time.sleep(poll)
                     continue
                 for job in finished:
-                    self._deliver(job, pending.pop(job), suite, on_cell, on_estimates)
+                    self._deliver(job, pending.pop(job), study.name, on_cell, on_estimates)
         finally:
             for job in pending:  # --fail-fast, Ctrl-C or a driver error: cancel what is left
                 with contextlib.suppress(Exception):  # it may already have finished
@@ -186,7 +187,7 @@ class SlurmExecutor:
     def _deliver(
         job: Any,
         unit: Cell | EstimateTask,
-        suite: Suite,
+        suite_name: str,
         on_cell: OnCell,
         on_estimates: OnEstimates,
     ) -> None:
@@ -194,4 +195,10 @@ class SlurmExecutor:
             result = job.result()
         except Exception as err:  # job killed, timed out, node lost, or unpicklable result
             result = err
-        deliver(unit, result, suite.name, on_cell, on_estimates)
+        deliver(unit, result, suite_name, on_cell, on_estimates)
+
+
+@register_executor("slurm")
+def _slurm(config: Any) -> SlurmExecutor:
+    folder = config.results_dir / "slurm" if config.results_dir is not None else None
+    return SlurmExecutor(config.device, folder=folder)

@@ -27,6 +27,11 @@ def write_csvs(views: Any, results_dir: Path) -> dict[str, Path]:
         path = Path(results_dir) / f"{name}.csv"
         atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
         paths[name] = path
+    timing = views.timing_summary
+    if len(timing):
+        path = Path(results_dir) / "timing_summary.csv"
+        atomic_write_text(path, timing.to_csv(index=False, float_format="%.6g"))
+        paths["timing_summary"] = path
     cka = views.cka_table()
     if len(cka):
         path = Path(results_dir) / "cka.csv"
@@ -49,4 +54,4 @@ def write_outputs(store: Any, results_dir: Path, reports_root: Path, suite_name:
     write_csvs(views, results_dir)
     description = (views.meta.get("suite") or {}).get("description", "")
     path = Path(reports_root) / f"{safe_name(suite_name)}.html"
-    return write_report(views, path, suite_name, description)
+    return write_report(views, path, suite_name, description, results_dir)

@@ -1,13 +1,16 @@
-"""The self-contained HTML report: plain-words summary, tables, figures, environment.
+"""The self-contained HTML report: protocol box, plain-words summary, tables, figures.
 
 Everything user-supplied is escaped (jinja2 autoescape for the page, ``html.escape`` in tables);
-figures are base64 data URIs, so the file opens offline and fetches nothing.
+figures are base64 data URIs, so the file opens offline and fetches nothing. Tables show the
+columns a reader needs with human headers, narrow enough for a 1280 px page; every column is in
+the linked CSVs (stable names) and, per table, behind an "all columns" fold.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,259 +34,361 @@ SECTIONS = [
     ("failures", "Failures"),
     ("environment", "Environment"),
 ]
+TITLES = {
+    "target": "Target", "budget": "Budget", "rank": "#", "source": "Source",
+    "strategy": "Strategy", "role": "Role", "labels": "Labels fit / val", "seeds": "Seeds",
+    "trials": "Trials", "accuracy": "Accuracy [95% CI]", "gain": "Gain vs scratch [95% CI]",
+    "scratch_verdict": "Against scratch training", "verdict": "Same algorithm, no source",
+    "edge_flags": "Edge flags", "cost_s": "Cost / cell (s)", "n_pairs": "Pairs",
+    "baseline": "Compared with", "mean": "Accuracy", "baseline_mean": "Baseline accuracy",
+    "gain_mean": "Gain (pts)", "interval95": "95% CI (pts)", "p_adj": "p (adjusted)",
+    "negative_transfer_gap": "NTG (pts)", "estimator": "Estimator", "weighted_tau": "Weighted τ",
+    "tau_ci": "τ 95% CI", "p_value": "p (τ > 0)", "rel_top1": "Rel. top-1", "n_sources": "Sources",
+    "indicative": "Indicative", "reason": "Note", "cells": "Cells",
+    "median_cost_s": "Median cost (s)",
+    "total_cost_s": "Total cost (s)", "train_samples_per_s": "Train samples/s",
+    "time_to_best_s": "Time to best (s)", "peak_mem_mb": "Peak memory (MB)",
+    "prob_improvement": "P(improvement)", "wins": "Wins", "ties": "Ties", "losses": "Losses",
+    "ci": "95% CI", "n_train": "Labels", "labels_saved": "Labels saved", "gain_per_cpu_hour":
+    "Gain / CPU-hour", "gain_per_gpu_hour": "Gain / GPU-hour", "ruler": "Ruler", "mmd": "MMD²",
+    "mmd_p": "p (MMD)", "frechet": "Fréchet", "gain_strategy": "Gain of", "error": "Error",
+    "seed": "Seed", "what": "What", "value": "Value", "score": "Score", "truth": "Truth",
+}  # fmt: skip
+POSITIVE = ("positive (significant)", "above scratch training (significant)")
+NEGATIVE = ("negative (significant)", "below scratch training (significant)")
 
 
 def _fmt(value: Any, column: str) -> tuple[str, str]:
     """(display text, sort key) of a cell."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "", ""
+    if isinstance(value, bool | np.bool_):
+        return ("yes" if value else "no"), str(int(value))
     if isinstance(value, float | np.floating):
-        if "gain" in column or column in ("ntg", "negative_transfer_gap"):
+        if column in ("gain_mean", "negative_transfer_gap"):
             return f"{value * 100:+.1f}", f"{value}"
-        if "acc" in column or column in (
-            "mean",
-            "std",
-            "ci_low",
-            "ci_high",
-            "mean_macro_f1",
-            "score",
-        ):
+        if column.endswith("_s") or column.endswith("_mb") or column.endswith("per_s"):
+            return (f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"), f"{value}"
+        if column in ("mean", "baseline_mean", "score", "truth", "prob_improvement", "mean_acc"):
             return f"{value:.3f}", f"{value}"
-        if column.endswith("_s"):
-            return f"{value:.2f}", f"{value}"
-        return f"{value:.4g}", f"{value}"
+        return f"{value:.3g}", f"{value}"
     return str(value), str(value)
 
 
-def table_html(frame: pd.DataFrame, columns: dict[str, str] | None = None) -> Markup:
-    """A sortable HTML table; every value is escaped."""
+def _cell_class(column: str, text: str, key: str) -> str:
+    if column in ("verdict", "scratch_verdict"):
+        if text in POSITIVE:
+            return "pos"
+        if text in NEGATIVE:
+            return "neg"
+        if text.endswith("(nominal)"):
+            return "lean-pos" if text.startswith(("positive", "above")) else "lean-neg"
+        return ""
+    if column in ("gain_mean", "gain") and key:
+        try:
+            return "pos" if float(key) > 0 else "neg" if float(key) < 0 else ""
+        except ValueError:
+            return ""
+    return ""
+
+
+def table_html(frame: pd.DataFrame | None, columns: list[str], full: bool = True) -> Markup:
+    """A sortable table of ``columns`` with human headers; every value is escaped. With
+    ``full``, every other column of ``frame`` is one click away, folded below it."""
     if frame is None or frame.empty:
         return Markup('<p class="muted">Nothing to show.</p>')
-    columns = columns or {c: c for c in frame.columns}
+    shown = [c for c in columns if c in frame.columns]
+    out = Markup(_table(frame, shown))  # values inside are escaped one by one
+    rest = [c for c in frame.columns if c not in shown and not c.startswith("_")]
+    if full and rest:
+        out += Markup(
+            f"<details><summary>All {len(frame.columns)} columns</summary>"
+            f'<div class="scroll">{_table(frame, list(frame.columns))}</div></details>'
+        )
+    return Markup(out)
+
+
+def _table(frame: pd.DataFrame, columns: list[str]) -> str:
     head = "".join(
-        f'<th class="{"l" if frame[c].dtype == object else ""}">{html.escape(title)}</th>'
-        for c, title in columns.items()
+        f'<th class="{"l" if frame[c].dtype == object else ""}">'
+        f"{html.escape(TITLES.get(c, c.replace('_', ' ')))}</th>"
+        for c in columns
     )
     rows = []
-    for record in frame[list(columns)].to_dict("records"):
+    for record in frame[columns].to_dict("records"):
         cells = []
         for c in columns:
             text, key = _fmt(record[c], c)
-            cls = "l" if frame[c].dtype == object else ""
-            if "gain" in c and key:
-                cls += " pos" if float(key) > 0 else " neg" if float(key) < 0 else ""
-            if c == "verdict" and isinstance(record[c], str):
-                cls += " neg" if record[c].startswith("negative (sig") else ""
-                cls += " pos" if record[c].startswith("positive (sig") else ""
+            cls = " ".join(
+                filter(None, ["l" if frame[c].dtype == object else "", _cell_class(c, text, key)])
+            )
             cells.append(f'<td class="{cls}" data-v="{html.escape(key)}">{html.escape(text)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return Markup(
-        '<div class="scroll"><table class="sortable">'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
-    )
+    body = "".join(rows)
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _pts(value: float) -> str:
     return f"{value * 100:+.1f}".replace("-", "\u2212")
 
 
-def _recipe(row: Any) -> str:
-    return f"{row['source']} with {row['strategy'].replace('_', ' ')}"
+def _with_ci(value: float, low: float, high: float, points: bool) -> str:
+    if value != value:
+        return ""
+    if points:
+        body = _pts(value)
+        return body if low != low else f"{body} [{_pts(low)}, {_pts(high)}]"
+    return f"{value:.3f}" if low != low else f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _best_line(target: str, budget: str, grp: pd.DataFrame) -> str:
-    """One sentence per (target, budget): the winner, its margin over scratch, and how sure."""
-    top = grp.iloc[0]
-    where = f"On {target} (budget {budget})"
-    if top["strategy"] == "scratch":
-        return (
-            f"{where}, training from scratch is best ({top['mean_acc']:.3f} test accuracy): "
-            "no pre-trained source beat it."
+def leaderboard_view(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard with the compact, human columns of the report."""
+    out = board.copy()
+    out["labels"] = [
+        "" if n != n else f"{int(f)} / {int(v)}" if f == f and v == v else f"{int(n)}"
+        for n, f, v in zip(out["n_train"], out["n_fit"], out["n_val"], strict=True)
+    ]
+    out["accuracy"] = [
+        _with_ci(m, lo, hi, False)
+        for m, lo, hi in zip(out["mean_acc"], out["ci_low"], out["ci_high"], strict=True)
+    ]
+    out["gain"] = [
+        _with_ci(g, lo, hi, True)
+        for g, lo, hi in zip(
+            out["gain_vs_scratch"], out["gain_ci_low"], out["gain_ci_high"], strict=True
         )
-    line = f"{where}, the best recipe is {_recipe(top)}: {top['mean_acc']:.3f} test accuracy"
-    tied = grp.iloc[1:][np.isclose(grp["mean_acc"].iloc[1:], top["mean_acc"])]
-    if len(tied):
-        line += ", tied with " + " and ".join(_recipe(r) for _, r in tied.iterrows())
-    gain = top["gain_vs_scratch"]
-    if isinstance(gain, float) and not math.isnan(gain):
-        more = "above" if gain >= 0 else "below"
-        line += f", {abs(gain) * 100:.1f} points {more} training from scratch"
-        lo, hi = top["gain_ci_low"], top["gain_ci_high"]
-        verdict = str(top.get("verdict", ""))
-        if not math.isnan(lo):
-            sure = {
-                "significant": "significant after Holm correction",
-                "nominal": "the CI excludes zero, but not after Holm correction for all "
-                "comparisons",
-                "inconclusive": "the CI includes zero: not distinguishable with this many seeds",
-            }.get(verdict.partition("(")[2].rstrip(")"), verdict)
-            line += f" (95% CI {_pts(lo)} to {_pts(hi)} points; {sure})"
-    return line + "."
+    ]
+    return out
 
 
-def _recipe_of(row: Any) -> str:
+def comparison_view(gains: pd.DataFrame) -> pd.DataFrame:
+    out = gains.copy()
+    out["baseline"] = [
+        f"{s} / {t}" if isinstance(s, str) else ""
+        for s, t in zip(out["baseline_source"], out["baseline_strategy"], strict=True)
+    ]
+    out["interval95"] = [
+        "" if lo != lo else f"[{_pts(lo)}, {_pts(hi)}]"
+        for lo, hi in zip(out["gain_ci_low"], out["gain_ci_high"], strict=True)
+    ]
+    return out
+
+
+# -- plain words ----------------------------------------------------------------------------------
+
+
+def _recipe(row: Any) -> str:
     return f"{row.source} with {str(row.strategy).replace('_', ' ')}"
 
 
+def _best_line(target: str, budget: str, grp: pd.DataFrame) -> str:
+    """One sentence per (target, budget): the highest mean, and how it compares with scratch."""
+    top = grp.iloc[0]
+    where = f"On {target} ({budget})"
+    if top["role"] == "baseline":
+        return (
+            f"{where}, training from scratch has the highest mean ({top['mean_acc']:.3f}); no "
+            "pre-trained recipe is significantly above it."
+            if not grp["scratch_verdict"].isin(["above scratch training (significant)"]).any()
+            else f"{where}, training from scratch has the highest mean ({top['mean_acc']:.3f})."
+        )
+    recipe = f"{top['source']} with {str(top['strategy']).replace('_', ' ')}"
+    line = f"{where}, the highest mean is {recipe}: {top['mean_acc']:.3f}"
+    gain = top["gain_vs_scratch"]
+    if isinstance(gain, float) and gain == gain:
+        line += f", {_pts(gain)} points against scratch training"
+        if top["gain_ci_low"] == top["gain_ci_low"]:
+            line += f" [{_pts(top['gain_ci_low'])}, {_pts(top['gain_ci_high'])}]"
+        line += f" ({top['scratch_verdict']})"
+    return line + "."
+
+
 def headlines(views: Views) -> list[str]:
-    """Plain-words findings: the best recipe per target, where transfer hurt or did not help."""
+    """Findings in plain words, each stated only as strongly as the data supports."""
     lines = []
-    board = views.leaderboard
-    for (target, budget), grp in board.groupby(["target", "budget"], sort=False):
+    for (target, budget), grp in views.leaderboard.groupby(["target", "budget"], sort=False):
         lines.append(_best_line(str(target), str(budget), grp))
-    gains = views.gains
-    if not gains.empty:
-        for row in gains[gains["verdict"] == "negative (significant)"].itertuples():
+    corr = views.protocol["correction"]
+    same, scratch = views.gains, views.vs_scratch
+    if not same.empty:
+        for row in same[same["verdict"] == "negative (significant)"].itertuples():
             lines.append(
-                f"Transfer hurt: {_recipe_of(row)} on {row.target} (budget {row.budget}) is "
-                f"{abs(row.gain_mean) * 100:.1f} points below training from scratch "
-                "(significant after Holm correction)."
+                f"Negative transfer: {_recipe(row)} on {row.target} ({row.budget}) is "
+                f"{abs(row.gain_mean) * 100:.1f} points below the same algorithm without the "
+                f"source ({row.baseline_source}), significant after {corr} correction."
             )
-        nominal_hurt = gains[gains["verdict"] == "negative (nominal)"].sort_values("gain_mean")
-        if len(nominal_hurt):
-            worst = "; ".join(
-                f"{_recipe_of(r)} on {r.target} ({r.budget}) {r.gain_mean * 100:+.1f}"
-                for r in nominal_hurt.head(3).itertuples()
-            )
+        for verdict, words in (("positive (significant)", "helps significantly"),
+                               ("positive (nominal)",
+                                "helps nominally (CI above zero, not after correction)"),
+                               ("equivalent", "is equivalent within the margin")):  # fmt: skip
+            n = int((same["verdict"] == verdict).sum())
+            if n:
+                lines.append(
+                    f"The source {words} in {n} of {len(same)} recipes, against the same "
+                    "algorithm without it."
+                )
+    if not scratch.empty:
+        frozen = scratch[~scratch["trains_encoder"].astype(bool)]
+        below = frozen[frozen["verdict"] == "below scratch training (significant)"]
+        for row in below.sort_values("gain_mean").head(3).itertuples():
             lines.append(
-                f"{len(nominal_hurt)} more transfer results fall below scratch with a 95% CI below "
-                f"zero, not significant after Holm correction; the worst: {worst} points."
+                f"Below scratch training: {_recipe(row)} on {row.target} ({row.budget}) is "
+                f"{abs(row.gain_mean) * 100:.1f} points below a network trained from scratch; a "
+                "frozen recipe, so this compares two algorithms and is not negative transfer."
             )
-        n = len(gains)
-        wins = int((gains["verdict"] == "positive (significant)").sum())
-        nominal = int((gains["verdict"] == "positive (nominal)").sum())
-        unsure = int(gains["verdict"].str.endswith("(inconclusive)").sum())
-        if wins:
-            lines.append(f"{wins} of {n} transfer results significantly beat scratch training.")
-        if nominal:
-            lines.append(
-                f"{nominal} of {n} transfer results beat scratch with a 95% CI above zero, but do "
-                "not survive Holm correction over all comparisons: confirm them with more seeds."
-            )
-        if unsure:
-            lines.append(
-                f"{unsure} of {n} transfer results cannot be told apart from training from scratch "
-                "with this many seeds: the 95% CI of their gain includes zero."
-            )
-    gap = views.domain_gap.dropna(subset=["gain"])
-    for target, grp in gap.groupby("target", sort=False):
+    gap = views.domain_gap
+    gap = gap[(gap["ruler"] == "reference")].dropna(subset=["gain"]) if len(gap) else gap
+    for target, grp in gap.groupby("target", sort=False) if len(gap) else []:
         if len(grp) < 2:
             continue
         near, far = grp.loc[grp["mmd"].idxmin()], grp.loc[grp["mmd"].idxmax()]
         lines.append(
-            f"On {target}, the source pre-trained on the closest data ({near['source']}, "
-            f"MMD\u00b2 {near['mmd']:.3g}) is at {_pts(near['gain'])} points against scratch "
-            "with its best strategy (averaged over budgets); the most distant "
-            f"({far['source']}, MMD\u00b2 {far['mmd']:.3g}) at {_pts(far['gain'])}."
+            f"On {target}, on the reference ruler, the closest source ({near['source']}, MMD² "
+            f"{near['mmd']:.3g}) gains {_pts(near['gain'])} points with {near['gain_strategy']}, "
+            f"the most distant ({far['source']}, MMD² {far['mmd']:.3g}) {_pts(far['gain'])}."
         )
     return lines
 
 
-def render_report(views: Views, suite_name: str, description: str = "") -> str:
+def protocol_lines(views: Views) -> list[str]:
+    p = views.protocol
+    trials = ", ".join(f"{k} {v}" for k, v in sorted(p["trials"].items())) or "none"
+    validation = (
+        "budgeted: selection inside the label budget (hold-out for trained recipes, k-fold CV "
+        "for frozen ones), then a retrain on all of it"
+        if p["validation"] == "budgeted"
+        else "full: selection on the target's whole validation split (optimistic)"
+    )
+    return [
+        f"Label budgets: {', '.join(p['budgets']) or 'none'}; seeds: {len(p['seeds'])}.",
+        f"Validation: {validation}.",
+        f"Tuning trials per cell: {trials} ({p['schedule'].replace('_', ' ')}).",
+        f"Intervals cover {p['interval'] or 'seeds'}; p-values are {p['correction']}-corrected "
+        "per table"
+        + (f"; equivalence margin ±{p['margin'] * 100:g} points." if p["margin"] else "."),
+        f"Estimators are judged against {p['truth']}, at each budget, on the labels of that "
+        "budget.",
+    ]
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+
+def _figs(figures: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
+    return [(n, plots.to_data_uri(f)) for n, f in figures.items() if n.startswith(prefix)]
+
+
+def _optional(frame: pd.DataFrame | None, columns: list[str]) -> Markup | None:
+    return table_html(frame, columns) if frame is not None and len(frame) else None
+
+
+LEADERBOARD = ["budget", "rank", "source", "strategy", "labels", "trials", "accuracy", "gain",
+               "scratch_verdict", "verdict", "cost_s"]  # fmt: skip
+COMPARISON = ["target", "budget", "source", "strategy", "baseline", "n_pairs", "gain_mean",
+              "interval95", "p_adj", "verdict"]  # fmt: skip
+AGREEMENT = ["target", "budget", "estimator", "n_sources", "weighted_tau", "tau_ci", "p_value",
+             "rel_top1", "indicative", "reason"]  # fmt: skip
+IMPROVEMENT = ["source", "strategy", "budget", "n_pairs", "wins", "ties", "losses",
+               "prob_improvement", "ci"]  # fmt: skip
+PER_HOUR = ["target", "budget", "source", "strategy", "gain_mean", "cost_s", "gain_per_cpu_hour",
+            "gain_per_gpu_hour", "reason"]  # fmt: skip
+LABELS_SAVED = ["target", "budget", "source", "strategy", "n_train", "labels_saved", "reason"]
+DOMAIN_GAP = ["target", "source", "ruler", "mmd", "mmd_p", "frechet", "gain_strategy", "gain"]
+
+
+def _interval_text(low: pd.Series, high: pd.Series, digits: int) -> list[str]:
+    return [
+        "" if lo != lo else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+        for lo, hi in zip(low, high, strict=True)
+    ]
+
+
+def _tables(views: Views) -> dict[str, Any]:
+    board = leaderboard_view(views.leaderboard)
+    agreement = views.agreement
+    if agreement is not None:
+        agreement = agreement.assign(
+            tau_ci=_interval_text(agreement["tau_ci_low"], agreement["tau_ci_high"], 2)
+        )
+    improve = views.p_improvement
+    if improve is not None:
+        improve = improve.assign(ci=_interval_text(improve["ci_low"], improve["ci_high"], 2))
+    same, scratch = views.gains, views.vs_scratch
+    return {
+        "leaderboards": [
+            (t, table_html(g, LEADERBOARD)) for t, g in board.groupby("target", sort=False)
+        ],
+        "same_table": _optional(comparison_view(same) if len(same) else None, COMPARISON),
+        "scratch_table": _optional(comparison_view(scratch) if len(scratch) else None, COMPARISON),
+        "p_improve": _optional(improve, IMPROVEMENT),
+        "labels_saved": _optional(views.labels_saved, LABELS_SAVED),
+        "gain_hour": _optional(views.gain_per_hour, PER_HOUR),
+        "domain_gap_table": _optional(views.domain_gap, DOMAIN_GAP),
+        "estimator_agreement": _optional(agreement, AGREEMENT),
+        "timing_summary": table_html(
+            views.timing_summary, list(views.timing_summary.columns), False
+        ),
+        "timing_table": table_html(views.timing, list(views.timing.columns), False),
+        "failures": table_html(views.failures, list(views.failures.columns), False)
+        if len(views.failures)
+        else None,
+        "environment": table_html(views.environment, ["what", "value"], False),
+    }
+
+
+def _figures(views: Views) -> dict[str, Any]:
+    figures = views.figures()
+    return {
+        "heatmaps": _figs(figures, "gain heatmap"),
+        "curves": _figs(figures, "learning curve"),
+        "cost_figs": _figs(figures, "accuracy vs cost"),
+        "domain_gap_figs": _figs(figures, "domain gap"),
+        "estimator_figs": _figs(figures, "estimator"),
+        "cka_figs": _figs(figures, "cka"),
+    }
+
+
+def render_report(views: Views, suite_name: str, description: str = "", csv_dir: str = "") -> str:
     env = Environment(
         loader=PackageLoader("atlbench.report", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
     )
-    template = env.get_template("report.html.j2")
-    board = views.leaderboard
-    leaderboards = [
-        (target, table_html(grp.drop(columns=["target"])))
-        for target, grp in board.groupby("target", sort=False)
-    ]
-    summary = views.summary
-    curves = (
-        [c for c in (plots.learning_curves(summary, t) for t in summary["target"].unique()) if c]
-        if not summary.empty
-        else []
-    )
     notes = []
-    if not views.gains.empty and (views.gains["n_pairs"] < 5).any():
+    if len(views.failures):
         notes.append(
-            "Some comparisons rest on fewer than 5 paired seeds: their confidence intervals are "
-            "wide and verdicts often inconclusive. At least 5 seeds are recommended."
+            f"{len(views.failures)} cells failed; see Failures. Their results are missing, "
+            "not zero."
         )
-    if views.failures is not None and len(views.failures):
-        notes.append(
-            f"{len(views.failures)} cells failed; see Failures. "
-            "Their results are missing, not zero."
-        )
-    negative = views.gains
-    neg_cols = {
-        "target": "target",
-        "budget": "budget",
-        "source": "source",
-        "strategy": "strategy",
-        "n_pairs": "pairs",
-        "mean": "acc",
-        "scratch_mean": "scratch acc",
-        "gain_mean": "gain (pts)",
-        "gain_ci_low": "CI low",
-        "gain_ci_high": "CI high",
-        "p_holm": "p (Holm)",
-        "negative_transfer_gap": "NTG (pts)",
-        "verdict": "verdict",
-    }
-    estimator_figs = []
-    if not views.estimates.empty and not views.truth.empty:
-        for name in views.estimates["estimator"].unique():
-            fig = plots.estimator_scatter(views.estimates, views.truth, name)
-            if fig:
-                estimator_figs.append(fig)
-    pareto = [
-        f
-        for f in (
-            plots.pareto_plot(board, "train_time_s", "train time (s)"),
-            plots.pareto_plot(board, "trainable_params", "trainable parameters"),
-        )
-        if f
-    ]
-    gap = views.domain_gap
-    gap_cols = {
-        "target": "target",
-        "source": "source",
-        "mmd": "MMD²",
-        "mmd_p": "p (MMD)",
-        "frechet": "Fréchet",
-        "best_strategy": "best strategy",
-        "gain": "gain (pts)",
-    }
-    return template.render(
-        domain_gap_table=table_html(gap, gap_cols) if len(gap) else None,
-        domain_gap_figs=[f for f in (plots.domain_gap_plot(gap, "mmd"),) if f] if len(gap) else [],
+    done = int((views.records.get("status") == "done").sum()) if not views.records.empty else 0
+    return env.get_template("report.html.j2").render(
         suite_name=suite_name,
         description=description,
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        n_done=int((views.records.get("status") == "done").sum()) if not views.records.empty else 0,
-        n_failed=0 if views.failures is None else len(views.failures),
+        n_done=done,
+        n_failed=len(views.failures),
         sections=SECTIONS,
+        protocol=protocol_lines(views),
+        next_steps=views.next_steps,
         headlines=headlines(views),
         notes=notes,
-        leaderboards=leaderboards,
-        heatmap=plots.gain_heatmap(views.gains),
-        negative_table=table_html(negative, {k: v for k, v in neg_cols.items() if k in negative}),
-        p_improve=table_html(views.p_improvement) if views.p_improvement is not None else None,
-        curves=curves,
-        labels_saved=table_html(views.labels_saved)
-        if views.labels_saved is not None and len(views.labels_saved)
-        else None,
-        gain_hour=table_html(views.gain_per_hour)
-        if views.gain_per_hour is not None and len(views.gain_per_hour)
-        else None,
-        pareto=pareto,
-        estimator_scores=table_html(views.estimator_table) if not views.estimates.empty else None,
-        estimator_agreement=table_html(views.agreement) if views.agreement is not None else None,
-        estimator_figs=estimator_figs,
-        cka_figs=views.cka_figures(),
-        timing_table=table_html(views.timing),
-        failures=table_html(views.failures)
-        if views.failures is not None and len(views.failures)
-        else None,
-        environment=table_html(views.environment),
+        csv_dir=csv_dir,
+        has_estimates=not views.estimates.empty,
+        **_tables(views),
+        **_figures(views),
     )
 
 
-def write_report(views: Views, path: Path, suite_name: str, description: str = "") -> Path:
+def write_report(
+    views: Views,
+    path: Path,
+    suite_name: str,
+    description: str = "",
+    results_dir: Path | None = None,
+) -> Path:
     from atlbench.cache import atomic_write_text
 
-    atomic_write_text(path, render_report(views, suite_name, description))
+    csv_dir = ""
+    if results_dir is not None:
+        csv_dir = os.path.relpath(Path(results_dir).resolve(), Path(path).resolve().parent)
+    atomic_write_text(path, render_report(views, suite_name, description, csv_dir))
     return path

@@ -1,8 +1,15 @@
-"""Leaderboard tables: per target, every (source, strategy, budget) ranked, with gain over scratch.
+"""Leaderboard tables: per target and budget, every recipe ranked, with its gain over scratch.
 
-Columns of ``leaderboard.csv`` (stable): target, budget, rank, source, strategy, n_train, seeds,
-mean_acc, std_acc, ci_low, ci_high, mean_macro_f1, gain_vs_scratch, gain_ci_low, gain_ci_high,
-verdict, train_time_s, trainable_params.
+Columns of ``leaderboard.csv`` (stable): target, budget, rank, source, strategy, role, n_train
+(labels in the budget), n_fit and n_val (of those, how many fitted and how many validated while
+selecting: a k-fold CV uses every label for both), seeds, trials (tuning trials per cell), mean_acc,
+std_acc, ci_low, ci_high (95%, covering seeds and test examples), mean_macro_f1,
+gain_vs_scratch, gain_ci_low, gain_ci_high (paired against the trained scratch baseline),
+scratch_verdict ("above/below scratch training (...)", "not significant", ...), verdict (against
+the same algorithm without the source: "positive/negative (...)"; "baseline" for the scratch row,
+"random-init baseline" for frozen recipes on a random encoder), edge_flags (cells whose chosen
+value sat on the edge of its search space or that were still improving at max_epochs), cost_s
+(mean per cell: every trial plus feature extraction), trainable_params.
 """
 
 from __future__ import annotations
@@ -10,16 +17,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from atlbench.analysis.stats import paired_gains, summarize
-
 LEADERBOARD_COLUMNS = [
     "target",
     "budget",
     "rank",
     "source",
     "strategy",
+    "role",
     "n_train",
+    "n_fit",
+    "n_val",
     "seeds",
+    "trials",
     "mean_acc",
     "std_acc",
     "ci_low",
@@ -28,83 +37,66 @@ LEADERBOARD_COLUMNS = [
     "gain_vs_scratch",
     "gain_ci_low",
     "gain_ci_high",
+    "scratch_verdict",
     "verdict",
-    "train_time_s",
+    "edge_flags",
+    "cost_s",
     "trainable_params",
 ]
+KEYS = ["source", "target", "strategy", "budget"]
+ROLE_VERDICT = {"baseline": "baseline", "random_init": "random-init baseline"}
 
 
-def leaderboard(records: pd.DataFrame) -> pd.DataFrame:
-    """Rank within (target, budget) by mean test accuracy over seeds."""
-    if records.empty or "test_acc" not in records:
-        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
-    summary = summarize(records, "test_acc")
-    if summary.empty:
-        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
-    f1 = summarize(records, "test_macro_f1")[["source", "target", "strategy", "budget", "mean"]]
-    f1 = f1.rename(columns={"mean": "mean_macro_f1"})
-    gains = paired_gains(records, "test_acc")[
-        [
-            "source",
-            "target",
-            "strategy",
-            "budget",
-            "gain_mean",
-            "gain_ci_low",
-            "gain_ci_high",
-            "verdict",
-        ]
+def _cell_facts(records: pd.DataFrame) -> pd.DataFrame:
+    done = records[records["status"] == "done"].copy()
+    done["flagged"] = [
+        bool(f) if isinstance(f, list) else False
+        for f in done.get("edge_flags", [None] * len(done))
     ]
-    done = records[records["status"] == "done"]
-    cost = (
-        done.groupby(["source", "target", "strategy", "budget"], sort=False)
-        .agg(train_time_s=("train_time_s", "mean"), trainable_params=("trainable_params", "max"))
+    for col in ("n_fit", "n_val", "n_trials", "cost_s", "trainable_params"):
+        done[col] = pd.to_numeric(done[col], errors="coerce") if col in done else np.nan
+    return (
+        done.groupby(KEYS, sort=False)
+        .agg(
+            role=("role", "first"),
+            n_fit=("n_fit", "median"),
+            n_val=("n_val", "median"),
+            trials=("n_trials", "max"),
+            edge_flags=("flagged", "sum"),
+            cost_s=("cost_s", "mean"),
+            trainable_params=("trainable_params", "max"),
+        )
         .reset_index()
     )
-    keys = ["source", "target", "strategy", "budget"]
-    table = summary.merge(f1, on=keys, how="left").merge(gains, on=keys, how="left")
-    table = table.merge(cost, on=keys, how="left")
-    table = table.rename(
-        columns={
-            "mean": "mean_acc",
-            "std": "std_acc",
-            "n_seeds": "seeds",
-            "gain_mean": "gain_vs_scratch",
-        }
+
+
+def leaderboard(
+    records: pd.DataFrame,
+    summary: pd.DataFrame,
+    f1: pd.DataFrame,
+    vs_scratch: pd.DataFrame,
+    same: pd.DataFrame,
+) -> pd.DataFrame:
+    """Rank within (target, budget) by mean test accuracy over seeds."""
+    if records.empty or summary.empty:
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+    table = summary.rename(columns={"mean": "mean_acc", "std": "std_acc", "n_seeds": "seeds"})
+    table = table.merge(
+        f1[[*KEYS, "mean"]].rename(columns={"mean": "mean_macro_f1"}), on=KEYS, how="left"
     )
-    # a t-interval of a bounded metric can leave [0, 1]; clip it to the metric's range
+    scratch = vs_scratch.reindex(
+        columns=[*KEYS, "gain_mean", "gain_ci_low", "gain_ci_high", "verdict"]
+    )
+    scratch = scratch.rename(columns={"gain_mean": "gain_vs_scratch", "verdict": "scratch_verdict"})
+    table = table.merge(scratch, on=KEYS, how="left")
+    table = table.merge(same.reindex(columns=[*KEYS, "verdict"]), on=KEYS, how="left")
+    table = table.merge(_cell_facts(records), on=KEYS, how="left")
+    table["verdict"] = table["verdict"].fillna(table["role"].map(ROLE_VERDICT))
     table[["ci_low", "ci_high"]] = table[["ci_low", "ci_high"]].clip(0.0, 1.0)
-    table["verdict"] = table["verdict"].fillna("baseline")
     table = table.sort_values(
         ["target", "budget", "mean_acc"], ascending=[True, True, False], kind="stable"
     )
     table["rank"] = table.groupby(["target", "budget"]).cumcount() + 1
-    order = _budget_sort_key(table)
+    order = table.groupby(["target", "budget"])["n_train"].transform("median").to_numpy()
     table = table.assign(_order=order).sort_values(["target", "_order", "rank"], kind="stable")
-    return table[LEADERBOARD_COLUMNS].reset_index(drop=True)
-
-
-def _budget_sort_key(table: pd.DataFrame) -> np.ndarray:
-    """Budgets in increasing label count (5/class before 100%)."""
-    return table.groupby(["target", "budget"])["n_train"].transform("median").to_numpy()
-
-
-def best_per_target(records: pd.DataFrame) -> pd.DataFrame:
-    """The top row of every (target, budget), for the terminal summary and the report's headline."""
-    board = leaderboard(records)
-    if board.empty:
-        return pd.DataFrame(
-            columns=["target", "budget", "source", "strategy", "mean", "std", "gain"]
-        )
-    top = board[board["rank"] == 1]
-    return pd.DataFrame(
-        {
-            "target": top["target"],
-            "budget": top["budget"],
-            "source": top["source"],
-            "strategy": top["strategy"],
-            "mean": top["mean_acc"],
-            "std": top["std_acc"].fillna(0.0),
-            "gain": top["gain_vs_scratch"],
-        }
-    ).reset_index(drop=True)
+    return table.reindex(columns=LEADERBOARD_COLUMNS).reset_index(drop=True)

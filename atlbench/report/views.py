@@ -1,8 +1,14 @@
 """Every table the report and the CSVs show, computed once from the store's records.
 
 ``Views`` is the Python face of a results directory: each attribute is a pandas DataFrame with
-documented columns, so a notebook gets exactly what ``leaderboard.csv`` and the HTML report show.
+documented columns, so a notebook gets exactly what ``leaderboard.csv`` and the HTML report show,
+and :meth:`Views.figures` returns the report's figures as matplotlib ``Figure`` objects.
 Properties are cached because several sections reuse the same statistics.
+
+Two comparisons run side by side (:func:`atlbench.analysis.paired_gains`): ``same_algorithm``
+(Wang et al. 2019: the same recipe without the source; the only one that may say "negative
+transfer") and ``scratch`` (against the trained from-scratch baseline). Intervals cover seeds and
+test examples when per-example correctness is stored (every cell since this version).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from atlbench.analysis import (
+    cost_accuracy,
     estimator_agreement,
     gain_per_hour,
     ground_truth,
@@ -29,16 +36,17 @@ TIMING_COLUMNS = [
     "source",
     "target",
     "strategy",
+    "role",
     "budget",
     "seed",
     "device",
     "dtype",
     "n_train",
+    "n_trials",
+    "cost_s",
     "train_time_s",
     "selection_time_s",
     "time_to_best_s",
-    "time_to_90pct_s",
-    "compile_time_s",
     "feature_time_s",
     "train_samples_per_s",
     "eval_samples_per_s",
@@ -53,19 +61,47 @@ NEGATIVE_TRANSFER_COLUMNS = [
     "source",
     "strategy",
     "arch",
+    "comparison",
+    "baseline_source",
+    "baseline_strategy",
     "n_pairs",
     "mean",
-    "scratch_mean",
+    "baseline_mean",
     "gain_mean",
     "gain_ci_low",
     "gain_ci_high",
     "p_value",
-    "p_holm",
+    "p_adj",
+    "correction",
+    "p_equivalence",
     "negative_transfer_gap",
     "verdict",
+    "interval",
     "note",
 ]
-FAILURE_COLUMNS = ["source", "target", "strategy", "budget", "seed", "error"]
+ESTIMATOR_COLUMNS = [
+    "target",
+    "budget",
+    "estimator",
+    "source",
+    "score",
+    "time_s",
+    "truth",
+    "truth_strategy",
+    "n_sources",
+    "n_seeds",
+    "weighted_tau",
+    "tau_ci_low",
+    "tau_ci_high",
+    "p_value",
+    "pearson_r",
+    "rel_top1",
+    "indicative",
+    "set_level",
+    "reason",
+]
+FAILURE_COLUMNS = ["source", "target", "strategy", "role", "budget", "seed", "error"]
+BASELINES = ("baseline_params", "baseline_reported_acc")
 
 
 class Views:
@@ -77,11 +113,13 @@ class Views:
         estimates: pd.DataFrame | None = None,
         artifacts: dict[str, list[dict[str, Any]]] | None = None,
         meta: dict[str, Any] | None = None,
+        correct: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.records = records
         self._estimates = estimates if estimates is not None else pd.DataFrame()
         self.artifacts = artifacts or {}
         self.meta = meta or {}
+        self.correct = correct or None
 
     @classmethod
     def from_store(cls, store: Any) -> Views:
@@ -92,11 +130,15 @@ class Views:
         CKA comparisons and domain gaps get the same treatment here.
         """
         labels = store.meta("estimate_labels", {}) or {}
+        source_ids = store.meta("source_keys", {}) or {}
         estimates = store.estimates()
         if len(estimates):
-            estimates = estimates[estimates["key"].isin(list(labels))].copy()
-            estimates["source"] = [labels[k][0] for k in estimates["key"]]
-            estimates["target"] = [labels[k][1] for k in estimates["key"]]
+            keep = estimates["key"].isin(list(labels)) & estimates["source_key"].isin(
+                list(source_ids)
+            )
+            estimates = estimates[keep].copy()
+            estimates["source"] = [source_ids[k] for k in estimates["source_key"]]
+            estimates["target"] = [labels[k]["target"] for k in estimates["key"]]
         records = store.records()
         plan = {r["key"]: r for r in records.to_dict("records")} if len(records) else {}
         cka = []
@@ -107,41 +149,70 @@ class Views:
                 cka.append(item | {k: cell[k] for k in ("source", "target", "strategy", "budget")})
         gap_keys = set(store.meta("domain_gap_keys", []) or [])
         gaps = [g for g in store.artifacts("domain_gap") if g.get("key") in gap_keys]
-        return cls(
-            records,
-            estimates,
-            {"cka": cka, "domain_gap": gaps},
-            {"suite": store.meta("suite", {}), "skipped_pairs": store.meta("skipped_pairs", [])},
-        )
+        meta = {"suite": store.meta("suite", {}), "skipped_pairs": store.meta("skipped_pairs", [])}
+        return cls(records, estimates, {"cka": cka, "domain_gap": gaps}, meta, store.correctness())
+
+    # -- settings the suite chose ---------------------------------------------------------------
+    @property
+    def suite(self) -> dict[str, Any]:
+        return self.meta.get("suite") or {}
+
+    @property
+    def correction(self) -> str:
+        return str(self.suite.get("correction", "holm"))
+
+    @property
+    def margin(self) -> float | None:
+        return self.suite.get("equivalence_margin")
 
     @property
     def has_results(self) -> bool:
         return not self.records.empty and bool((self.records["status"] == "done").any())
 
+    # -- accuracy and gains ---------------------------------------------------------------------
     @cached_property
     def summary(self) -> pd.DataFrame:
-        """Per (source, target, strategy, budget): mean, std and 95% CI of test accuracy."""
+        """Per (source, target, strategy, budget): mean, std and 95% CI of test accuracy
+        (covering seeds and test examples)."""
         if not self.has_results:
             return pd.DataFrame()
-        return summarize(self.records, "test_acc")
+        return summarize(self.records, "test_acc", correct=self.correct)
+
+    def _gains(self, comparison: str) -> pd.DataFrame:
+        if not self.has_results:
+            return pd.DataFrame(columns=NEGATIVE_TRANSFER_COLUMNS)
+        return paired_gains(
+            self.records, self.correct, comparison, equivalence_margin=self.margin,
+            correction=self.correction,
+        )  # fmt: skip
 
     @cached_property
     def gains(self) -> pd.DataFrame:
-        """Paired gains over scratch with CIs, Holm p-values, verdicts and the NTG."""
-        if not self.has_results:
-            return pd.DataFrame(columns=NEGATIVE_TRANSFER_COLUMNS)
-        return paired_gains(self.records, "test_acc")
+        """Same-algorithm comparison (Wang et al. 2019): the negative-transfer verdicts."""
+        return self._gains("same_algorithm")
+
+    @cached_property
+    def vs_scratch(self) -> pd.DataFrame:
+        """Every transfer recipe against the trained from-scratch baseline."""
+        return self._gains("scratch")
 
     @cached_property
     def leaderboard(self) -> pd.DataFrame:
-        return leaderboard(self.records if not self.records.empty else pd.DataFrame())
+        if not self.has_results:
+            return leaderboard(
+                pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+            )
+        f1 = summarize(self.records, "test_macro_f1")
+        return leaderboard(self.records, self.summary, f1, self.vs_scratch, self.gains)
 
     @cached_property
     def negative_transfer(self) -> pd.DataFrame:
-        gains = self.gains
-        if gains.empty:
+        """``negative_transfer.csv``: both comparisons, one row each per transfer recipe."""
+        tables = [t for t in (self.gains, self.vs_scratch) if not t.empty]
+        if not tables:
             return pd.DataFrame(columns=NEGATIVE_TRANSFER_COLUMNS)
-        return gains[[c for c in NEGATIVE_TRANSFER_COLUMNS if c in gains]]
+        both = pd.concat(tables, ignore_index=True)
+        return both.reindex(columns=NEGATIVE_TRANSFER_COLUMNS)
 
     @cached_property
     def p_improvement(self) -> pd.DataFrame | None:
@@ -152,19 +223,26 @@ class Views:
 
     @cached_property
     def labels_saved(self) -> pd.DataFrame | None:
-        return labels_saved(self.records) if self.has_results else None
+        if not self.has_results:
+            return None
+        return labels_saved(self.records, self.correct, correction=self.correction)
 
     @cached_property
     def gain_per_hour(self) -> pd.DataFrame | None:
         return gain_per_hour(self.records) if self.has_results else None
 
     @cached_property
+    def cost_accuracy(self) -> pd.DataFrame:
+        return cost_accuracy(self.records) if self.has_results else pd.DataFrame()
+
+    @cached_property
     def failures(self) -> pd.DataFrame:
         if self.records.empty:
             return pd.DataFrame(columns=FAILURE_COLUMNS)
         failed = self.records[self.records["status"] != "done"]
-        return failed[[c for c in FAILURE_COLUMNS if c in failed]].reset_index(drop=True)
+        return failed.reindex(columns=FAILURE_COLUMNS).reset_index(drop=True)
 
+    # -- cost -------------------------------------------------------------------------------------
     @cached_property
     def timing(self) -> pd.DataFrame:
         """One row per finished cell: every clock, throughput and memory figure it recorded."""
@@ -174,63 +252,190 @@ class Views:
         return done.reindex(columns=TIMING_COLUMNS).reset_index(drop=True)
 
     @cached_property
+    def timing_summary(self) -> pd.DataFrame:
+        """Per strategy and role: median cell cost, training throughput, time to the best
+        validation score and peak memory, over its finished cells."""
+        cols = ["strategy", "role", "cells", "median_cost_s", "total_cost_s", "train_samples_per_s",
+                "time_to_best_s", "peak_mem_mb"]  # fmt: skip
+        t = self.timing
+        if t.empty:
+            return pd.DataFrame(columns=cols)
+        numeric = t.assign(**{c: pd.to_numeric(t[c], errors="coerce") for c in TIMING_COLUMNS[9:]})
+        out = numeric.groupby(["strategy", "role"], sort=False).agg(
+            cells=("cost_s", "size"),
+            median_cost_s=("cost_s", "median"),
+            total_cost_s=("cost_s", "sum"),
+            train_samples_per_s=("train_samples_per_s", "median"),
+            time_to_best_s=("time_to_best_s", "median"),
+            peak_mem_mb=("peak_mem_mb", "median"),
+        )
+        return out.reset_index()[cols]
+
+    # -- estimators -------------------------------------------------------------------------------
+    @cached_property
     def estimates(self) -> pd.DataFrame:
-        """Estimator scores per (source, target): source, target, estimator, score, time_s."""
+        """Finished estimator scores: source, target, budget, seed, estimator, score, time_s,
+        set_level (the score is normalised over the candidate set)."""
+        cols = ["source", "target", "budget", "seed", "estimator", "score", "time_s", "set_level"]
         est = self._estimates
         if est.empty:
-            return pd.DataFrame(columns=["source", "target", "estimator", "score", "time_s"])
-        est = est[est["status"] == "done"]
-        return est[["source", "target", "estimator", "score", "time_s"]].reset_index(drop=True)
+            return pd.DataFrame(columns=cols)
+        est = est[est["status"] == "done"].copy()
+        extra = est["extra"] if "extra" in est else pd.Series([{}] * len(est), index=est.index)
+        est["set_level"] = [bool((e or {}).get("set_level", False)) for e in extra]
+        return est.reindex(columns=cols).reset_index(drop=True)
 
     @cached_property
     def truth(self) -> pd.DataFrame:
-        """Best measured (non-scratch) accuracy per (source, target): what estimators predict."""
+        """Per (source, target, budget, seed): the accuracy estimators are judged against (the
+        suite's ``truth``: the tuned fine-tuning recipe, never a maximum that includes kNN)."""
         if not self.has_results:
-            return pd.DataFrame(columns=["source", "target", "truth"])
-        return ground_truth(self.records)
+            return pd.DataFrame(columns=["source", "target", "budget", "seed", "strategy", "truth"])
+        return ground_truth(self.records, str(self.suite.get("truth", "finetune")))
 
     @cached_property
     def agreement(self) -> pd.DataFrame | None:
-        if self.estimates.empty or self.truth.empty:
+        scores = self.estimates[~self.estimates["estimator"].isin(BASELINES)]
+        if scores.empty or self.truth.empty:
             return None
-        return estimator_agreement(self.estimates, None, truth=self.truth)
-
-    @cached_property
-    def estimator_table(self) -> pd.DataFrame:
-        """Scores side by side (one column per estimator) with the measured truth beside them."""
-        if self.estimates.empty:
-            return pd.DataFrame()
-        wide = self.estimates.pivot_table(
-            index=["target", "source"], columns="estimator", values="score", aggfunc="mean"
-        ).reset_index()
-        wide.columns.name = None
-        return wide.merge(self.truth, on=["source", "target"], how="left").rename(
-            columns={"truth": "best_finetuned_acc"}
-        )
+        return estimator_agreement(scores, None, truth=self.truth)
 
     @cached_property
     def estimators_csv(self) -> pd.DataFrame:
-        """``estimators.csv``: scores per (target, source, estimator), agreement per estimator."""
-        cols = [
-            "target",
-            "estimator",
-            "source",
-            "score",
-            "time_s",
-            "truth",
-            "n_sources",
-            "weighted_tau",
-            "pearson_r",
-            "rel_top1",
-            "reason",
-        ]
-        if self.estimates.empty:
-            return pd.DataFrame(columns=cols)
-        table = self.estimates.merge(self.truth, on=["source", "target"], how="left")
+        """``estimators.csv``: seed-mean scores per (target, budget, estimator, source), the
+        seed-mean truth beside them, and each estimator's agreement with the truth."""
+        est = self.estimates
+        if est.empty:
+            return pd.DataFrame(columns=ESTIMATOR_COLUMNS)
+        keys = ["target", "budget", "estimator", "source"]
+        scores = est.groupby(keys, as_index=False).agg(
+            score=("score", "mean"), time_s=("time_s", "mean"), set_level=("set_level", "max")
+        )
+        if not self.truth.empty:
+            truth = self.truth.groupby(["source", "target", "budget"], as_index=False).agg(
+                truth=("truth", "mean"), truth_strategy=("strategy", "first")
+            )
+            scores = scores.merge(truth, on=["source", "target", "budget"], how="left")
         if self.agreement is not None:
-            table = table.merge(self.agreement, on=["target", "estimator"], how="left")
-        return table.reindex(columns=cols).sort_values(["target", "estimator", "source"])
+            scores = scores.merge(self.agreement, on=["target", "budget", "estimator"], how="left")
+        return scores.reindex(columns=ESTIMATOR_COLUMNS).sort_values(keys, ignore_index=True)
 
+    # -- domain gap -------------------------------------------------------------------------------
+    @cached_property
+    def domain_gap(self) -> pd.DataFrame:
+        """Source pre-training data (its held-out test split) vs target, on two rulers, beside
+        the gain of the suite's ``truth`` strategy (chosen before looking at test accuracy).
+
+        Columns: source, target, ruler ("reference": one embedding for every source, comparable
+        across sources; "source": each source's own features), embedding, mmd (unbiased MMD^2,
+        RBF), mmd_p (permutation p-value), frechet, n_source, n_target, gain_strategy, gain
+        (its mean paired gain over the same-algorithm baseline, averaged over budgets).
+        """
+        cols = ["source", "target", "ruler", "embedding", "mmd", "mmd_p", "frechet", "n_source",
+                "n_target", "gain_strategy", "gain"]  # fmt: skip
+        items = self.artifacts.get("domain_gap", [])
+        if not items or self.records.empty:
+            return pd.DataFrame(columns=cols)
+        rows = []
+        for item in items:
+            for ruler, key in (("reference", "reference"), ("source", "source_space")):
+                part = item.get(key)
+                if isinstance(part, dict):
+                    embedding = part.get("embedding", "the source's own features")
+                    rows.append({"source": item["source"], "target": item["target"], "ruler": ruler,
+                                 "embedding": embedding} | part)  # fmt: skip
+        gaps = pd.DataFrame(rows).reindex(columns=cols[:-2])
+        current = self.records[["source", "target"]].drop_duplicates()
+        gaps = gaps.merge(current, on=["source", "target"])
+        truth = str(self.suite.get("truth", "finetune"))
+        g = self.gains
+        if not g.empty:
+            names = self.records.drop_duplicates("strategy").set_index("strategy")["strategy_name"]
+            pick = g[(g["strategy"] == truth) | (g["strategy"].map(names) == truth)]
+            gain = pick.groupby(["source", "target"], as_index=False).agg(
+                gain_strategy=("strategy", "first"), gain=("gain_mean", "mean")
+            )
+            gaps = gaps.merge(gain, on=["source", "target"], how="left")
+        return gaps.reindex(columns=cols).sort_values(["target", "ruler", "mmd"], ignore_index=True)
+
+    # -- the protocol box -------------------------------------------------------------------------
+    @cached_property
+    def protocol(self) -> dict[str, Any]:
+        """What the verdicts rest on: budgets, validation, seeds, trials, what intervals cover."""
+        suite, rec = self.suite, self.records
+        done = rec[rec["status"] == "done"] if not rec.empty else rec
+        trials: dict[str, int] = {}
+        if len(done) and "n_trials" in done:
+            for strategy, n in done.groupby("strategy")["n_trials"].max().items():
+                if n and n == n:
+                    trials[str(strategy)] = int(n)
+        interval = ""
+        if not self.vs_scratch.empty:
+            interval = (
+                str(self.vs_scratch["interval"].dropna().iloc[0])
+                if self.vs_scratch["interval"].notna().any()
+                else ""
+            )
+        training = suite.get("training") or {}
+        return {
+            "budgets": sorted(set(done["budget"])) if len(done) else [],
+            "validation": suite.get("validation", "budgeted"),
+            "seeds": list(suite.get("seeds", [])),
+            "trials": trials,
+            "schedule": training.get("schedule", "successive_halving"),
+            "interval": interval,
+            "correction": "Benjamini-Hochberg" if self.correction == "bh" else "Holm",
+            "margin": self.margin,
+            "truth": suite.get("truth", "finetune"),
+        }
+
+    @cached_property
+    def next_steps(self) -> list[str]:
+        """What to do about an inconclusive study, in the suite's own terms."""
+        steps = []
+        seeds = len(self.protocol["seeds"])
+        for table, words in ((self.gains, "against the same algorithm without the source"),
+                             (self.vs_scratch, "against scratch training")):  # fmt: skip
+            if table.empty:
+                continue
+            unsure = int(table["verdict"].isin(["not significant", "undetermined"]).sum())
+            if unsure:
+                more = max(10, 2 * seeds)
+                steps.append(
+                    f"{unsure} of {len(table)} comparisons {words} are not significant with "
+                    f"{seeds} seed(s): rerun with `seeds: [0..{more - 1}]` (finished cells are "
+                    "kept), or set `equivalence_margin` to test for equivalence."
+                )
+        flags = self._edge_flags()
+        edge = {k: v for k, v in flags.items() if "edge" in k}
+        if edge:
+            n = sum(edge.values())
+            common = max(edge, key=edge.get)  # type: ignore[arg-type]
+            steps.append(
+                f"{n} cells chose a value at the edge of the search space (most often: {common}): "
+                "widen that range in `search:`, or give more `trials`."
+            )
+        longer = sum(v for k, v in flags.items() if "max_epochs" in k)
+        if longer:
+            steps.append(f"{longer} cells were still improving at max_epochs: raise `max_epochs`.")
+        if self.protocol["validation"] == "full":
+            steps.append(
+                "Validation is `full`: hyperparameters were chosen on the whole validation split, "
+                "more labels than the budget. Few-shot results are optimistic; use "
+                "`validation: budgeted` for a realistic protocol."
+            )
+        return steps
+
+    def _edge_flags(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        if self.records.empty or "edge_flags" not in self.records:
+            return counts
+        for flags in self.records["edge_flags"].dropna():
+            for flag in flags if isinstance(flags, list) else []:
+                counts[str(flag)] = counts.get(str(flag), 0) + 1
+        return counts
+
+    # -- environment and CKA ----------------------------------------------------------------------
     @cached_property
     def environment(self) -> pd.DataFrame:
         """Devices and package versions the records were produced with."""
@@ -248,60 +453,25 @@ class Views:
             [(k, ", ".join(sorted(v))) for k, v in rows.items()], columns=["what", "value"]
         )
 
-    @cached_property
-    def domain_gap(self) -> pd.DataFrame:
-        """Source pre-training data vs target train split, beside the best gain over scratch.
-
-        Columns: source, target, mmd (unbiased MMD^2, RBF), mmd_p (permutation p-value), frechet,
-        n_source, n_target, best_strategy, gain (that strategy's mean gain over scratch, averaged
-        over budgets; NaN without a scratch baseline). Only pairs of the current records.
-        """
-        cols = ["source", "target", "mmd", "mmd_p", "frechet", "n_source", "n_target"]
-        items = self.artifacts.get("domain_gap", [])
-        if not items or self.records.empty:
-            return pd.DataFrame(columns=[*cols, "best_strategy", "gain"])
-        gaps = pd.DataFrame(items).reindex(columns=cols)
-        current = self.records[["source", "target"]].drop_duplicates()
-        gaps = gaps.merge(current, on=["source", "target"]).drop_duplicates(["source", "target"])
-        gains = self.gains.dropna(subset=["gain_mean"]) if not self.gains.empty else self.gains
-        if gains.empty:
-            best = pd.DataFrame(columns=["source", "target", "best_strategy", "gain"])
-        else:
-            keys = ["source", "target"]
-            per = gains.groupby([*keys, "strategy"], as_index=False)["gain_mean"].mean()
-            best = per.sort_values("gain_mean", ascending=False).drop_duplicates(keys)
-            best = best.rename(columns={"strategy": "best_strategy", "gain_mean": "gain"})
-        out = gaps.merge(best, on=["source", "target"], how="left")
-        return out.sort_values(["target", "mmd"]).reset_index(drop=True)
-
-    def cka_figures(self) -> list[str]:
-        """Heatmaps per CKA comparison (first seed) and one per-layer change curve."""
-        figures: list[str] = []
-        curves: dict[str, tuple[list[str], list[float]]] = {}
-        seen: set[tuple[str, ...]] = set()
-        # one heatmap per comparison: the first seed at each target's largest label budget
+    def cka_items(self) -> list[dict[str, Any]]:
+        """One CKA comparison per (source, target, strategy, budget, kind): the first seed at
+        each target's largest label budget."""
         size: dict[tuple[str, str], float] = {}
         if "n_train" in self.records:
             size = self.records.groupby(["target", "budget"])["n_train"].median().to_dict()
         largest: dict[str, float] = {}
         for (target, _), n in size.items():
             largest[target] = max(largest.get(target, 0.0), float(n))
+        seen: set[tuple[str, ...]] = set()
+        out = []
         for item in sorted(self.artifacts.get("cka", []), key=lambda a: a.get("seed", 0)):
-            n = size.get((item["target"], item["budget"]), 0.0)
-            if n < largest.get(item["target"], 0.0):
+            if size.get((item["target"], item["budget"]), 0.0) < largest.get(item["target"], 0.0):
                 continue
             ident = (item["source"], item["target"], item["strategy"], item["budget"], item["kind"])
-            if ident in seen:
-                continue
-            seen.add(ident)
-            matrix = np.asarray(item["matrix"], dtype=float)
-            title = f"{item['kind']}: {item['source']} / {item['strategy']} on {item['target']}"
-            figures.append(plots.cka_heatmap(matrix, item["rows"], item["cols"], title))
-            if item["kind"] == "pre_vs_finetuned" and matrix.shape[0] == matrix.shape[1]:
-                label = f"{item['source']} {item['strategy']} {item['target']} {item['budget']}"
-                curves[label] = (list(item["rows"]), list(1.0 - np.diag(matrix)))
-        curve = plots.layer_change_curve(curves)
-        return ([curve] if curve else []) + figures
+            if ident not in seen:
+                seen.add(ident)
+                out.append(item)
+        return out
 
     def cka_table(self) -> pd.DataFrame:
         """Per-layer CKA of every comparison in long form (for CSV and notebooks)."""
@@ -316,3 +486,49 @@ class Views:
                     | {"layer": layer, "cka": float(value)}
                 )
         return pd.DataFrame(rows)
+
+    # -- figures ----------------------------------------------------------------------------------
+    def figures(self) -> dict[str, Any]:
+        """The report's figures as matplotlib ``Figure`` objects, by name (they display inline
+        in a notebook)."""
+        out: dict[str, Any] = {}
+        if not self.summary.empty:
+            for target in self.summary["target"].unique():
+                fig = plots.learning_curves(self.summary, self.records, str(target))
+                if fig is not None:
+                    out[f"learning curve: {target}"] = fig
+        for budget, fig in plots.gain_heatmaps(self.gains).items():
+            out[f"gain heatmap: {budget}"] = fig
+        fig = plots.cost_plot(self.cost_accuracy)
+        if fig is not None:
+            out["accuracy vs cost"] = fig
+        truth = self.truth
+        if not truth.empty and not self.estimates.empty:
+            for name in sorted(set(self.estimates["estimator"])):
+                fig = plots.estimator_scatter(self.estimates, truth, name)
+                if fig is not None:
+                    out[f"estimator: {name}"] = fig
+        gap = self.domain_gap
+        if len(gap):
+            fig = plots.domain_gap_plot(gap[gap["ruler"] == "reference"])
+            if fig is not None:
+                out["domain gap"] = fig
+        out |= self.cka_figures()
+        return out
+
+    def cka_figures(self) -> dict[str, Any]:
+        """The per-layer change curve, then one heatmap per comparison."""
+        out: dict[str, Any] = {}
+        curves: dict[str, tuple[list[str], list[float]]] = {}
+        heatmaps = {}
+        for item in self.cka_items():
+            matrix = np.asarray(item["matrix"], dtype=float)
+            title = f"{item['kind']}: {item['source']} / {item['strategy']} on {item['target']}"
+            heatmaps[f"cka: {title}"] = plots.cka_heatmap(matrix, item["rows"], item["cols"], title)
+            if item["kind"] == "pre_vs_finetuned" and matrix.shape[0] == matrix.shape[1]:
+                label = f"{item['source']} {item['strategy']} {item['target']} {item['budget']}"
+                curves[label] = (list(item["rows"]), list(1.0 - np.diag(matrix)))
+        curve = plots.layer_change_curve(curves)
+        if curve is not None:
+            out["cka: what fine-tuning changed"] = curve
+        return out | heatmaps

@@ -6,13 +6,14 @@ with the same architecture (the scratch baseline). Both map a model-ready batch 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import nn
 
 Batch = Any  # a tensor (images) or a dict of tensors (tokenised text)
@@ -32,8 +33,22 @@ class Encoder(nn.Module):
         """Named blocks from input to output: used for layer-wise learning rates and CKA."""
         raise NotImplementedError
 
+    def preprocessing(self) -> Hashable | None:
+        """What :meth:`prepare` depends on (tokenizer and length, or size and normalisation), so
+        prepared inputs can be shared between cells; None: do not share."""
+        return None
+
+    def frozen_prefix(self, blocks: int) -> Any:
+        """A :class:`~atlbench.frozen_prefix.FrozenPrefix` over the first ``blocks`` of
+        :meth:`layer_names`, or None when this encoder cannot run from a block's output."""
+        return None
+
     def source_logits(self, features: torch.Tensor) -> torch.Tensor | None:
         """Logits of the source task's own classifier (LEEP/NCE need them); None if absent."""
+        return None
+
+    def source_head(self) -> nn.Module | None:
+        """The source task's classifier module, if the encoder holds one (not backbone)."""
         return None
 
 
@@ -76,18 +91,53 @@ def images_to_tensor(
 
 @dataclass
 class Source:
-    """A resolved source model: how to build it, and what identifies its weights and arch."""
+    """A resolved source model: how to build it, and what identifies its weights and arch.
+
+    ``fingerprint`` identifies the *content* of the weights (a checkpoint's digest, a zoo recipe,
+    a hub id and revision), so cell keys follow the weights, not the suite's names or paths.
+    ``arch`` pairs transfer cells with the random-init and scratch cells of the same architecture.
+    """
 
     id: str
     kind: str
     modality: str
-    spec: dict[str, Any]
     arch: str
     fingerprint: dict[str, Any]
+    params: Any = None
     builder: Any = field(repr=False, default=None)
+    # the built-in task (BuiltinParams fields) the source was pre-trained on, if known
     pretrain_task: dict[str, Any] | None = None
     reported_accuracy: float | None = None
+    needs_hub: bool = False  # building the pre-trained weights would download them
 
     def build(self, pretrained: bool = True) -> Encoder:
         """A fresh encoder: pre-trained weights, or random init of the same architecture."""
         return self.builder(pretrained)
+
+    def open(self) -> None:
+        """Pre-flight: load the pre-trained weights once, so a bad source fails before any work."""
+        self.build(True)
+
+
+class SourceKind:
+    """One kind of source (timm, hf, checkpoint, zoo): its suite params and how to resolve them.
+
+    Subclasses register with ``@register_source("name")`` in their own module and implement
+    :meth:`resolve`, which turns validated params into a :class:`Source` (content fingerprint
+    included) without loading any weights.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Suite-level settings a source kind may need while resolving."""
+
+    trust_remote_code: bool = False
+    reported_accuracy: float | None = None

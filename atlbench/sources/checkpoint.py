@@ -6,19 +6,29 @@ No pickles from strangers: ``.pt``/``.pth`` files load with ``torch.load(weights
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from atlbench.digests import file_digest
 from atlbench.errors import SourceError
+from atlbench.registry import register_source
+from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions
+from atlbench.sources.timm import _known_arch, create_timm, timm_arch_label
 
 
 class CheckpointParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     arch: str
     path: str
     input_size: int | None = Field(None, ge=8, le=1024)
     num_classes: int | None = Field(None, ge=0)
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, value: str) -> str:
+        return _known_arch(value)
 
     @field_validator("path")
     @classmethod
@@ -64,3 +74,37 @@ def apply_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], ori
             f"(first: {serious[0]!r}); check `arch`"
         )
     model.load_state_dict(usable, strict=False)
+
+
+@register_source("checkpoint")
+class CheckpointSource(SourceKind):
+    """``checkpoint: {arch, path}``: a timm architecture with weights from a local file.
+
+    The fingerprint is the file's sha256 (memoised by stat), not its path or mtime: ``touch``
+    re-runs nothing, a rewritten file re-runs everything that used it, and a moved file keeps its
+    results.
+    """
+
+    Params = CheckpointParams
+
+    @classmethod
+    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
+        p: CheckpointParams = params
+
+        def builder(pretrained: bool) -> Encoder:
+            encoder = create_timm(p.arch, False, num_classes=p.num_classes, input_size=p.input_size)
+            if pretrained:
+                apply_state_dict(encoder.model, load_state_dict(p.path), p.path)
+            return encoder
+
+        identity = p.model_dump(exclude={"path"})
+        return Source(
+            id=source_id,
+            kind=cls.name,
+            modality="image",
+            arch=timm_arch_label(p.arch, p.input_size),
+            fingerprint={"checkpoint": identity, "weights": file_digest(Path(p.path).expanduser())},
+            params=p,
+            builder=builder,
+            reported_accuracy=options.reported_accuracy,
+        )

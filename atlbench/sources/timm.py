@@ -6,20 +6,12 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atlbench.errors import SourceError
-from atlbench.hub import offline_error, prepare_hub_access
-from atlbench.registry import suggest
-from atlbench.sources.base import Encoder, images_to_tensor
-
-
-class TimmParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    arch: str
-    pretrained: bool = True
-    input_size: int | None = Field(None, ge=8, le=1024)
-    pretrained_tag: str | None = None
+from atlbench.hub import hub_reachable, offline_error
+from atlbench.registry import register_source, suggest
+from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions, images_to_tensor
 
 
 @lru_cache(maxsize=1)
@@ -35,6 +27,48 @@ def check_arch(arch: str) -> str | None:
     if base in timm_architectures():
         return None
     return f"unknown architecture {arch!r}{suggest(base, timm_architectures())}"
+
+
+def _known_arch(value: str) -> str:
+    problem = check_arch(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+class TimmParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    arch: str
+    pretrained: bool = True
+    input_size: int | None = Field(None, ge=8, le=1024)
+    # timm's pretrained tag (``resnet50.a1_in1k`` is arch ``resnet50``, tag ``a1_in1k``)
+    pretrained_tag: str | None = Field(None, min_length=1)
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, value: str) -> str:
+        return _known_arch(value)
+
+    @model_validator(mode="after")
+    def _tag_once(self) -> TimmParams:
+        if self.pretrained_tag is not None:
+            if "." in self.arch:
+                raise ValueError(
+                    f"arch {self.arch!r} already names a tag; drop `pretrained_tag` or the suffix"
+                )
+            import timm
+
+            tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{self.arch}.*")]
+            if self.pretrained_tag not in tags:
+                raise ValueError(
+                    f"timm has no pretrained tag {self.pretrained_tag!r} for {self.arch!r}"
+                    f"{suggest(self.pretrained_tag, tags)}"
+                )
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.arch}.{self.pretrained_tag}" if self.pretrained_tag else self.arch
 
 
 class TimmEncoder(Encoder):
@@ -55,6 +89,9 @@ class TimmEncoder(Encoder):
     def prepare(self, inputs: Any) -> torch.Tensor:
         return images_to_tensor(inputs, self.input_size, self.mean, self.std)
 
+    def preprocessing(self) -> tuple[Any, ...]:
+        return ("image", self.input_size, self.mean, self.std)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.model.forward_features(x)
         return self.model.forward_head(features, pre_logits=True)
@@ -64,10 +101,32 @@ class TimmEncoder(Encoder):
             return None
         return self.model.get_classifier()(features)
 
+    def source_head(self) -> torch.nn.Module | None:
+        return self.model.get_classifier() if getattr(self.model, "num_classes", 0) > 0 else None
+
     def layer_names(self) -> list[str]:
         from atlbench.similarity import auto_layers
 
         return [f"model.{name}" for name in auto_layers(self.model)]
+
+
+def cached_weights(model_name: str) -> str | None:
+    """A local copy of timm's pre-trained weights in the Hugging Face cache, if there is one."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(model_name)
+    except RuntimeError:
+        return None
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(hub_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
 
 
 def create_timm(
@@ -76,38 +135,66 @@ def create_timm(
     num_classes: int | None = None,
     input_size: int | None = None,
     keep_source_head: bool = True,
+    tag: str | None = None,
 ) -> TimmEncoder:
-    """Build a timm model; offline hub failures become one clear line."""
+    """Build a timm model; without a reachable hub, only locally cached weights are used."""
     import timm
 
     problem = check_arch(arch)
     if problem:
         raise SourceError(problem)
+    name = f"{arch}.{tag}" if tag else arch
     kwargs: dict[str, Any] = {}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    if pretrained:
-        prepare_hub_access()
-    try:
-        model = timm.create_model(arch, pretrained=pretrained, **kwargs)
-    except Exception as err:  # hub/network errors come in many types
-        if pretrained and _looks_offline(err):
+    if pretrained and not hub_reachable():
+        local = cached_weights(name)
+        if local is None:
             raise offline_error(
                 "timm weights for",
-                arch,
+                name,
                 "download them elsewhere and use `checkpoint: {arch: "
                 f"{arch}, path: /path/to/model.safetensors}}`, or point HF_HOME at a cache that "
                 "holds them",
-            ) from None
-        raise SourceError(f"timm could not build {arch!r}: {err}") from None
+            )
+        kwargs["pretrained_cfg_overlay"] = {"file": local}
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as err:  # hub/network errors come in many types
+        raise SourceError(f"timm could not build {name!r}: {err}".splitlines()[0]) from None
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     size = input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
     return TimmEncoder(model, size, keep_source_head)
 
 
-def _looks_offline(err: Exception) -> bool:
-    text = f"{type(err).__name__} {err}".lower()
-    return any(
-        word in text
-        for word in ("offline", "connection", "resolve", "network", "localentrynotfound", "hub")
-    )
+def timm_arch_label(arch: str, input_size: int | None) -> str:
+    """The architecture identity that pairs transfer cells with their scratch baseline."""
+    return f"timm:{arch}@{input_size or 'default'}"
+
+
+@register_source("timm")
+class TimmSource(SourceKind):
+    """``timm: {arch, pretrained, input_size, pretrained_tag}``: weights from the hub."""
+
+    Params = TimmParams
+
+    @classmethod
+    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
+        p: TimmParams = params
+
+        def builder(pretrained: bool) -> Encoder:
+            return create_timm(
+                p.arch, pretrained and p.pretrained, input_size=p.input_size, tag=p.pretrained_tag
+            )
+
+        return Source(
+            id=source_id,
+            kind=cls.name,
+            modality="image",
+            arch=timm_arch_label(p.arch, p.input_size),
+            fingerprint={"timm": p.model_dump()},
+            params=p,
+            builder=builder,
+            reported_accuracy=options.reported_accuracy,
+            needs_hub=p.pretrained,
+        )

@@ -11,40 +11,55 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from atlbench.cache import atomic_write_bytes, atomic_write_text, cache_dir, content_hash
-from atlbench.sources.timm import TimmEncoder, create_timm
-
-if TYPE_CHECKING:
-    from atlbench.targets.base import TaskData
+from atlbench.protocol import TrainingConfig
+from atlbench.registry import register_source
+from atlbench.sources.base import Source, SourceKind, SourceOptions
+from atlbench.sources.timm import TimmEncoder, _known_arch, create_timm, timm_arch_label
+from atlbench.targets.base import TaskData
+from atlbench.targets.builtin import BuiltinParams, load_builtin
+from atlbench.train import Classifier, PreparedSplit, fit, predict_logits
 
 log = logging.getLogger(__name__)
-ZOO_VERSION = 1
+ZOO_VERSION = 2  # 2: pre-training data validated as a built-in task (generator version in key)
 
 
 class ZooParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     arch: str = "test_resnet"
-    pretrain_on: dict[str, Any]
+    input_size: int = Field(32, ge=8, le=512)
+    pretrain_on: BuiltinParams
     epochs: int = Field(20, ge=1, le=1000)
     seed: int = 0
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1)
-    input_size: int = Field(32, ge=8, le=512)
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, value: str) -> str:
+        return _known_arch(value)
 
     @field_validator("pretrain_on", mode="before")
     @classmethod
-    def _task_shorthand(cls, value: Any) -> Any:
-        """``pretrain_on: textures`` means ``{task: textures}``."""
-        return {"task": value} if isinstance(value, str) else value
+    def _task_shorthand(cls, value: Any, info: ValidationInfo) -> Any:
+        """``pretrain_on: textures`` means ``{task: textures}``; images at ``input_size``."""
+        value = {"task": value} if isinstance(value, str) else value
+        if isinstance(value, dict):
+            return {"size": info.data.get("input_size", 32)} | value
+        return value
 
 
 def zoo_key(params: ZooParams) -> str:
-    return content_hash({"zoo": params.model_dump(), "version": ZOO_VERSION})
+    from atlbench.targets.generators import GENERATOR_VERSION
+
+    return content_hash(
+        {"zoo": params.model_dump(), "version": ZOO_VERSION, "data": GENERATOR_VERSION}
+    )
 
 
 def zoo_paths(params: ZooParams) -> tuple[Path, Path]:
@@ -55,18 +70,12 @@ def zoo_paths(params: ZooParams) -> tuple[Path, Path]:
 
 def pretrain_data(params: ZooParams) -> TaskData:
     """The built-in task a zoo recipe pre-trains on, at the recipe's input size."""
-    from atlbench.targets.builtin import BuiltinParams, load_builtin
-
-    return load_builtin(
-        "zoo-pretrain", BuiltinParams(**({"size": params.input_size} | params.pretrain_on))
-    )
+    return load_builtin("zoo-pretrain", params.pretrain_on)
 
 
 def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
     """Train the recipe on its built-in task; write weights and a metadata side-car atomically."""
     from safetensors.torch import load, save
-
-    from atlbench.train import Classifier, PreparedSplit, TrainConfig, fit, predict_logits
 
     weights_path, meta_path = zoo_paths(params)
     if weights_path.exists() and meta_path.exists():
@@ -86,12 +95,11 @@ def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
     )
     model = Classifier(encoder, task.num_classes)
     train, val = PreparedSplit(encoder, task.train), PreparedSplit(encoder, task.val)
-    cfg = TrainConfig(
-        lr=params.lr,
+    cfg = TrainingConfig(
         max_epochs=params.epochs,
         patience=params.epochs,
         batch_size=params.batch_size,
-        seed=params.seed,
+        min_epoch_samples=0,
     )
 
     def report(epoch: int, total: int, acc: float) -> None:
@@ -100,7 +108,15 @@ def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
 
     device = torch.device("cpu")
     result = fit(
-        model, [{"params": list(model.parameters())}], train, val, cfg, device, on_epoch=report
+        model,
+        [{"params": list(model.parameters())}],
+        train,
+        val,
+        cfg,
+        device,
+        lr=params.lr,
+        seed=params.seed,
+        on_epoch=report,
     )
     model.load_state_dict(result.best_state)
     test = PreparedSplit(encoder, task.test)
@@ -142,3 +158,29 @@ def build_zoo(params: ZooParams, pretrained: bool) -> TimmEncoder:
     encoder.model.load_state_dict(backbone, strict=False)
     encoder.model.get_classifier().load_state_dict(head)
     return encoder
+
+
+@register_source("zoo")
+class ZooSource(SourceKind):
+    """``zoo: {arch, pretrain_on, epochs, ...}``: a small model pre-trained here, offline, once.
+
+    Training is deterministic, so the recipe (with the zoo and generator versions) identifies the
+    weights. The pre-training task is known, which enables the domain-gap and forgetting studies.
+    """
+
+    Params = ZooParams
+
+    @classmethod
+    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
+        p: ZooParams = params
+        return Source(
+            id=source_id,
+            kind=cls.name,
+            modality="image",
+            arch=timm_arch_label(p.arch, p.input_size),
+            fingerprint={"zoo": zoo_key(p)},
+            params=p,
+            builder=lambda pretrained: build_zoo(p, pretrained),
+            pretrain_task=p.pretrain_on.model_dump(),
+            reported_accuracy=options.reported_accuracy,
+        )

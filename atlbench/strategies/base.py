@@ -1,7 +1,12 @@
-"""The strategy contract: a cell context in, predictions on the test split and a clock out.
+"""The strategy contract: a cell context in, test predictions and a clock out.
 
-Strategies select hyperparameters on the validation split only; the test split is predicted once,
-with the selected model, and scored by the executor.
+A strategy never sees a label it may not use: the runner hands it a copy of the task whose test
+labels, and train labels outside the label budget, are hidden (and, under budgeted validation,
+the validation split's labels too). Selection uses :attr:`CellContext.selection`; the test split
+is predicted once, with the selected model, and scored by the runner.
+
+What a strategy *is* (the baseline, a frozen-feature method, a trainer of the encoder) is declared
+here as capabilities, never inferred from its name or its suite id.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from atlbench.budgets import BudgetSpec
+from atlbench.protocol import Dimension, TrainingConfig, describe_space
 from atlbench.sources.base import Encoder, Source
-from atlbench.suite import BudgetSpec, TrainingConfig
-from atlbench.targets.base import TaskData
+from atlbench.targets.base import Split, TaskData
 
 
 class StrategyParams(BaseModel):
@@ -26,38 +32,90 @@ class StrategyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which labelled examples select hyperparameters, and how.
+
+    ``budgeted`` (the default protocol): a trainable strategy fits on ``fit_idx`` and validates on
+    ``val_idx`` (both inside the budget, train-split indices), then retrains on the whole budget;
+    a frozen strategy cross-validates over ``folds`` (positions within the budget). ``full``: the
+    whole budget fits and the target's own validation split selects (an optimistic opt-in).
+    """
+
+    budgeted: bool
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+    folds: tuple[np.ndarray, ...] = ()
+    retrain: bool = True
+
+
 @dataclass
 class CellContext:
-    """Everything a strategy may use for one cell; built by the executor."""
+    """Everything a strategy may use for one cell; built by the runner."""
 
     source: Source
-    task: TaskData
-    train_idx: np.ndarray
+    task: TaskData  # labels the strategy may not read are -1 (see TaskData.masked)
+    budget_idx: np.ndarray  # the labelled train indices (the label budget)
+    selection: Selection
     seed: int
     device: torch.device
     training: TrainingConfig
+    search: dict[str, Dimension]
     params: Any
+    pretrained: bool  # False: the random-init twin of the source's architecture
     features: Callable[[str], np.ndarray]
     build_encoder: Callable[[bool], Encoder]
     progress: Callable[[str], None] = lambda message: None
-    budget: BudgetSpec | None = None  # the label budget ``train_idx`` was drawn with
+    budget: BudgetSpec | None = None
     checkpoint_dir: Path | None = None
     # other suite targets this cell trains on too (multi-task), by id, in the strategy's order
     related: dict[str, TaskData] = field(default_factory=dict)
 
+    def labels(self, idx: np.ndarray) -> np.ndarray:
+        """Train-split labels at ``idx``; only budget indices are readable."""
+        out = self.task.train.labels[idx]
+        assert (out >= 0).all(), "a strategy asked for a label outside its budget"
+        return out
+
+    def labelled(self, idx: np.ndarray) -> Split:
+        return Split(_take(self.task.train.inputs, idx), self.labels(idx))
+
+    def fit_split(self) -> Split:
+        """What a trainable strategy fits on while it selects hyperparameters."""
+        return self.labelled(self.selection.fit_idx)
+
+    def val_split(self) -> Split:
+        """What selects: a hold-out of the budget, or (``validation: full``) the val split."""
+        if self.selection.budgeted:
+            return self.labelled(self.selection.val_idx)
+        return self.task.val
+
+    def val_features(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.selection.budgeted:
+            return self.features("train")[self.selection.val_idx], self.labels(
+                self.selection.val_idx
+            )
+        return self.features("val"), self.task.val.labels
+
     @property
-    def train_labels(self) -> np.ndarray:
-        return self.task.train.labels[self.train_idx]
+    def budget_labels(self) -> np.ndarray:
+        return self.labels(self.budget_idx)
+
+
+def _take(inputs: Any, idx: np.ndarray) -> Any:
+    if isinstance(inputs, np.ndarray):
+        return inputs[idx]
+    return [inputs[i] for i in idx]
 
 
 @dataclass
 class CellOutcome:
-    """What a strategy returns; the executor adds metrics, provenance and the key."""
+    """What a strategy returns; the runner adds metrics, provenance and the key."""
 
     test_pred: np.ndarray
     val_acc: float
     hparams: dict[str, Any]
-    grid: list[dict[str, Any]]
+    trials: list[dict[str, Any]]
     timing: dict[str, float]
     trainable_params: int
     total_params: int
@@ -65,13 +123,22 @@ class CellOutcome:
 
 
 class Strategy:
-    """An adaptation strategy. Subclasses set ``name``/``Params`` and implement :meth:`run`."""
+    """An adaptation strategy. Subclasses register with ``@register_strategy`` and set
+    ``Params`` and capabilities; they implement :meth:`run`."""
 
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]] = StrategyParams
-    pretrained: ClassVar[bool] = True  # scratch sets False: its key ignores the source weights
-    uses_features: ClassVar[bool] = False  # frozen-feature strategies read the feature cache
     version: ClassVar[int] = 1  # bump when results would change, so old cells are not reused
+    # -- capabilities ---------------------------------------------------------------------------
+    is_baseline: ClassVar[bool] = False  # the from-scratch baseline every gain is measured against
+    reads_features: ClassVar[bool] = False  # reads the cached frozen features
+    trainable: ClassVar[bool] = False  # runs the training engine, tuned with `training.trials`
+    default_search: ClassVar[dict[str, Dimension]] = {}
+
+    @classmethod
+    def trains_encoder(cls, params: Any) -> bool:
+        """Whether the backbone's weights change (frozen strategies: never)."""
+        return cls.trainable
 
     @classmethod
     def target_group(cls, params: Any) -> tuple[str, ...]:
@@ -84,6 +151,70 @@ class Strategy:
 
     def run(self, ctx: CellContext) -> CellOutcome:
         raise NotImplementedError
+
+
+@dataclass(frozen=True, eq=False)
+class StrategySpec:
+    """A resolved suite strategy: validated params, its own training and search space, roles."""
+
+    label: str
+    cls: type[Strategy]
+    params: StrategyParams
+    training: TrainingConfig
+    search: dict[str, Dimension]
+    group: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.cls.is_baseline
+
+    @property
+    def trainable(self) -> bool:
+        return self.cls.trainable
+
+    @property
+    def trains_encoder(self) -> bool:
+        return self.cls.trains_encoder(self.params)
+
+    @property
+    def reads_features(self) -> bool:
+        return self.cls.reads_features
+
+    @property
+    def saves_checkpoint(self) -> bool:
+        return self.trainable and self.trains_encoder
+
+    @property
+    def key_includes_training(self) -> bool:
+        return self.trainable
+
+    @property
+    def has_random_init_twin(self) -> bool:
+        """Frozen strategies are also run on a random-init encoder: the same algorithm without
+        the source, which Wang et al. (2019) compare with to call negative transfer."""
+        return not self.trainable and not self.is_baseline
+
+    def identity(self) -> dict[str, Any]:
+        """What of the strategy determines a cell's result (for its key)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "params": self.params.model_dump(),
+            "version": self.cls.version,
+        }
+        if self.key_includes_training:
+            # how results are kept and computed does not change them: out of the key
+            out["training"] = self.training.model_dump(
+                exclude={"keep_checkpoints", "search", "prefix_cache"}
+            )
+            out["search"] = describe_space(self.search)
+        return out
+
+    def make(self) -> Strategy:
+        return self.cls()
 
 
 def count_params(module: torch.nn.Module) -> tuple[int, int]:

@@ -3,23 +3,25 @@
 A label budget leaves most of the target's training split unlabelled. Deep CORAL adds
 ``||C_l - C_u||_F^2 / (4 d^2)``, the distance between the feature covariances of a labelled batch
 and of an unlabelled batch, so the few labelled examples cannot pull the representation away from
-the statistics of the data the model will actually see. Only the unlabelled examples' inputs are
-used, never their labels, and never the validation or test splits. The extra forward passes
-run in training mode, so BatchNorm running statistics also see the unlabelled data.
+the statistics of the data the model will actually see. Only the unlabelled examples' inputs
+are used, never their labels (the runner hides them), never the validation or test splits. The
+extra forward passes run in training mode, so BatchNorm running statistics also see the
+unlabelled data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from atlbench.sources.base import Encoder
-from atlbench.strategies.base import CellContext, CellOutcome, Strategy
-from atlbench.strategies.finetune import FinetuneParams, finetune_groups, train_with_grid
-from atlbench.train import Classifier, PreparedSplit, _to_device
+from atlbench.registry import register_strategy
+from atlbench.strategies.base import CellContext
+from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
+from atlbench.strategies.trainable import LossTerm, Trial
+from atlbench.train import Classifier, PreparedSplit, to_device
 
 
 class CoralParams(FinetuneParams):
@@ -41,46 +43,64 @@ def coral_term(
     weight: float,
     seed: int,
     device: torch.device,
-) -> Callable[[Classifier, Encoder], Callable[[torch.nn.Module], torch.Tensor]]:
-    """A loss factory for ``train_with_grid``: each call draws a fresh labelled/unlabelled pair."""
+    model: Classifier,
+) -> LossTerm:
+    """The per-step CORAL loss: each call draws a fresh labelled/unlabelled pair of batches.
 
-    def factory(model: Classifier, encoder: Encoder) -> Callable[[torch.nn.Module], torch.Tensor]:
-        rng = np.random.default_rng([seed, 4242])  # same draws for every grid point
+    Every trial draws the same sequence (the generator is seeded from the cell's seed).
+    """
+    rng = np.random.default_rng([seed, 4242])
 
-        def loss(_: torch.nn.Module) -> torch.Tensor:
-            ia = torch.as_tensor(rng.choice(len(labelled), min(batch, len(labelled)), False))
-            ib = torch.as_tensor(rng.choice(len(unlabelled), min(batch, len(unlabelled)), False))
-            fa = model.encoder(_to_device(labelled.batch(ia), device))
-            fb = model.encoder(_to_device(unlabelled.batch(ib), device))
-            return weight * coral_loss(fa, fb)
+    def loss(_: torch.nn.Module) -> torch.Tensor:
+        ia = torch.as_tensor(rng.choice(len(labelled), min(batch, len(labelled)), False))
+        ib = torch.as_tensor(rng.choice(len(unlabelled), min(batch, len(unlabelled)), False))
+        fa = model.encoder(to_device(labelled.batch(ia), device))
+        fb = model.encoder(to_device(unlabelled.batch(ib), device))
+        return weight * coral_loss(fa, fb)
 
-        return loss
-
-    return factory
+    return loss
 
 
-class Coral(Strategy):
+def unlabelled_pool(ctx: CellContext, batch: int) -> np.ndarray:
+    """Train indices outside the budget (their inputs only), capped at a seeded ``64 * batch``."""
+    rest = np.setdiff1d(np.arange(len(ctx.task.train)), ctx.budget_idx)
+    if len(rest) < 4 or len(ctx.budget_idx) < 4:
+        raise ValueError(
+            f"coral needs at least 4 labelled and 4 unlabelled training examples; this budget "
+            f"leaves {len(ctx.budget_idx)} labelled and {len(rest)} unlabelled"
+        )
+    cap = 64 * batch  # only `batch` rows are drawn per step: a bounded pool keeps memory small
+    if len(rest) > cap:
+        rest = np.sort(np.random.default_rng([ctx.seed, 4243]).choice(rest, cap, replace=False))
+    return rest
+
+
+@register_strategy("coral")
+class Coral(FinetuneFamily):
     """Fine-tune like ``finetune`` plus the CORAL term on the unlabelled remainder of train."""
 
-    name = "coral"
     Params = CoralParams
+    version = 2  # 2: tuned by the shared protocol
 
-    def run(self, ctx: CellContext) -> CellOutcome:
+    def __init__(self) -> None:
+        self.unlabelled: PreparedSplit | None = None
+        self.pool = 0
+
+    def extra_loss(
+        self, ctx: CellContext, model: Classifier, trial: Trial, train: PreparedSplit
+    ) -> LossTerm | None:
         p: CoralParams = ctx.params
-        rest = np.setdiff1d(np.arange(len(ctx.task.train)), ctx.train_idx)
-        if len(rest) < 4 or len(ctx.train_idx) < 4:
-            raise ValueError(
-                f"coral needs at least 4 labelled and 4 unlabelled training examples; this budget "
-                f"leaves {len(ctx.train_idx)} labelled and {len(rest)} unlabelled"
-            )
-        # only coral_batch rows are drawn per step: a bounded, seeded pool keeps memory small
-        cap = 64 * p.coral_batch
-        if len(rest) > cap:
-            rest = np.sort(np.random.default_rng([ctx.seed, 4243]).choice(rest, cap, replace=False))
-        encoder = ctx.build_encoder(True)
-        labelled = PreparedSplit(encoder, ctx.task.train.subset(ctx.train_idx))
-        unlabelled = PreparedSplit(encoder, ctx.task.train.subset(rest))
-        term = coral_term(labelled, unlabelled, p.coral_batch, p.coral_weight, ctx.seed, ctx.device)
-        out = train_with_grid(ctx, True, lambda m: finetune_groups(m, p), p.l2sp, extra_loss=term)
-        out.hparams |= p.model_dump() | {"n_unlabelled": len(rest)}
-        return out
+        if self.unlabelled is None:
+            rest = unlabelled_pool(ctx, p.coral_batch)
+            inputs = ctx.task.train.subset(rest)  # labels stay hidden (-1): never read
+            self.unlabelled, self.pool = PreparedSplit(model.encoder, inputs), len(rest)  # type: ignore[arg-type]
+        coral = coral_term(
+            train, self.unlabelled, p.coral_batch, p.coral_weight, ctx.seed, ctx.device, model
+        )
+        l2sp = super().extra_loss(ctx, model, trial, train)
+        if l2sp is None:
+            return coral
+        return lambda m: coral(m) + l2sp(m)
+
+    def describe(self, ctx: CellContext) -> dict[str, Any]:
+        return {"n_unlabelled": self.pool}

@@ -1,7 +1,8 @@
 """LoRA (Hu et al. 2021) through ``peft``: low-rank adapters on a frozen backbone, plus a new head.
 
 Adapters are injected into a *copy* of the encoder: the runner caches one pre-trained encoder per
-process and reloads its weights between cells, which an in-place injection would break.
+process and reloads its weights between cells, which an in-place injection would break. The
+learning rate is searched by the shared protocol; rank and alpha are strategy parameters.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import copy
 import re
 import warnings
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from torch import nn
 
+from atlbench.protocol import Dimension, LogRange
+from atlbench.registry import register_strategy
 from atlbench.sources.base import Encoder
-from atlbench.strategies.base import CellContext, CellOutcome, Strategy, StrategyParams
-from atlbench.strategies.finetune import train_with_grid
+from atlbench.strategies.base import CellContext, StrategyParams
+from atlbench.strategies.trainable import TrainableStrategy, Trial
 from atlbench.train import Classifier
 
 # Attention projections by naming family: BERT-style, LLaMA/BART-style, DistilBERT, T5.
@@ -128,29 +131,33 @@ def mark_lora_trainable(encoder: nn.Module) -> list[nn.Parameter]:
     return out
 
 
-class LoRA(Strategy):
+@register_strategy("lora")
+class LoRA(TrainableStrategy):
     """Low-rank adapters in the backbone + a new linear head; nothing else trains."""
 
-    name = "lora"
     Params = LoRAParams
+    version = 2  # 2: tuned by the shared protocol
+    default_search: ClassVar[dict[str, Dimension]] = {"lr": LogRange(low=3e-4, high=1e-2)}
 
-    def run(self, ctx: CellContext) -> CellOutcome:
-        p: LoRAParams = ctx.params
-        chosen: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self.chosen: dict[str, Any] = {}
 
-        def wrap(encoder: Encoder) -> Encoder:
-            adapted, targets, rule = inject_lora(encoder, p)
-            chosen.update(targets=targets, rule=rule)
-            return adapted
+    def encoder(self, ctx: CellContext) -> Encoder:
+        adapted, targets, rule = inject_lora(ctx.build_encoder(ctx.pretrained), ctx.params)
+        self.chosen = {"lora_rule": rule, "lora_modules": len(targets)}
+        return adapted
 
-        def groups(model: Classifier) -> list[dict[str, Any]]:
-            adapters = mark_lora_trainable(model.encoder)
-            return [
-                {"params": adapters, "lr_mult": 1.0, "name": "lora"},
-                {"params": list(model.head.parameters()), "lr_mult": 1.0, "name": "head"},
-            ]
+    def param_groups(
+        self, ctx: CellContext, model: Classifier, trial: Trial
+    ) -> list[dict[str, Any]]:
+        adapters = mark_lora_trainable(model.encoder)
+        return [
+            {"params": adapters, "lr_mult": 1.0, "name": "lora"},
+            {"params": list(model.head.parameters()), "lr_mult": 1.0, "name": "head"},
+        ]
 
-        out = train_with_grid(ctx, True, groups, wrap_encoder=wrap, export_encoder=merged_copy)
-        out.hparams |= p.model_dump()
-        out.extra |= {"lora_rule": chosen["rule"], "lora_modules": len(chosen["targets"])}
-        return out
+    def export_encoder(self, encoder: Encoder) -> Encoder:
+        return merged_copy(encoder)
+
+    def describe(self, ctx: CellContext) -> dict[str, Any]:
+        return dict(self.chosen)

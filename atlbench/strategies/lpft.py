@@ -6,20 +6,23 @@ its features; starting from the probe's head keeps the first updates small and w
 
 from __future__ import annotations
 
-import time
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import Field
 
-from atlbench.strategies.base import CellContext, CellOutcome, Strategy
-from atlbench.strategies.finetune import FinetuneParams, finetune_groups, train_with_grid
+from atlbench.protocol import Dimension, LogRange
+from atlbench.registry import register_strategy
+from atlbench.strategies.base import CellContext
+from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
 from atlbench.strategies.frozen import LinearProbeParams, ProbeFit, fit_probe
 from atlbench.train import Classifier
 
 
 class LPFTParams(FinetuneParams):
-    # The paper fine-tunes all layers at one learning rate once the head is a good probe.
-    backbone_lr_mult: float = Field(1.0, gt=0, le=1)
+    # The paper fine-tunes all layers at one (searched) learning rate once the head is a probe.
+    backbone_lr_mult: float | None = Field(1.0, gt=0, le=1)
     c_grid: tuple[float, ...] = LinearProbeParams.model_fields["c_grid"].default
     probe_max_iter: int = Field(2000, ge=10)
 
@@ -32,39 +35,35 @@ def set_head(model: Classifier, probe: ProbeFit, num_classes: int) -> None:
         model.head.bias.copy_(torch.as_tensor(b, dtype=model.head.bias.dtype))
 
 
-class LPFT(Strategy):
-    """Linear probe on cached frozen features (C picked on validation), then full fine-tuning."""
+@register_strategy("lp_ft")
+class LPFT(FinetuneFamily):
+    """Linear probe on cached frozen features (C chosen on the selection split), then fine-tune.
 
-    name = "lp_ft"
-    version = 2  # 2: dense block groups (layers: K and layer_decay fixed)
+    Selection: the probe is fitted on the selection stage's labels and its C chosen on the
+    selection split; the retrain refits it on the whole budget with that C.
+    """
+
+    version = 3  # 3: budgeted selection and retrain
     Params = LPFTParams
-    # Reads the feature cache too, but its result depends on the training budget, so it must stay
-    # False: the plan leaves the training section out of the keys of feature-only strategies.
-    uses_features = False
+    reads_features = True
+    caches_frozen_prefix: ClassVar[bool] = True
+    default_search: ClassVar[dict[str, Dimension]] = {"lr": LogRange(low=1e-4, high=3e-3)}
 
-    def run(self, ctx: CellContext) -> CellOutcome:
+    def __init__(self) -> None:
+        self.probe: ProbeFit | None = None
+
+    def prepare_model(self, ctx: CellContext, model: Classifier, labelled: np.ndarray) -> None:
         p: LPFTParams = ctx.params
-        started = time.perf_counter()
-        probe = fit_probe(
-            ctx.features("train")[ctx.train_idx],
-            ctx.train_labels,
-            ctx.features("val"),
-            ctx.task.val.labels,
-            p.c_grid,
-            p.probe_max_iter,
-        )
-        probe_seconds = time.perf_counter() - started
-        num_classes = ctx.task.num_classes
-        out = train_with_grid(
-            ctx,
-            True,
-            lambda m: finetune_groups(m, p),
-            l2sp=p.l2sp,
-            init_model=lambda m: set_head(m, probe, num_classes),
-        )
-        out.hparams |= p.model_dump() | {"probe_C": probe.c}
-        # the probe's C grid is part of what this recipe costs
-        out.timing["selection_time_s"] = out.timing.get("selection_time_s", 0.0) + probe_seconds
-        out.timing["probe_time_s"] = probe_seconds
-        out.extra |= {"probe_val_acc": probe.val_acc, "probe_grid": probe.grid}
-        return out
+        x = ctx.features("train")[labelled]
+        y = ctx.labels(labelled)
+        if self.probe is None:  # the selection stage chooses C
+            x_va, y_va = ctx.val_features()
+            self.probe = fit_probe(x, y, x_va, y_va, p.c_grid, p.probe_max_iter)
+            probe = self.probe
+        else:  # a retrain refits with the chosen C on what it may use
+            probe = fit_probe(x, y, None, None, [self.probe.c], p.probe_max_iter)
+        set_head(model, probe, ctx.task.num_classes)
+
+    def describe(self, ctx: CellContext) -> dict[str, Any]:
+        assert self.probe is not None
+        return {"probe_C": self.probe.c, "probe_val_acc": self.probe.val_acc}

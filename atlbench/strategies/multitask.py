@@ -3,7 +3,7 @@
 ``{name: multitask, group: [digits5-9, shapes-shifted]}`` in a suite trains the source backbone on
 every target of the group at once: each optimiser step adds, to the cell's own cross-entropy, the
 cross-entropy of one batch from every other member through that member's head. A cell on one
-member selects its learning rate and epoch on that member's validation split only and predicts its
+member selects its hyperparameters on that member's selection split only and predicts its
 test split once, so each member gets its own honest row; the joint training is therefore repeated
 once per member (the price of selecting on each member's own validation data). The other members
 use the same label budget and seed as the cell unless ``aux_budget: full``. Targets outside the
@@ -12,7 +12,7 @@ group do not get this strategy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -22,10 +22,12 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from atlbench.budgets import select_budget
+from atlbench.registry import register_strategy
 from atlbench.sources.base import Encoder
-from atlbench.strategies.base import CellContext, CellOutcome, Strategy
-from atlbench.strategies.finetune import FinetuneParams, finetune_groups, train_with_grid
-from atlbench.train import Classifier, PreparedSplit, _to_device
+from atlbench.strategies.base import CellContext
+from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
+from atlbench.strategies.trainable import LossTerm, Trial
+from atlbench.train import Classifier, PreparedSplit, to_device
 
 
 class MultiTaskParams(FinetuneParams):
@@ -53,62 +55,73 @@ class MultiHeadClassifier(Classifier):
 
 
 def auxiliary_term(
-    aux: Sequence[PreparedSplit], batch: int, weight: float, seed: int, device: torch.device
-) -> Callable[[Classifier, Encoder], Callable[[nn.Module], torch.Tensor]]:
-    """A loss factory for ``train_with_grid``: each step draws one batch per other member."""
+    model: MultiHeadClassifier,
+    aux: Sequence[PreparedSplit],
+    batch: int,
+    weight: float,
+    seed: int,
+    device: torch.device,
+) -> LossTerm:
+    """Each step draws one batch per other member (the same draws for every trial)."""
+    rng = np.random.default_rng([seed, 5151])
 
-    def factory(model: Classifier, encoder: Encoder) -> Callable[[nn.Module], torch.Tensor]:
-        assert isinstance(model, MultiHeadClassifier)
-        rng = np.random.default_rng([seed, 5151])  # the same draws for every grid point
+    def loss(_: nn.Module) -> torch.Tensor:
+        total = torch.zeros((), device=device)
+        for head, split in zip(model.aux_heads, aux, strict=True):
+            idx = torch.as_tensor(rng.choice(len(split), min(batch, len(split)), False))
+            logits = head(model.encoder(to_device(split.batch(idx), device)))
+            total = total + F.cross_entropy(logits.float(), split.labels[idx].to(device))
+        return weight * total
 
-        def loss(_: nn.Module) -> torch.Tensor:
-            total = torch.zeros((), device=device)
-            for head, split in zip(model.aux_heads, aux, strict=True):
-                idx = torch.as_tensor(rng.choice(len(split), min(batch, len(split)), False))
-                logits = head(model.encoder(_to_device(split.batch(idx), device)))
-                total = total + F.cross_entropy(logits.float(), split.labels[idx].to(device))
-            return weight * total
-
-        return loss
-
-    return factory
+    return loss
 
 
-class MultiTask(Strategy):
+@register_strategy("multitask")
+class MultiTask(FinetuneFamily):
     """Fine-tune like ``finetune`` while training on the other targets of a group alongside."""
 
-    name = "multitask"
     Params = MultiTaskParams
+    version = 2  # 2: tuned by the shared protocol
+
+    def __init__(self) -> None:
+        self.aux: list[PreparedSplit] = []
+        self.sizes: dict[str, int] = {}
 
     @classmethod
     def target_group(cls, params: Any) -> tuple[str, ...]:
         return tuple(params.group)
 
-    def run(self, ctx: CellContext) -> CellOutcome:
+    def model(self, ctx: CellContext, encoder: Encoder) -> Classifier:
         p: MultiTaskParams = ctx.params
         if not ctx.related:
             raise ValueError("multitask needs the other targets of its group; none were given")
-        encoder = ctx.build_encoder(True)
-        aux, sizes = [], {}
         for target_id, task in ctx.related.items():
             split = task.train
             if p.aux_budget == "same" and ctx.budget is not None:
                 idx = select_budget(split.labels, ctx.budget, ctx.seed, f"{target_id}: ")
                 split = split.subset(idx)
-            aux.append(PreparedSplit(encoder, split))
-            sizes[target_id] = len(split)
+            self.aux.append(PreparedSplit(encoder, split))
+            self.sizes[target_id] = len(split)
         classes = [task.num_classes for task in ctx.related.values()]
-        batch = ctx.training.batch_size
-        out = train_with_grid(
-            ctx,
-            True,
-            lambda m: [
-                *finetune_groups(m, p),
-                {"params": list(m.aux_heads.parameters()), "lr_mult": 1.0, "name": "aux_heads"},
-            ],
-            p.l2sp,
-            make_model=lambda enc, n: MultiHeadClassifier(enc, n, classes),
-            extra_loss=auxiliary_term(aux, batch, p.aux_weight, ctx.seed, ctx.device),
+        return MultiHeadClassifier(encoder, ctx.task.num_classes, classes)
+
+    def param_groups(
+        self, ctx: CellContext, model: Classifier, trial: Trial
+    ) -> list[dict[str, Any]]:
+        assert isinstance(model, MultiHeadClassifier)
+        aux = {"params": list(model.aux_heads.parameters()), "lr_mult": 1.0, "name": "aux_heads"}
+        return [*super().param_groups(ctx, model, trial), aux]
+
+    def extra_loss(
+        self, ctx: CellContext, model: Classifier, trial: Trial, train: PreparedSplit
+    ) -> LossTerm | None:
+        assert isinstance(model, MultiHeadClassifier)
+        p: MultiTaskParams = ctx.params
+        aux = auxiliary_term(
+            model, self.aux, ctx.training.batch_size, p.aux_weight, ctx.seed, ctx.device
         )
-        out.hparams |= p.model_dump() | {"aux_train_sizes": sizes}
-        return out
+        l2sp = super().extra_loss(ctx, model, trial, train)
+        return aux if l2sp is None else (lambda m: aux(m) + l2sp(m))
+
+    def describe(self, ctx: CellContext) -> dict[str, Any]:
+        return {"aux_train_sizes": dict(self.sizes)}

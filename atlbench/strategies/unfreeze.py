@@ -8,13 +8,15 @@ already sensible signal from above.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
 from pydantic import Field
 
-from atlbench.strategies.base import CellContext, CellOutcome, Strategy
-from atlbench.strategies.finetune import FinetuneParams, finetune_groups, train_with_grid
+from atlbench.protocol import Dimension, LogRange
+from atlbench.registry import register_strategy
+from atlbench.strategies.base import CellContext
+from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
+from atlbench.strategies.trainable import Trial
 from atlbench.train import Classifier
 
 
@@ -22,7 +24,7 @@ class GradualUnfreezeParams(FinetuneParams):
     # ULMFiT unfreezes one more layer group every epoch, and uses the same learning rate throughout
     # (its discriminative rates are available here as ``layer_decay``).
     unfreeze_every: int = Field(1, ge=1)
-    backbone_lr_mult: float = Field(1.0, gt=0, le=1)
+    backbone_lr_mult: float | None = Field(1.0, gt=0, le=1)
 
 
 def unfreeze_schedule(groups: list[dict[str, Any]], every: int) -> Callable[[int], None]:
@@ -46,30 +48,15 @@ def unfreeze_schedule(groups: list[dict[str, Any]], every: int) -> Callable[[int
     return on_epoch_start
 
 
-def trainable_groups(groups: list[dict[str, Any]]) -> list[str]:
-    """Names of the groups whose parameters currently train (for tests and logs)."""
-    return [
-        g.get("name", "?")
-        for g in groups
-        if any(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in g["params"])
-    ]
-
-
-class GradualUnfreeze(Strategy):
+@register_strategy("gradual_unfreeze")
+class GradualUnfreeze(FinetuneFamily):
     """Fine-tune, opening the backbone top-down: a block group every ``unfreeze_every`` epochs."""
 
-    name = "gradual_unfreeze"
-    version = 2  # 2: dense block groups (layers: K and layer_decay fixed)
+    version = 3  # 3: tuned, budgeted selection, frozen groups in eval mode
     Params = GradualUnfreezeParams
+    default_search: ClassVar[dict[str, Dimension]] = {"lr": LogRange(low=3e-4, high=3e-3)}
 
-    def run(self, ctx: CellContext) -> CellOutcome:
-        p: GradualUnfreezeParams = ctx.params
-
-        def hook(model: Classifier, groups: list[dict[str, Any]]) -> Callable[[int], None]:
-            return unfreeze_schedule(groups, p.unfreeze_every)
-
-        out = train_with_grid(
-            ctx, True, lambda m: finetune_groups(m, p), l2sp=p.l2sp, epoch_hook=hook
-        )
-        out.hparams |= p.model_dump()
-        return out
+    def epoch_hook(
+        self, ctx: CellContext, model: Classifier, groups: list[dict[str, Any]], trial: Trial
+    ) -> Callable[[int], None] | None:
+        return unfreeze_schedule(groups, ctx.params.unfreeze_every)

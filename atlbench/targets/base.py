@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
-from atlbench.errors import DataError
+from atlbench.cache import content_hash
+from atlbench.errors import AtlbenchError, DataError
 
 Inputs = Any  # uint8 array (N, H, W, 3), a list of uint8 HWC arrays, or a list of strings
 
@@ -48,6 +51,23 @@ class TaskData:
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def masked(self, labelled: np.ndarray, keep_val_labels: bool) -> TaskData:
+        """A copy whose labels a strategy may not read are -1: train labels outside the budget,
+        all test labels and (under budgeted validation) the validation split's labels.
+
+        Strategies get this copy; the runner scores predictions against the real labels. A
+        strategy that read a hidden label would train on class -1 and fail loudly.
+        """
+        train = np.full(len(self.train), -1, dtype=np.int64)
+        train[labelled] = self.train.labels[labelled]
+        val = self.val.labels if keep_val_labels else np.full(len(self.val), -1, dtype=np.int64)
+        return replace(
+            self,
+            train=Split(self.train.inputs, train),
+            val=Split(self.val.inputs, val),
+            test=Split(self.test.inputs, np.full(len(self.test), -1, dtype=np.int64)),
+        )
 
 
 def stratified_split(
@@ -114,6 +134,39 @@ def check_labels(labels: np.ndarray, num_classes: int, origin: str) -> np.ndarra
     return labels.astype(np.int64)
 
 
+def assemble_splits(
+    task_id: str,
+    modality: str,
+    class_names: list[str],
+    given: dict[str, Split],
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    fingerprint: dict[str, Any],
+) -> TaskData:
+    """A :class:`TaskData` from the splits a dataset ships; missing ``val``/``test`` are carved
+    out of ``train``, stratified. A given test split is never reused for validation (selection
+    on the scored split would leak)."""
+    splits = dict(given)
+    if "val" not in splits or "test" not in splits:
+        val_f = 0.0 if "val" in splits else val_fraction
+        test_f = 0.0 if "test" in splits else test_fraction
+        tr, va, te = stratified_split(splits["train"].labels, seed, val_f, test_f)
+        full = splits["train"]
+        splits["train"] = full.subset(tr)
+        splits.setdefault("val", full.subset(va))
+        splits.setdefault("test", full.subset(te))
+    return TaskData(
+        task_id,
+        modality,
+        class_names,
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        fingerprint,
+    )
+
+
 def from_single_pool(
     task_id: str,
     modality: str,
@@ -137,3 +190,66 @@ def from_single_pool(
         pool.subset(te),
         fingerprint,
     )
+
+
+class TargetKind:
+    """One kind of target (builtin, folder, csv, hf_dataset): its params and how to load them.
+
+    Subclasses register with ``@register_target("name")`` in their own module. ``content`` says
+    what identifies the data without loading it (file digests, generator versions): it enters
+    every cell key, so editing a dataset re-runs exactly the cells that used it.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def modality(cls, params: Any) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def content(cls, params: Any) -> dict[str, Any]:
+        return {"params": params.model_dump()}
+
+    @classmethod
+    def load(cls, target_id: str, params: Any, split_seed: int | None = None) -> TaskData:
+        """Load the splits; ``split_seed`` (``resample_splits: true``) replaces the params'
+        seed for every split atlbench draws itself."""
+        raise NotImplementedError
+
+
+_LOADED: dict[str, TaskData] = {}
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """A resolved target: validated params, modality and content fingerprint; loads on demand."""
+
+    id: str
+    kind: str
+    params: Any
+    modality: str
+    fingerprint: dict[str, Any]
+    loader: Callable[[str, Any, int | None], TaskData] = field(repr=False)
+
+    def content(self, split_seed: int | None = None) -> dict[str, Any]:
+        """What identifies the loaded splits (cache and cell keys)."""
+        if split_seed is None:
+            return self.fingerprint
+        return self.fingerprint | {"split_seed": split_seed}
+
+    def load(self, split_seed: int | None = None) -> TaskData:
+        """The task's splits (memoised per process by content); every loader failure is a
+        one-line :class:`DataError` naming the target."""
+        fingerprint = self.content(split_seed)
+        key = content_hash(fingerprint) + "/" + self.id
+        if key not in _LOADED:
+            try:
+                task = self.loader(self.id, self.params, split_seed)
+            except AtlbenchError as err:
+                raise DataError(f"target {self.id!r}: {err}") from None
+            except (ValueError, OSError, KeyError, TypeError, RuntimeError) as err:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise DataError(f"target {self.id!r}: {type(err).__name__}: {first}") from None
+            _LOADED[key] = replace(task, fingerprint=fingerprint)
+        return _LOADED[key]

@@ -9,30 +9,39 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from atlbench.registry import register_target
 from atlbench.targets import generators as gen
-from atlbench.targets.base import TaskData, from_single_pool
+from atlbench.targets.base import TargetKind, TaskData, from_single_pool
 
 IMAGE_TASKS = ("shapes", "textures", "fractals")
 TASKS = ("digits", *IMAGE_TASKS, "topic_text")
+CLASS_NAMES: dict[str, list[str]] = {
+    "digits": [str(d) for d in range(10)],
+    "shapes": gen.SHAPE_CLASSES,
+    "textures": gen.TEXTURE_CLASSES,
+    "fractals": gen.FRACTAL_CLASSES,
+    "topic_text": list(gen.TOPICS),
+}
+Colour = Literal["swap", "bgr", "grey", "warm", "cool"]  # gen.COLOUR_SHIFTS, checked in tests
 
 
 class ShiftParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     rotation: float = 0.0
     random_rotation: bool = False
     invert: bool = False
-    colour: str | None = None
+    colour: Colour | None = None
     noise: float = Field(0.0, ge=0, le=1)
     blur: float = Field(0.0, ge=0)
     label_permutation: int | None = None
 
 
 class BuiltinParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     task: Literal["digits", "shapes", "textures", "fractals", "topic_text"]
-    classes: int | list[Any] | None = None  # a count (first k classes) or names/ids
+    classes: int | tuple[int | str, ...] | None = None  # a count (first k classes) or names/ids
     n_per_class: int = Field(100, ge=3, le=100_000)
     size: int = Field(32, ge=8, le=256)
     shift: ShiftParams | None = None
@@ -40,6 +49,15 @@ class BuiltinParams(BaseModel):
     val_fraction: float = Field(0.2, gt=0, lt=0.5)
     test_fraction: float = Field(0.3, gt=0, lt=0.6)
     label_noise: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, value: Any, info: ValidationInfo) -> Any:
+        """Resolve class names/ids now, so a bad class fails at parse time, not in a cell."""
+        task = info.data.get("task")
+        if value is not None and task in CLASS_NAMES:
+            gen.resolve_classes(CLASS_NAMES[task], value)  # raises ValueError naming the class
+        return value
 
 
 def task_modality(params: BuiltinParams) -> str:
@@ -73,7 +91,7 @@ def _generate(params: BuiltinParams) -> tuple[Any, Any, list[str]]:
     )
 
 
-def load_builtin(task_id: str, params: BuiltinParams) -> TaskData:
+def load_builtin(task_id: str, params: BuiltinParams, split_seed: int | None = None) -> TaskData:
     inputs, labels, class_names = generate_pool(params)
     return from_single_pool(
         task_id,
@@ -81,8 +99,27 @@ def load_builtin(task_id: str, params: BuiltinParams) -> TaskData:
         inputs,
         labels,
         list(class_names),
-        seed=params.seed,
+        seed=params.seed if split_seed is None else split_seed,
         val_fraction=params.val_fraction,
         test_fraction=params.test_fraction,
-        fingerprint={"builtin": params.model_dump(), "generator_version": 2},
+        fingerprint={"builtin": params.model_dump(), "generator_version": gen.GENERATOR_VERSION},
     )
+
+
+@register_target("builtin")
+class BuiltinTarget(TargetKind):
+    """``builtin: {task, classes, shift, ...}``: offline tasks generated from a seed."""
+
+    Params = BuiltinParams
+
+    @classmethod
+    def modality(cls, params: Any) -> str:
+        return task_modality(params)
+
+    @classmethod
+    def content(cls, params: Any) -> dict[str, Any]:
+        return {"builtin": params.model_dump(), "generator_version": gen.GENERATOR_VERSION}
+
+    @classmethod
+    def load(cls, target_id: str, params: Any, split_seed: int | None = None) -> TaskData:
+        return load_builtin(target_id, params, split_seed)

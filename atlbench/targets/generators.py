@@ -15,7 +15,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -24,6 +23,8 @@ Images = tuple[np.ndarray, np.ndarray, list[str]]
 ClassSpec = int | Sequence[int | str] | None
 
 COLOUR_SHIFTS = ("swap", "bgr", "grey", "warm", "cool")
+# Bump when any generator's output changes: it enters every built-in target's cell keys.
+GENERATOR_VERSION = 2
 
 # Stream ids keep each family's randomness independent of the others (and of the shift stream).
 _STREAM = {"shapes": 1, "textures": 2, "fractals": 3, "digits": 4, "text": 5}
@@ -893,7 +894,7 @@ def flip_labels(
 
 
 # --------------------------------------------------------------------------------------------
-# Registry and preview
+# Families by name
 # --------------------------------------------------------------------------------------------
 
 IMAGE_FAMILIES: dict[str, Callable[..., Images]] = {
@@ -901,51 +902,3 @@ IMAGE_FAMILIES: dict[str, Callable[..., Images]] = {
     "textures": textures,
     "fractals": fractals,
 }
-GENERATORS = IMAGE_FAMILIES
-
-
-def save_preview(
-    path: str | Path,
-    per_class: int = 6,
-    size: int = 32,
-    seed: int = 0,
-    shift: DomainShift | None = None,
-) -> Path:
-    """Write a PNG grid of ``per_class`` examples of every class of every image family.
-
-    Meant for eyeballing that a class looks like its name (and what a shift does to it).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    families: dict[str, Images] = {
-        name: fn(per_class, seed, size=size, shift=shift) for name, fn in IMAGE_FAMILIES.items()
-    }
-    images, labels, names = digits(seed, size=size, shift=shift)
-    first = np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in range(len(names))])
-    families["digits"] = (images[first], labels[first], names)
-    rows = sum(len(names) for _, _, names in families.values())
-    fig, axes = plt.subplots(rows, per_class, figsize=(per_class * 0.9 + 1.6, rows * 0.9))
-    r = 0
-    for family, (images, labels, names) in families.items():
-        for k, name in enumerate(names):
-            picks = np.flatnonzero(labels == k)[:per_class]
-            for j in range(per_class):
-                ax = axes[r, j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if j < len(picks):
-                    ax.imshow(images[picks[j]], interpolation="nearest")
-                if j == 0:
-                    ax.set_ylabel(
-                        f"{family}\n{name}", rotation=0, ha="right", va="center", fontsize=7
-                    )
-            r += 1
-    fig.tight_layout(pad=0.2)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import glob
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from atlbench.digests import file_digest
 from atlbench.errors import DataError
-from atlbench.hub import offline_error, prepare_hub_access
-from atlbench.targets.base import Split, TaskData, check_labels, encode_labels, stratified_split
+from atlbench.hub import hub_reachable, offline_by_environment, offline_error
+from atlbench.registry import register_target
+from atlbench.targets.base import (
+    Split,
+    TargetKind,
+    TaskData,
+    assemble_splits,
+    check_labels,
+    encode_labels,
+)
+
+OFFLINE_HINT = (
+    "save it with `datasets.load_dataset(...).save_to_disk()` elsewhere, or give local "
+    "files as `hf_dataset: {path: csv|imagefolder|parquet, data_files: ...}`"
+)
 
 
 class HFDatasetParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     path: str = Field(min_length=1, description="hub id, or a builder like 'csv'/'imagefolder'")
     name: str | None = None
     revision: str | None = None
@@ -45,26 +61,24 @@ def _inputs(rows: Any, params: HFDatasetParams, where: str) -> Any:
     return np.stack(images)
 
 
-def load_hf_dataset(task_id: str, params: HFDatasetParams) -> TaskData:
+def load_hf_dataset(
+    task_id: str, params: HFDatasetParams, split_seed: int | None = None
+) -> TaskData:
     import datasets
 
     if (params.image_column is None) == (params.text_column is None):
         raise DataError(f"{params.path}: set exactly one of image_column or text_column")
     local = params.data_files is not None
-    if not local:
-        prepare_hub_access()
+    if not local and not hub_reachable() and not offline_by_environment():
+        # the hub is down but the libraries were not told: they would retry for a minute
+        raise offline_error("dataset", params.path, OFFLINE_HINT)
     try:
         ds = datasets.load_dataset(
             params.path, params.name, revision=params.revision, data_files=params.data_files
         )
     except (ConnectionError, OSError, FileNotFoundError) as err:
         if not local:
-            raise offline_error(
-                "dataset",
-                params.path,
-                "save it with `datasets.load_dataset(...).save_to_disk()` elsewhere, or give local "
-                "files as `hf_dataset: {path: csv|imagefolder|parquet, data_files: ...}`",
-            ) from None
+            raise offline_error("dataset", params.path, OFFLINE_HINT) from None
         raise DataError(f"{params.path}: could not load ({err})") from None
     for split in filter(None, (params.train_split, params.val_split, params.test_split)):
         if split not in ds:
@@ -107,24 +121,56 @@ def load_hf_dataset(task_id: str, params: HFDatasetParams) -> TaskData:
         role: Split(_inputs(r, params, f"{params.path}[{wanted[role][0]}]"), labels[role])
         for role, r in rows.items()
     }
-    # Missing validation/test splits are carved out of train, stratified; test is never reused
-    # as validation (selection on the scored split would leak).
-    if "val" not in splits or "test" not in splits:
-        val_f = 0.0 if "val" in splits else params.val_fraction
-        test_f = 0.0 if "test" in splits else params.test_fraction
-        tr, va, te = stratified_split(splits["train"].labels, params.seed, val_f, test_f)
-        full = splits["train"]
-        splits["train"] = full.subset(tr)
-        splits.setdefault("val", full.subset(va))
-        splits.setdefault("test", full.subset(te))
-    train_split, val_split, test_split = splits["train"], splits["val"], splits["test"]
-    names = class_names
-    return TaskData(
+    return assemble_splits(
         task_id,
         "text" if params.text_column else "image",
-        names,
-        train_split,
-        val_split,
-        test_split,
-        {"hf_dataset": params.model_dump()},
+        class_names,
+        splits,
+        params.seed if split_seed is None else split_seed,
+        params.val_fraction,
+        params.test_fraction,
+        {},
     )
+
+
+def data_file_paths(data_files: dict[str, str] | str | None) -> list[Path]:
+    """The local files a ``data_files`` spec names (globs expanded), sorted."""
+    if data_files is None:
+        return []
+    specs = [data_files] if isinstance(data_files, str) else list(data_files.values())
+    out: set[Path] = set()
+    for spec in specs:
+        matches = glob.glob(str(Path(spec).expanduser()), recursive=True)
+        if not matches:
+            raise DataError(f"data file {spec!r} does not exist")
+        out.update(Path(m) for m in matches if Path(m).is_file())
+    return sorted(out)
+
+
+@register_target("hf_dataset")
+class HFDatasetTarget(TargetKind):
+    """``hf_dataset: {path, name, revision, data_files, columns...}``: a ``datasets`` dataset.
+
+    Local ``data_files`` are identified by their digests; a hub dataset by its id and revision
+    (pin ``revision`` for reproducible keys).
+    """
+
+    Params = HFDatasetParams
+
+    @classmethod
+    def modality(cls, params: Any) -> str:
+        return "text" if params.text_column else "image"
+
+    @classmethod
+    def content(cls, params: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"hf_dataset": params.model_dump(exclude={"data_files"})}
+        files = data_file_paths(params.data_files)
+        if files:
+            out["files"] = {f.name: file_digest(f) for f in files}
+            if isinstance(params.data_files, dict):
+                out["roles"] = sorted(params.data_files)
+        return out
+
+    @classmethod
+    def load(cls, target_id: str, params: Any, split_seed: int | None = None) -> TaskData:
+        return load_hf_dataset(target_id, params, split_seed)

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from atlbench.sources.timm import create_timm
 from atlbench.targets.base import Split
-from atlbench.train import Classifier, PreparedSplit, TrainConfig, fit, warmup_cosine
+from atlbench.protocol import TrainingConfig
+from atlbench.train import Classifier, PreparedSplit, fit, warmup_cosine
 
 N_TRAIN, N_VAL, EPOCHS, BATCH = 512, 128, 3, 32
 
@@ -60,9 +61,11 @@ def bare_loop(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> fl
 
 
 def engine(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> float:
-    cfg = TrainConfig(lr=1e-3, max_epochs=EPOCHS, patience=EPOCHS, batch_size=BATCH, seed=0)
+    cfg = TrainingConfig(
+        max_epochs=EPOCHS, patience=EPOCHS, batch_size=BATCH, min_epoch_samples=0
+    )
     groups = [{"params": list(model.parameters())}]
-    return fit(model, groups, train, val, cfg, torch.device("cpu")).best_val_acc
+    return fit(model, groups, train, val, cfg, torch.device("cpu"), lr=1e-3, seed=0).best_val_acc
 
 
 @pytest.mark.parametrize("loop", [bare_loop, engine], ids=["bare_pytorch", "atlbench_fit"])

@@ -45,7 +45,7 @@ BASE: dict[str, Any] = {
     "strategies": ["linear_probe"],
     "budgets": [{"per_class": 2}],
     "estimators": [],
-    "training": {"max_epochs": 1, "patience": 1, "lr_grid": [0.01]},
+    "training": {"max_epochs": 1, "patience": 1, "trials": 1},
 }
 
 
@@ -168,13 +168,94 @@ CASES: list[tuple[str, Mutation, str]] = [
         lambda suite, tmp: suite.update(targets=[folder_target(tmp, corrupt=True)]),
         r"broken\.png: not a readable image",
     ),
+    (
+        "folder: split layout beside a class folder",
+        lambda suite, tmp: suite.update(targets=[split_folder_target(tmp, extra="stray")]),
+        r"has a train/ split folder and also 'stray'",
+    ),
+    (
+        "csv: unknown split value",
+        with_csv(
+            b"text,label,part\n"
+            + b"".join(
+                f"row {i},{i % 2},{'train' if i % 3 else 'dev'}\n".encode() for i in range(30)
+            ),
+            split_column="part",
+        ),
+        r"column 'part' has value\(s\) \['dev'\]",
+    ),
+    (
+        "colour shift that does not exist",
+        setter(targets=[{"id": "s", "builtin": {"task": "shapes", "shift": {"colour": "purple"}}}]),
+        r"targets\[0\]\.builtin\.shift\.colour: 'purple' is not allowed",
+    ),
+    (
+        "digit classes out of range",
+        setter(targets=[{"id": "d", "builtin": {"task": "digits", "classes": [11, 12]}}]),
+        r"targets\[0\]\.builtin\.classes: class id 11 out of range",
+    ),
+    (
+        "one label per class under budgeted validation",
+        setter(budgets=[{"per_class": 1}]),
+        r"leaves none to validate on",
+    ),
+    (
+        "two baselines",
+        setter(strategies=["scratch", {"name": "scratch", "id": "scratch-long"}]),
+        r"2 baseline strategies",
+    ),
+    (
+        "corrupt checkpoint",
+        lambda suite, tmp: suite.update(sources=[checkpoint_source(tmp, b"not safetensors")]),
+        r"could not be read safely",
+    ),
+    (
+        "checkpoint of another architecture",
+        lambda suite, tmp: suite.update(sources=[checkpoint_source(tmp, None, arch="resnet18")]),
+        r"does not fit the architecture",
+    ),
+    (
+        "timm tag not cached offline",
+        setter(sources=[{"id": "t", "timm": {"arch": "resnet18", "pretrained_tag": "a1_in1k"}}]),
+        r"timm weights for 'resnet18\.a1_in1k' is not in the local cache",
+    ),
 ]
+
+
+def split_folder_target(tmp: Path, extra: str | None = None) -> dict[str, Any]:
+    from PIL import Image
+
+    for split, n in (("train", 6), ("test", 3)):
+        for cls in ("a", "b"):
+            (tmp / "split" / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(
+                    tmp / "split" / split / cls / f"{i}.png"
+                )
+    if extra:
+        (tmp / "split" / extra / "a").mkdir(parents=True)
+    return {"id": "split", "folder": {"path": str(tmp / "split"), "image_size": 16}}
+
+
+def checkpoint_source(tmp: Path, blob: bytes | None, arch: str = "test_resnet") -> dict[str, Any]:
+    """A checkpoint file: ``blob`` as its bytes, or real test_resnet weights."""
+    path = tmp / "model.safetensors"
+    if blob is None:
+        from safetensors.torch import save_file
+
+        from atlbench.sources.timm import create_timm
+
+        state = create_timm("test_resnet", False, num_classes=0, input_size=32).model.state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        path.write_bytes(blob)
+    return {"id": "ckpt", "checkpoint": {"arch": arch, "input_size": 32, "path": str(path)}}
 
 
 def existing_store(root: Path) -> tuple[Path, bytes]:
     """A results dir with one finished record, as a previous sweep would have left it."""
     directory = root / "results" / "bad"
-    with Store(directory) as store:
+    with Store.create(directory) as store:
         store.put_cell({"key": "k" * 20, "status": "done", "test_acc": 0.5})
     # fold the WAL into the main file so the bytes on disk are the whole store
     import sqlite3

@@ -28,8 +28,9 @@ import yaml
 
 from atlbench.cache import load_array
 from atlbench.plan import build_plan
+from atlbench.registry import STRATEGIES
 from atlbench.store import Store
-from atlbench.suite import parse_suite
+from atlbench.study import parse_study
 from atlbench.sweep import SweepOptions, run_sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +52,7 @@ SUITE: dict[str, Any] = {
     "strategies": ["linear_probe", "knn", "finetune", "scratch"],
     "budgets": [{"per_class": 4}],
     "estimators": ["logme"],
-    "training": {"max_epochs": 2, "patience": 2, "lr_grid": [0.01]},
+    "training": {"max_epochs": 2, "patience": 2, "trials": 2, "min_epoch_samples": 64},
 }
 
 
@@ -163,10 +164,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         rows = conn.execute("SELECT key, COUNT(*), MIN(status) FROM cells GROUP BY key").fetchall()
-        estimates = conn.execute("SELECT estimator, status FROM estimates").fetchall()
+        estimates = conn.execute("SELECT estimator, status FROM estimates_v2").fetchall()
     finally:
         conn.close()
-    plan_keys = {c.key for c in build_plan(parse_suite(SUITE)).cells}
+    plan_keys = {c.key for c in build_plan(parse_study(SUITE)).cells}
     assert {key for key, _, _ in rows} == plan_keys
     assert all(count == 1 and status == "done" for _, count, status in rows)
     assert ("logme", "done") in estimates
@@ -190,12 +191,10 @@ def test_torn_cache_entries_are_recomputed_not_trusted(
     import torch
 
     from atlbench.features import FeatureCache, feature_paths
-    from atlbench.sources import resolve_source
-    from atlbench.sources.zoo import ZooParams, pretrain, zoo_paths
-    from atlbench.targets import load_target
+    from atlbench.sources.zoo import pretrain, zoo_paths
 
     monkeypatch.setenv("ATLBENCH_CACHE", str(tmp_path / "cache"))
-    suite = parse_suite(
+    study = parse_study(
         SUITE
         | {
             "sources": [
@@ -210,9 +209,9 @@ def test_torn_cache_entries_are_recomputed_not_trusted(
             ]
         }
     )
-    params = ZooParams.model_validate(suite.sources[0].params)
-    source = resolve_source(suite.sources[0])
-    task = load_target(suite.targets[0])
+    source = study.source("z")
+    params = source.params
+    task = study.target("d56").load()
     device = torch.device("cpu")
     first = FeatureCache(device).get(source, task, "train")  # trains the zoo model, then extracts
     weights, _ = zoo_paths(params)
@@ -253,7 +252,7 @@ def test_zoo_weights_with_a_flipped_byte_are_retrained(
     monkeypatch.setenv("ATLBENCH_CACHE", str(tmp_path / "cache"))
     params = ZooParams(
         arch="test_resnet", epochs=1, pretrain_on={"task": "digits", "classes": [0, 1]}
-    )
+    )  # type: ignore[arg-type]
     pretrain(params)
     weights, _ = zoo_paths(params)
     original = weights.read_bytes()
@@ -270,11 +269,10 @@ def test_zoo_weights_with_a_flipped_byte_are_retrained(
 @pytest.fixture
 def boom_strategy() -> Any:
     """A strategy registered for the test that fails on seed 1 only, removed afterwards."""
-    from atlbench.strategies import STRATEGIES
+    from atlbench.registry import register_strategy
     from atlbench.strategies.frozen import KNN
 
     class Boom(KNN):
-        name = "boom_test"
         broken = True
 
         def run(self, ctx: Any) -> Any:
@@ -282,9 +280,9 @@ def boom_strategy() -> Any:
                 raise RuntimeError("deliberate failure for seed 1")
             return super().run(ctx)
 
-    STRATEGIES.register(Boom.name)(Boom)
+    register_strategy("boom_test")(Boom)
     yield Boom
-    STRATEGIES._items.pop(Boom.name, None)
+    STRATEGIES.remove("boom_test")
 
 
 def isolation_suite(tmp_path: Path, strategies: list[str]) -> Path:
@@ -306,20 +304,22 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(
     with Store(tmp_path / "r" / "crash") as store:
         records = store.records()
         failed = records[records.status == "failed"]
-        assert len(records) == 4 and len(failed) == 1  # boom x 2 seeds + knn x 2 seeds
-        row = failed.iloc[0]
-        assert row["strategy"] == "boom_test" and row["seed"] == 1
-        assert row["error"] == "RuntimeError: deliberate failure for seed 1"
-        assert "Traceback" in row["traceback"] and "deliberate failure" in row["traceback"]
+        # boom and knn x 2 seeds, each with its random-init twin; boom fails on seed 1 twice
+        assert len(records) == 8 and len(failed) == 2
+        assert set(failed["role"]) == {"transfer", "random_init"}
+        for row in failed.to_dict("records"):
+            assert row["strategy"] == "boom_test" and row["seed"] == 1
+            assert row["error"] == "RuntimeError: deliberate failure for seed 1"
+            assert "Traceback" in row["traceback"] and "deliberate failure" in row["traceback"]
     assert (tmp_path / "rep" / "crash.html").exists()  # outputs written despite the failure
 
     options = SweepOptions(results_root=tmp_path / "r", reports_root=tmp_path / "rep", quiet=True)
     again = run_sweep(path, options)  # a failed cell is not re-run unless asked
-    assert again.ran == 0 and again.skipped_failed == 1
+    assert again.ran == 0 and again.skipped_failed == 2
     boom_strategy.broken = False
     options.retry_failed = True
     retried = run_sweep(path, options)
-    assert retried.ran == 1 and not retried.failed
+    assert retried.ran == 2 and not retried.failed
     with Store(tmp_path / "r" / "crash") as store:
         assert set(store.statuses().values()) == {"done"}
 
@@ -333,5 +333,6 @@ def test_fail_fast_stops_at_the_first_failure(boom_strategy: Any, tmp_path: Path
     assert len(summary.failed) == 1
     with Store(tmp_path / "r" / "crash") as store:
         statuses = store.statuses()
-    # plan order is strategy, then seed: boom seed 0 ran, boom seed 1 failed, knn never started
-    assert sorted(statuses.values()) == ["done", "failed"]
+    # plan order is strategy, seed, role: boom seed 0 and its twin ran, boom seed 1 failed, and
+    # nothing after it started
+    assert sorted(statuses.values()) == ["done", "done", "failed"]

@@ -14,7 +14,7 @@ from atlbench.domain_gap import KIND, compute_domain_gaps, gap_pairs
 from atlbench.drift import detect_drift, render
 from atlbench.plan import build_plan
 from atlbench.store import Store
-from atlbench.suite import load_suite
+from atlbench.study import load_study
 
 SUITE = {
     "name": "drift-test",
@@ -91,19 +91,23 @@ def test_cli_json_exit_codes(suite_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_domain_gap_artifacts_and_resume(suite_path: Path, tmp_path: Path) -> None:
-    suite = load_suite(suite_path)
-    plan = build_plan(suite)
-    pairs = {(s.id, t) for s, t in gap_pairs(plan)}
+    study = load_study(suite_path)
+    plan = build_plan(study)
+    pairs = {(s.id, t) for s, t in gap_pairs(study, plan)}
     assert pairs == {("zd", "digits"), ("zd", "digits-inv")}  # scratch cells are not pairs
-    with Store(tmp_path) as store:
-        first = compute_domain_gaps(store, suite, plan, "cpu")
+    with Store.create(tmp_path) as store:
+        first = compute_domain_gaps(store, study, plan, "cpu")
         assert len(first.computed) == 2 and not first.skipped
         gaps = {p["target"]: p for p in store.artifacts(KIND)}
-        # The source was pre-trained on plain digits: inverted digits must look further away.
-        assert gaps["digits-inv"]["mmd"] > gaps["digits"]["mmd"]
-        assert gaps["digits-inv"]["frechet"] > gaps["digits"]["frechet"]
-        for gap in gaps.values():
-            assert 0.0 < gap["mmd_p"] <= 1.0 and gap["source"] == "zd"
-            assert gap["n_target"] > 0 and gap["n_source"] > 0
-        again = compute_domain_gaps(store, suite, plan, "cpu")
+        # The source was pre-trained on plain digits: inverted digits must look further away,
+        # on the reference ruler and in the source's own features alike.
+        for ruler in ("reference", "source_space"):
+            near, far = gaps["digits"][ruler], gaps["digits-inv"][ruler]
+            assert far["mmd"] > near["mmd"] and far["frechet"] > near["frechet"]
+            for gap in (near, far):
+                assert 0.0 < gap["mmd_p"] <= 1.0
+                assert gap["n_target"] > 0 and gap["n_source"] > 0
+        assert all(g["source"] == "zd" for g in gaps.values())
+        assert gaps["digits"]["reference"]["embedding"] == "8x8 RGB pixel means in [0, 1]"
+        again = compute_domain_gaps(store, study, plan, "cpu")
         assert again.computed == [] and again.existing == 2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from atlbench.errors import SuiteError
+from atlbench.errors import AtlbenchError, SuiteError
 from atlbench.estimate import rank_sources
 from atlbench.estimators import logme
 
@@ -58,22 +58,20 @@ def test_ranks_every_source_with_every_estimator_and_baseline(suite_path: Path) 
         # rank 1 is the highest score
         assert ranks[np.argmax(scores)] == 1
     # the stored LogME equals LogME recomputed on the cached train features
-    from atlbench.features import FeatureCache
-    from atlbench.sources import resolve_source
-    from atlbench.suite import load_suite
-    from atlbench.targets import load_target
-
-    suite = load_suite(suite_path)
-    task = load_target(suite.targets[0])
     import torch
 
-    fs = FeatureCache(torch.device("cpu")).get(resolve_source(suite.sources[0]), task, "train")
+    from atlbench.features import FeatureCache
+    from atlbench.study import load_study
+
+    study = load_study(suite_path)
+    task = study.target("d56").load()
+    fs = FeatureCache(torch.device("cpu")).get(study.source("digits-src"), task, "train")
     row = frame[(frame["estimator"] == "logme") & (frame["source"] == "digits-src")].iloc[0]
     assert row["score"] == pytest.approx(logme(fs.features, task.train.labels), rel=1e-9)
 
 
 def test_unknown_target_or_estimator_is_one_clear_line(suite_path: Path) -> None:
-    with pytest.raises(SuiteError, match="no target 'd57'"):
+    with pytest.raises(AtlbenchError, match="no target 'd57'"):
         rank_sources(suite_path, "d57")
     with pytest.raises(SuiteError, match="unknown estimator 'logmee'"):
         rank_sources(suite_path, estimators=["logmee"])

@@ -20,7 +20,7 @@ import yaml
 
 from atlbench.errors import AtlbenchError
 from atlbench.store import Store
-from atlbench.suite import parse_suite
+from atlbench.study import parse_study
 from atlbench.sweep import SweepOptions, make_executor, run_sweep
 
 SUITE: dict[str, Any] = {
@@ -41,7 +41,7 @@ SUITE: dict[str, Any] = {
     "strategies": ["linear_probe", "finetune"],
     "budgets": [{"per_class": 6}],
     "estimators": ["logme"],
-    "training": {"max_epochs": 2, "patience": 2, "lr_grid": [0.01]},
+    "training": {"max_epochs": 2, "patience": 2, "trials": 2, "min_epoch_samples": 64},
 }
 COMPARED = (
     "status",
@@ -51,7 +51,7 @@ COMPARED = (
     "test_macro_f1",
     "val_acc",
     "hparams",
-    "grid",
+    "trials",
 )
 
 
@@ -64,7 +64,8 @@ def snapshot(results_dir: Path) -> dict[str, Any]:
             for row in records.to_dict("records")
         }
         estimates = {
-            (r.key, r.estimator): (r.status, r.score) for r in store.estimates().itertuples()
+            (r.key, r.estimator, r.source_key): (r.status, r.score)
+            for r in store.estimates().itertuples()
         }
     return {"cells": cells, "estimates": estimates}
 
@@ -89,7 +90,7 @@ def local_reference(workdir: Path) -> dict[str, Any]:
         torch.set_num_threads(threads)
     assert not summary.failed
     snap = snapshot(summary.results_dir)
-    assert len(snap["cells"]) == 2
+    assert len(snap["cells"]) == 3  # probe, its random-init twin, finetune
     assert all(c["status"] == "done" for c in snap["cells"].values())
     return snap
 
@@ -116,7 +117,7 @@ def test_ray_executor_matches_local(workdir: Path, local_reference: dict[str, An
         assert ray.is_initialized(), "an instance the caller started must be left running"
     finally:
         ray.shutdown()
-    assert summary.ran == 2 and not summary.failed
+    assert summary.ran == 3 and not summary.failed
     assert snapshot(summary.results_dir) == local_reference
 
 
@@ -136,7 +137,7 @@ def test_slurm_executor_matches_local(
             executor="slurm",
         ),
     )
-    assert summary.ran == 2 and not summary.failed
+    assert summary.ran == 3 and not summary.failed
     assert snapshot(summary.results_dir) == local_reference
     # one array: every job's pickles and logs sit in the results dir's slurm folder
     assert list((summary.results_dir / "slurm").glob("*_submitted.pkl"))
@@ -152,13 +153,13 @@ def test_slurm_lost_job_becomes_a_failed_record(
     from atlbench.executors.slurm import SlurmExecutor
     from atlbench.plan import build_plan
 
-    suite = parse_suite(SUITE)
-    cell = build_plan(suite).cells[0]
+    study = parse_study(SUITE)
+    cell = build_plan(study).cells[0]
     local = submitit.LocalExecutor(folder=tmp_path / "jobs")
     local.update_parameters(timeout_min=1 / 60)  # killed after one second
     got: list[dict[str, Any]] = []
     SlurmExecutor("cpu", executor=local, poll_s=0.2).run(
-        suite,
+        study,
         [cell],
         [],
         lambda c, record, preds: got.append(record | {"preds": preds}),
@@ -173,11 +174,11 @@ def test_slurm_lost_job_becomes_a_failed_record(
 
 
 def test_unknown_executor_and_misplaced_address(workdir: Path) -> None:
-    suite = parse_suite(SUITE)
+    study = parse_study(SUITE)
     with pytest.raises(AtlbenchError, match="unknown executor 'dask'"):
-        make_executor(SweepOptions(executor="dask"), suite)
+        make_executor(SweepOptions(executor="dask"), study)
     with pytest.raises(AtlbenchError, match="--address applies to --executor ray"):
-        make_executor(SweepOptions(executor="local", address="auto"), suite)
+        make_executor(SweepOptions(executor="local", address="auto"), study)
 
 
 def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

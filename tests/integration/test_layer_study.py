@@ -18,11 +18,9 @@ from safetensors.torch import load_file
 import atlbench.layer_study as layer_study
 from atlbench.plan import build_plan
 from atlbench.similarity import auto_layers
-from atlbench.sources import resolve_source
 from atlbench.store import Store
-from atlbench.suite import parse_suite
+from atlbench.study import parse_study
 from atlbench.sweep import SweepOptions, run_sweep
-from atlbench.targets import load_target
 
 SUITE: dict[str, Any] = {
     "name": "layer-study",
@@ -36,7 +34,7 @@ SUITE: dict[str, Any] = {
     "targets": [{"id": "d567", "builtin": {"task": "digits", "classes": [5, 6, 7]}}],
     "strategies": ["finetune", "scratch"],
     "budgets": [{"per_class": 4}],
-    "training": {"max_epochs": 2, "patience": 2, "lr_grid": [0.003]},
+    "training": {"max_epochs": 2, "patience": 2, "trials": 2, "min_epoch_samples": 64},
 }  # fmt: skip
 
 
@@ -68,8 +66,7 @@ def _record(records: list[dict[str, Any]], strategy: str) -> dict[str, Any]:
 
 
 def _encoders() -> tuple[Any, Any]:
-    suite = parse_suite(SUITE)
-    source = resolve_source(suite.sources[0])
+    source = parse_study(SUITE).source("zoo")
     return source.build(True), source.build(False)
 
 
@@ -98,8 +95,8 @@ def _linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def test_cka_does_not_change_cell_keys() -> None:
-    with_cka = {c.key for c in build_plan(parse_suite(SUITE)).cells}
-    without = {c.key for c in build_plan(parse_suite(SUITE | {"cka": False})).cells}
+    with_cka = {c.key for c in build_plan(parse_study(SUITE)).cells}
+    without = {c.key for c in build_plan(parse_study(SUITE | {"cka": False})).cells}
     assert with_cka == without
 
 
@@ -112,7 +109,7 @@ def test_sweep_stores_both_comparisons(swept: dict[str, Any]) -> None:
     pre, _ = _encoders()
     n_layers = len(auto_layers(pre.model))
     assert n_layers >= 3
-    test_size = len(load_target(parse_suite(SUITE).targets[0]).test)
+    test_size = len(parse_study(SUITE).target("d567").load().test)
     for kind in ("pre_vs_finetuned", "finetuned_vs_scratch"):
         art = _by_kind(artifacts, kind)
         matrix = np.asarray(art["matrix"], dtype=float)
@@ -134,7 +131,7 @@ def test_one_value_matches_independent_recomputation(swept: dict[str, Any]) -> N
     pre, _ = _encoders()
     finetuned, _ = _encoders()
     finetuned.load_state_dict(load_file(_record(swept["records"], "finetune")["extra_checkpoint"]))
-    split = load_target(parse_suite(SUITE).targets[0]).test
+    split = parse_study(SUITE).target("d567").load().test
     assert art["n_examples"] == len(split)  # small split: every example, one batch
     x = pre.prepare(split.inputs)
     names = art["rows"]
@@ -188,11 +185,11 @@ def test_each_checkpoint_is_loaded_once(swept: dict[str, Any], monkeypatch) -> N
         def put_artifact(self, key: str, kind: str, payload: Any) -> None:
             self.put.append(key)
 
-    suite = parse_suite(SUITE)
+    study = parse_study(SUITE)
     results_dir = swept["summary"].results_dir
     with Store(results_dir) as store:
         fresh = NoArtifactsYet(store)
-        result = layer_study.run_layer_study(fresh, suite, build_plan(suite), results_dir)
+        result = layer_study.run_layer_study(fresh, study, build_plan(study), results_dir)
     assert len(fresh.put) == 2 and not result.skipped
     ft, scratch = _record(swept["records"], "finetune"), _record(swept["records"], "scratch")
     # two comparisons use the fine-tuned model, but it is read from disk once
@@ -235,4 +232,4 @@ def test_cli_rejects_unknown_source(swept: dict[str, Any], capsys) -> None:
         main(["cka", str(swept["suite_path"]), "--a", "nope", "--b", "scratch",
               "--target", "d567", "--out", str(swept["root"] / "x")])  # fmt: skip
     assert exit_info.value.code == 2
-    assert "unknown source 'nope'" in capsys.readouterr().err
+    assert "no source 'nope'" in capsys.readouterr().err

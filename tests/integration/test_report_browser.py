@@ -45,7 +45,7 @@ SUITE = {
     "strategies": ["linear_probe", "scratch"],
     "budgets": [{"per_class": 4}],
     "estimators": ["logme"],
-    "training": {"max_epochs": 1, "patience": 1, "lr_grid": [0.003]},
+    "training": {"max_epochs": 1, "patience": 1, "trials": 1},
 }
 FLAGS = [
     "--headless",

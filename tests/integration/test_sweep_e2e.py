@@ -40,7 +40,7 @@ TINY = {
     "strategies": ["linear_probe", "knn", "finetune", "scratch"],
     "budgets": [{"per_class": 4}],
     "estimators": ["logme", "leep"],
-    "training": {"max_epochs": 2, "patience": 2, "lr_grid": [0.003]},
+    "training": {"max_epochs": 2, "patience": 2, "trials": 2, "min_epoch_samples": 64},
 }
 
 
@@ -70,8 +70,9 @@ def test_outputs_written(swept: Path) -> None:
     with open(results / "leaderboard.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == LEADERBOARD_COLUMNS
-    # 2 sources x 3 transfer strategies + 1 shared scratch, one budget, one target
-    assert len(rows) == 7
+    # 2 sources x 3 transfer strategies, the probe's and kNN's random-init twins and the
+    # scratch baseline (shared by both sources: same architecture), one budget, one target
+    assert len(rows) == 9
     assert {r["strategy"] for r in rows} == {"linear_probe", "knn", "finetune", "scratch"}
     for r in rows:
         assert 0.0 <= float(r["mean_acc"]) <= 1.0
@@ -106,7 +107,7 @@ def test_rerun_skips_finished_cells_and_dry_run_counts_them(swept: Path) -> None
     assert proc.returncode == 0, proc.stderr
     assert "ran 0 cells" in proc.stdout
     dry = atlbench("sweep", "tiny.yaml", "--dry-run", cwd=swept)
-    assert "14 cells (14 done, 0 failed, 0 to run)" in dry.stdout, dry.stdout
+    assert "18 cells (18 done, 0 failed, 0 to run)" in dry.stdout, dry.stdout
     after = (swept / "results" / "tiny" / "leaderboard.csv").read_text()
     assert before == after
 
@@ -126,7 +127,7 @@ def test_export_writes_every_record(swept: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     with open(swept / "all.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 14 and all(r["status"] == "done" for r in rows)
+    assert len(rows) == 18 and all(r["status"] == "done" for r in rows)
     assert all(len(json.loads(r["test_pred"])) == int(r["n_test"]) for r in rows)
     bad = atlbench("export", "results/tiny", "all.txt", cwd=swept)
     assert bad.returncode == 2 and "export to a .parquet or .csv file" in bad.stderr
@@ -153,5 +154,33 @@ def test_multitask_group_sweeps_each_member_with_the_others_alongside(tmp_path: 
     records = Store(tmp_path / "results" / "mt").records()
     assert sorted(records["target"]) == ["d56", "d78"]  # shapes is not in the group
     assert (records["status"] == "done").all()
-    sizes = {r["target"]: r["hparams"]["aux_train_sizes"] for _, r in records.iterrows()}
+    sizes = {r["target"]: r["extra_aux_train_sizes"] for _, r in records.iterrows()}
     assert sizes == {"d56": {"d78": 12}, "d78": {"d56": 8}}  # 4 per class, the cell's budget
+
+
+def test_every_registered_strategy_runs_through_the_real_sweep(tmp_path: Path) -> None:
+    """One epoch, one trial each: every strategy the registry has, through runner and store."""
+    from conftest import tiny_suite
+
+    import atlbench.components  # noqa: F401
+    from atlbench.registry import STRATEGIES
+    from atlbench.store import Store
+    from atlbench.sweep import SweepOptions, run_sweep
+
+    entries: list = [name for name in STRATEGIES.names() if name != "multitask"]
+    entries.append({"name": "multitask", "group": ["d56", "d78"]})
+    suite = tiny_suite(
+        targets=[{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}},
+                 {"id": "d78", "builtin": {"task": "digits", "classes": [7, 8]}}],
+        strategies=entries, estimators=[],
+        training={"max_epochs": 1, "trials": 1, "min_epoch_samples": 16},
+    )  # fmt: skip
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump(suite))
+    options = SweepOptions(results_root=tmp_path / "r", reports_root=tmp_path / "rep", quiet=True)
+    summary = run_sweep(tmp_path / "all.yaml", options)
+    assert not summary.failed, summary.failed
+    with Store(summary.results_dir) as store:
+        records = store.records()
+    assert set(records["strategy_name"]) == set(STRATEGIES.names())
+    assert (records["status"] == "done").all()
+    assert summary.report_path is not None and summary.report_path.exists()

@@ -35,7 +35,7 @@ def counting_source(builds: list[int]) -> Source:
         torch.manual_seed(0)
         return TimmEncoder(timm.create_model("test_resnet", num_classes=0), 32, False)
 
-    return Source("s", "test", "image", {}, "a", {"feature-cache-test": 1}, builder=build)
+    return Source("s", "test", "image", "a", {"feature-cache-test": 1}, builder=build)
 
 
 @pytest.fixture

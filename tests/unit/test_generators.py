@@ -58,11 +58,15 @@ def test_class_selection_by_count_names_and_ids(family: str) -> None:
         fn(2, 0, size=8, classes=1)
 
 
-def test_registry_alias_and_builtin_shift_fields() -> None:
-    from atlbench.targets.builtin import ShiftParams
+def test_families_and_builtin_shift_fields() -> None:
+    from typing import get_args
 
-    assert gen.GENERATORS is gen.IMAGE_FAMILIES
+    from atlbench.targets.builtin import CLASS_NAMES, Colour, ShiftParams
+
     assert {"shapes", "textures", "fractals"} <= set(gen.IMAGE_FAMILIES)
+    assert set(get_args(Colour)) == set(gen.COLOUR_SHIFTS)  # the schema lists every colour shift
+    for family, fn in gen.IMAGE_FAMILIES.items():  # class names known without generating
+        assert fn(1, 0, size=8)[2] == CLASS_NAMES[family]
     # every field the suite schema accepts must construct a DomainShift
     params = ShiftParams(
         rotation=10, invert=True, colour="grey", noise=0.1, blur=1.0, label_permutation=3
@@ -262,12 +266,3 @@ def test_shapes_not_linearly_separable_on_raw_pixels() -> None:
         warnings.simplefilter("ignore")
         clf = LogisticRegression(max_iter=200).fit(tr_x.reshape(len(tr_x), -1) / 255.0, tr_y)
     assert clf.score(te_x.reshape(len(te_x), -1) / 255.0, te_y) < 0.6
-
-
-def test_save_preview_writes_png(tmp_path) -> None:
-    import matplotlib.image as mpimg
-
-    path = gen.save_preview(tmp_path / "sub" / "preview.png", per_class=2, size=SMALL)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    img = mpimg.imread(path)
-    assert img.ndim == 3 and img.shape[0] > img.shape[1] > 50

@@ -5,10 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atlbench.budgets import check_budgets, select_budget
+from atlbench.budgets import (
+    BudgetSpec,
+    check_budgets,
+    holdout_split,
+    select_budget,
+    stratified_folds,
+)
 from atlbench.errors import DataError
 from atlbench.plan import build_plan
-from atlbench.suite import BudgetSpec, parse_suite
+from atlbench.study import parse_study
+
+
+def parse_suite(data: dict):
+    return parse_study(data)
 
 
 def suite_dict(**patch: object) -> dict:
@@ -31,13 +41,22 @@ def keys(data: dict) -> dict[tuple, str]:
     return {(c.source, c.strategy, c.budget.label, c.seed): c.key for c in plan.cells}
 
 
-def test_grid_size_and_shared_scratch() -> None:
+def test_grid_size_and_shared_baselines() -> None:
     plan = build_plan(parse_suite(suite_dict()))
-    # 2 sources x linear_probe x 2 budgets x 2 seeds + one scratch (same arch) x 2 x 2
-    assert len(plan.cells) == 2 * 2 * 2 + 2 * 2
-    scratch = [c for c in plan.cells if c.strategy == "scratch"]
-    assert {c.source for c in scratch} == {"test_resnet (random init)"}
+    # 2 sources x linear_probe x 2 budgets x 2 seeds, one random-init probe twin (same arch)
+    # x 2 x 2, and one scratch baseline x 2 x 2
+    assert len(plan.cells) == 2 * 2 * 2 + 2 * 2 + 2 * 2
+    roles = {(c.strategy, c.role) for c in plan.cells}
+    assert roles == {
+        ("linear_probe", "transfer"),
+        ("linear_probe", "random_init"),
+        ("scratch", "baseline"),
+    }
+    shared = [c for c in plan.cells if c.role != "transfer"]
+    assert {c.source for c in shared} == {"test_resnet (random init)"}
     assert len({c.key for c in plan.cells}) == len(plan.cells)
+    # one estimator task per (target, budget, seed), scoring both sources together
+    assert len(plan.estimates) == 2 * 2 and all(t.sources == ("a", "b") for t in plan.estimates)
 
 
 def test_keys_are_stable_and_ignore_ids() -> None:
@@ -62,7 +81,7 @@ def test_keys_change_with_what_determines_the_result() -> None:
         suite_dict(targets=[{"id": "d", "builtin": {"task": "digits", "classes": [5, 7]}}])
     )
     assert set(base.values()).isdisjoint(other_target.values())
-    other_training = keys(suite_dict(training={"lr_grid": [0.01]}))
+    other_training = keys(suite_dict(training={"trials": 3}))
     # the training budget changes trainable cells only, not frozen-feature ones
     assert (
         other_training[("a", "linear_probe", "5/class", 0)]
@@ -150,3 +169,37 @@ def test_budget_larger_than_data_is_a_clear_error() -> None:
         check_budgets(labels, (BudgetSpec(per_class=5),), "target 'x'")
     with pytest.raises(DataError, match="label budget 5/class needs 5 examples"):
         select_budget(labels, BudgetSpec(per_class=5), 0)
+
+
+def test_validation_mode_is_part_of_every_key() -> None:
+    budgeted, full = keys(suite_dict()), keys(suite_dict(validation="full"))
+    assert set(budgeted.values()).isdisjoint(full.values())
+
+
+def test_budgeted_validation_needs_two_labels_per_class() -> None:
+    labels = np.repeat(np.arange(3), 10)
+    check_budgets(labels, (BudgetSpec(per_class=1),), "target 'x'")  # fine for full validation
+    with pytest.raises(DataError, match="leaves none to validate on"):
+        check_budgets(labels, (BudgetSpec(per_class=1),), "target 'x'", budgeted=True)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_holdout_is_stratified_inside_the_budget(seed: int) -> None:
+    labels = np.repeat(np.arange(4), [5, 5, 9, 20])
+    fit, val = holdout_split(labels, 0.2, seed)
+    assert sorted(np.concatenate([fit, val])) == list(range(len(labels)))
+    assert np.bincount(labels[val], minlength=4).tolist() == [1, 1, 2, 4]
+    assert np.bincount(labels[fit], minlength=4).min() >= 4
+    np.testing.assert_array_equal(val, holdout_split(labels, 0.2, seed)[1])
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_folds_cover_every_label_once_and_each_class_in_each_fold(seed: int) -> None:
+    labels = np.repeat(np.arange(3), [5, 7, 20])
+    folds = stratified_folds(labels, 5, seed)
+    assert len(folds) == 5
+    assert sorted(np.concatenate(folds)) == list(range(len(labels)))
+    for fold in folds:
+        assert set(labels[fold]) == {0, 1, 2}
+    small = stratified_folds(np.repeat(np.arange(2), [3, 8]), 5, seed)
+    assert len(small) == 3  # no more folds than the smallest class has labels

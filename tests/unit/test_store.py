@@ -26,7 +26,7 @@ def record(key: str, status: str = "done", acc: float = 0.5) -> dict:
 
 
 def test_records_round_trip_and_replace(tmp_path: Path) -> None:
-    with Store(tmp_path) as store:
+    with Store.create(tmp_path) as store:
         store.set_plan([{"key": "k1", "source": "s", "target": "t"}, {"key": "k2", "source": "s2"}])
         store.put_cell(record("k1"), [0, 1, 1])
         store.put_cell(record("k2", "failed"), None)
@@ -40,7 +40,7 @@ def test_records_round_trip_and_replace(tmp_path: Path) -> None:
 
 
 def test_estimates_and_artifacts(tmp_path: Path) -> None:
-    with Store(tmp_path) as store:
+    with Store.create(tmp_path) as store:
         store.put_estimates(
             [
                 {
@@ -67,6 +67,21 @@ def test_estimates_and_artifacts(tmp_path: Path) -> None:
         assert store.artifacts("cka") == [{"matrix": [[1.0]]}]
         est = store.estimates()
         assert est.set_index("estimator").loc["logme", "score"] == 1.5
+
+
+def test_opening_a_missing_store_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    from atlbench.report.views import Views
+
+    typo = tmp_path / "results" / "quickstrat"
+    with pytest.raises(AtlbenchError, match=r"quickstrat: no results store here"):
+        Views.from_store(Store(typo))
+    assert not typo.exists() and not (tmp_path / "results").exists()
+    with Store.create(tmp_path / "ok") as store:
+        store.put_cell(record("k1"))
+    with Store(tmp_path / "ok") as reader:  # read-only: it reads, and refuses to write
+        assert reader.statuses() == {"k1": "done"}
+        with pytest.raises(Exception, match="readonly"):
+            reader.put_cell(record("k2"))
 
 
 def test_second_sweep_on_same_directory_is_refused(tmp_path: Path) -> None:
@@ -103,7 +118,7 @@ def test_export_is_one_flat_table_that_reads_back(tmp_path: Path, suffix: str) -
 
     from atlbench.store import export_records
 
-    with Store(tmp_path / "r") as store:
+    with Store.create(tmp_path / "r") as store:
         store.set_plan([{"key": "k1"}, {"key": "k2"}])
         nested = record("k1") | {"hparams": {"lr": 0.003, "layers": "all"}, "grid": [{"lr": 1}]}
         store.put_cell(nested, [2, 0, 1])

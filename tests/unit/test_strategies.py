@@ -10,20 +10,25 @@ import pytest
 import torch
 from torch import nn
 
-from atlbench.budgets import select_budget
+from atlbench.budgets import BudgetSpec, select_budget
+from atlbench.protocol import TrainingConfig
+from atlbench.registry import STRATEGIES
+from atlbench.runner import make_selection
 from atlbench.sources.base import Encoder, Source
-from atlbench.strategies import STRATEGIES, CellContext, CellOutcome
+from atlbench.strategies import CellContext, CellOutcome
 from atlbench.strategies.finetune import FinetuneParams, finetune_groups
 from atlbench.strategies.frozen import fit_probe
 from atlbench.strategies.lora import LoRAParams, auto_targets, inject_lora
 from atlbench.strategies.lpft import set_head
-from atlbench.strategies.unfreeze import trainable_groups, unfreeze_schedule
-from atlbench.suite import BudgetSpec, TrainingConfig
+from atlbench.strategies.unfreeze import unfreeze_schedule
+from atlbench.study import resolve_search
 from atlbench.targets.base import Split, TaskData
 from atlbench.train import Classifier
 
 CPU = torch.device("cpu")
-FAST = TrainingConfig(max_epochs=2, patience=2, batch_size=8, lr_grid=(1e-3, 3e-3), warmup_epochs=0)
+FAST = TrainingConfig(
+    max_epochs=2, patience=2, batch_size=8, trials=2, warmup_epochs=0, min_epoch_samples=64
+)
 
 
 def image_task(classes: int = 3, seed: int = 0, n: tuple[int, int, int] = (8, 4, 4)) -> TaskData:
@@ -49,34 +54,46 @@ def timm_encoder(arch: str) -> Encoder:
     return TimmEncoder(timm.create_model(arch, pretrained=False, **kwargs), 32, True)
 
 
-def context(task: TaskData, encoder: Encoder, strategy: str, **params: Any) -> CellContext:
+def context(
+    task: TaskData,
+    encoder: Encoder,
+    strategy: str,
+    *,
+    budget_idx: np.ndarray | None = None,
+    budgeted: bool = False,
+    training: TrainingConfig = FAST,
+    search: dict[str, Any] | None = None,
+    **params: Any,
+) -> CellContext:
+    """A cell context as the runner builds it: labels outside the budget (and the test labels)
+    hidden, selection from :func:`make_selection`; ``validation: full`` unless ``budgeted``."""
     from atlbench.features import extract
 
-    source = Source("s", "test", task.modality, {}, "a", {"s": 1}, builder=lambda _: encoder)
+    cls = STRATEGIES.get(strategy)
+    p = cls.Params.model_validate(params)
+    source = Source("s", "test", task.modality, "a", {"s": 1}, builder=lambda _: encoder)
     state = {k: v.clone() for k, v in encoder.state_dict().items()}
 
     def build(pretrained: bool) -> Encoder:  # the runner's cache: same object, weights reloaded
         encoder.load_state_dict(state)
         return encoder
 
+    idx = np.arange(len(task.train)) if budget_idx is None else np.sort(budget_idx)
+    selection = make_selection(task.train.labels, idx, budgeted, training, 0, cls.trainable)
+    masked = task.masked(idx, keep_val_labels=not budgeted)
     features: dict[str, np.ndarray] = {}
 
     def feats(split: str) -> np.ndarray:
         if split not in features:
-            features[split] = extract(build(True), task.split(split), CPU).features
+            features[split] = extract(build(True), masked.split(split), CPU).features
         return features[split]
 
+    space = search if search is not None else resolve_search(cls, p, training.search, None)
     return CellContext(
-        source=source,
-        task=task,
-        train_idx=np.arange(len(task.train)),
-        seed=0,
-        device=CPU,
-        training=FAST,
-        params=STRATEGIES.get(strategy).Params.model_validate(params),
-        features=feats,
+        source=source, task=masked, budget_idx=idx, selection=selection, seed=0, device=CPU,
+        training=training, search=space, params=p, pretrained=True, features=feats,
         build_encoder=build,
-    )
+    )  # fmt: skip
 
 
 def run(ctx: CellContext, strategy: str) -> CellOutcome:
@@ -87,7 +104,7 @@ def check_outcome(out: CellOutcome, task: TaskData) -> None:
     assert out.test_pred.shape == (len(task.test),)
     assert out.test_pred.min() >= 0 and out.test_pred.max() < task.num_classes
     assert 0.0 <= out.val_acc <= 1.0
-    assert out.grid and 0 < out.trainable_params <= out.total_params
+    assert out.trials and 0 < out.trainable_params <= out.total_params
 
 
 # --- frozen-feature strategies ------------------------------------------------------------------
@@ -141,7 +158,7 @@ def frozen_ctx(strategy: str, seed: int, test_shuffle: bool = False, **params: A
         "f", "image", ["a", "b", "c"], Split(x_tr, y_tr), Split(x_va, y_va), Split(x_te, y_te)
     )
     ctx = context(task, nn.Identity(), strategy, **params)  # type: ignore[arg-type]
-    ctx.features = lambda split: task.split(split).inputs
+    ctx.features = lambda split: task.split(split).inputs  # the features are the inputs
     return ctx
 
 
@@ -149,7 +166,7 @@ def frozen_ctx(strategy: str, seed: int, test_shuffle: bool = False, **params: A
 def test_frozen_selection_ignores_test_labels(strategy: str) -> None:
     a = run(frozen_ctx(strategy, 4), strategy)
     b = run(frozen_ctx(strategy, 4, test_shuffle=True), strategy)
-    assert a.hparams == b.hparams and a.val_acc == b.val_acc and a.grid == b.grid
+    assert a.hparams == b.hparams and a.val_acc == b.val_acc and a.trials == b.trials
     np.testing.assert_array_equal(a.test_pred, b.test_pred)
 
 
@@ -171,16 +188,18 @@ def test_knn_picks_k_on_validation() -> None:
 
 
 def test_finetune_predicts_test_once_after_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    import atlbench.strategies.finetune as ft
     import atlbench.train as train
+    import atlbench.tuning as tuning
 
     task = image_task()
     calls: list[str] = []
-    real_eval, real_fit = ft.predict_logits, ft.fit
+    real_eval, real_run = tuning.predict_logits, tuning.TrainingRun
     monkeypatch.setattr(
-        ft, "predict_logits", lambda *a, **k: calls.append("test") or real_eval(*a, **k)
+        tuning, "predict_logits", lambda *a, **k: calls.append("test") or real_eval(*a, **k)
     )
-    monkeypatch.setattr(ft, "fit", lambda *a, **k: calls.append("fit") or real_fit(*a, **k))
+    monkeypatch.setattr(
+        tuning, "TrainingRun", lambda *a, **k: calls.append("run") or real_run(*a, **k)
+    )
     seen_val: list[int] = []
     real_val = train.predict_logits
     monkeypatch.setattr(
@@ -188,15 +207,23 @@ def test_finetune_predicts_test_once_after_selection(monkeypatch: pytest.MonkeyP
     )
     out = run(context(task, timm_encoder("test_resnet"), "finetune"), "finetune")
     check_outcome(out, task)
-    assert calls == ["fit"] * len(FAST.lr_grid) + ["test"]
+    assert calls == ["run"] * FAST.trials + ["test"]  # full validation: no retrain
     assert set(seen_val) == {len(task.val)}  # the engine only ever evaluates validation
-    assert out.hparams["lr"] in FAST.lr_grid and [g["lr"] for g in out.grid] == list(FAST.lr_grid)
-    assert out.val_acc == max(g["val_acc"] for g in out.grid)
+    assert len(out.trials) == FAST.trials
+    assert {t["lr"] for t in out.trials} >= {out.hparams["lr"]}
+    assert out.val_acc == max(
+        t["val_acc"] for t in out.trials if t["rung"] == max(r["rung"] for r in out.trials)
+    )
+    assert "backbone_lr_mult" in out.hparams  # the backbone rate is searched by default
+
+
+def trainable_groups(groups: list[dict[str, Any]]) -> list[str]:
+    return [g["name"] for g in groups if any(p.requires_grad for p in g["params"])]
 
 
 def test_gradual_unfreezing_opens_one_group_per_period_from_the_top() -> None:
     model = Classifier(timm_encoder("test_resnet"), 3)
-    groups = finetune_groups(model, FinetuneParams(backbone_lr_mult=1.0))
+    groups = finetune_groups(model, FinetuneParams(), 1.0)
     backbone = [g["name"] for g in groups if g["name"] != "head"]
     hook = unfreeze_schedule(groups, every=2)
     for epoch in range(2 * len(backbone) + 3):
@@ -210,8 +237,7 @@ def test_gradual_unfreeze_leaves_frozen_groups_untouched() -> None:
     task = image_task()
     encoder = timm_encoder("test_resnet")
     before = {k: v.clone() for k, v in encoder.named_parameters()}
-    ctx = context(task, encoder, "gradual_unfreeze", unfreeze_every=5)
-    ctx.training = FAST.model_copy(update={"lr_grid": (1e-2,)})
+    ctx = context(task, encoder, "gradual_unfreeze", search={"lr": 1e-2}, unfreeze_every=5)
     out = run(ctx, "gradual_unfreeze")
     check_outcome(out, task)
     # Two epochs with unfreeze_every=5: only the head ever trained; the backbone is bit-identical.
@@ -241,7 +267,7 @@ def test_lp_ft_starts_from_the_probe_solution(monkeypatch: pytest.MonkeyPatch) -
     probs = torch.softmax(torch.as_tensor(x @ weight.T + bias, dtype=torch.float64), 1).numpy()
     want = probe.model.predict_proba((x - probe.mean) / probe.std)
     np.testing.assert_allclose(probs, want, atol=1e-4)
-    assert out.hparams["probe_C"] == probe.c
+    assert out.extra["probe_C"] == probe.c
 
 
 def lora_expected(backbone: nn.Module, targets: list[str], rank: int) -> int:
@@ -346,8 +372,8 @@ def test_lora_on_minilm_targets_query_value() -> None:
         Split([sentences[i] for i in idx[::2]], y[::2]),
         Split([sentences[i] for i in idx[1::2]], y[1::2]),
     )
-    ctx = context(task, encoder, "lora", rank=2)
-    ctx.training = FAST.model_copy(update={"max_epochs": 1, "lr_grid": (1e-3,)})
+    one = FAST.model_copy(update={"max_epochs": 1, "trials": 1})
+    ctx = context(task, encoder, "lora", training=one, rank=2)
     targets, rule = auto_targets(encoder.model)
     assert rule == "attention query/value" and len(targets) == 2 * 6  # 6 layers
     out = run(ctx, "lora")
@@ -387,8 +413,9 @@ def test_coral_never_reads_the_unlabelled_labels() -> None:
             task.val,
             task.test,
         )
-        ctx = context(shuffled, timm_encoder("test_resnet"), "coral", coral_weight=5.0)
-        ctx.train_idx = np.sort(budget)
+        ctx = context(
+            shuffled, timm_encoder("test_resnet"), "coral", budget_idx=budget, coral_weight=5.0
+        )
         return run(ctx, "coral")
 
     first = outcome(task.train.labels)
@@ -397,7 +424,7 @@ def test_coral_never_reads_the_unlabelled_labels() -> None:
     relabelled[rest] = np.random.default_rng(3).permutation(relabelled[rest])
     second = outcome(relabelled)
     check_outcome(first, task)
-    assert first.hparams["n_unlabelled"] == len(rest)
+    assert first.extra["n_unlabelled"] == len(rest)
     np.testing.assert_array_equal(first.test_pred, second.test_pred)
     assert first.val_acc == second.val_acc
 
@@ -423,25 +450,31 @@ def test_coral_term_enters_every_training_step(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(coral, "coral_loss", counting)
     task = image_task(n=(12, 4, 4))
-    ctx = context(task, timm_encoder("test_resnet"), "coral", coral_batch=8)
-    ctx.train_idx = np.sort(
-        np.concatenate([np.flatnonzero(task.train.labels == c)[:4] for c in range(3)])
-    )
-    run(ctx, "coral")
-    n = len(ctx.train_idx)
+    budget = np.concatenate([np.flatnonzero(task.train.labels == c)[:4] for c in range(3)])
+    ctx = context(task, timm_encoder("test_resnet"), "coral", budget_idx=budget, coral_batch=8)
+    out = run(ctx, "coral")
+    n = len(ctx.budget_idx)
     passes = -(-FAST.min_epoch_samples // n)  # epochs repeat the labelled set to this many samples
     steps_per_epoch = -(-passes * n // FAST.batch_size)
-    # patience == max_epochs, so every grid point runs every epoch: one CORAL term per step
-    assert len(calls) == len(FAST.lr_grid) * FAST.max_epochs * steps_per_epoch
+    # one CORAL term per optimiser step of every trial, for every epoch each trial ran
+    assert len(calls) == sum(t["epochs"] for t in out.trials) * steps_per_epoch
     assert all(a == 8 and b == 8 for a, b in calls)  # 12 labelled, 24 unlabelled: full batches
 
 
 def multitask_context(aux: TaskData, checkpoints, **params: Any) -> CellContext:
     task = image_task(n=(12, 4, 4))
-    ctx = context(task, timm_encoder("test_resnet"), "multitask", group=["img", "aux"], **params)
+    budget = BudgetSpec(per_class=4)
+    idx = select_budget(task.train.labels, budget, 0)
+    ctx = context(
+        task,
+        timm_encoder("test_resnet"),
+        "multitask",
+        budget_idx=idx,
+        group=["img", "aux"],
+        **params,
+    )
     ctx.related = {"aux": aux}
-    ctx.budget = BudgetSpec(per_class=4)
-    ctx.train_idx = select_budget(task.train.labels, ctx.budget, ctx.seed)
+    ctx.budget = budget
     ctx.checkpoint_dir = checkpoints
     return ctx
 
@@ -476,13 +509,16 @@ def test_multitask_learns_from_other_labels_but_never_their_eval_splits(tmp_path
         for name, w in encoder_weights(first_ctx).items()
     )
     # trainable parameters: everything fine-tune trains plus one head per other member
-    ft = run(context(first_ctx.task, timm_encoder("test_resnet"), "finetune"), "finetune")
+    ft_ctx = context(
+        first_ctx.task, timm_encoder("test_resnet"), "finetune", budget_idx=first_ctx.budget_idx
+    )
+    ft = run(ft_ctx, "finetune")
     feature_dim = timm_encoder("test_resnet").feature_dim
     assert first.trainable_params == ft.trainable_params + feature_dim * 4 + 4
     # the same budget for the other member unless asked otherwise
-    assert first.hparams["aux_train_sizes"] == {"aux": 4 * 4}
+    assert first.extra["aux_train_sizes"] == {"aux": 4 * 4}
     full = run(multitask_context(aux, tmp_path / "d", aux_budget="full"), "multitask")
-    assert full.hparams["aux_train_sizes"] == {"aux": len(aux.train)}
+    assert full.extra["aux_train_sizes"] == {"aux": len(aux.train)}
 
 
 def test_multitask_term_draws_one_batch_per_member_every_step(monkeypatch, tmp_path) -> None:
@@ -499,11 +535,11 @@ def test_multitask_term_draws_one_batch_per_member_every_step(monkeypatch, tmp_p
 
     monkeypatch.setattr(multitask.F, "cross_entropy", counting)
     ctx = multitask_context(image_task(classes=4, seed=5, n=(10, 4, 4)), None)
-    run(ctx, "multitask")
-    n = len(ctx.train_idx)
+    out = run(ctx, "multitask")
+    n = len(ctx.budget_idx)
     passes = -(-FAST.min_epoch_samples // n)
     steps_per_epoch = -(-passes * n // FAST.batch_size)
-    assert len(calls) == len(FAST.lr_grid) * FAST.max_epochs * steps_per_epoch
+    assert len(calls) == sum(t["epochs"] for t in out.trials) * steps_per_epoch
     assert set(calls) == {FAST.batch_size}  # 16 budgeted examples, batches of 8
 
 
@@ -527,8 +563,8 @@ def test_finetune_groups_match_the_architecture(layers: Any) -> None:
 
     model = Classifier(timm_encoder("test_resnet"), 3)
     reference = resnet_groups_reference(model)
-    p = FinetuneParams(layers=layers, backbone_lr_mult=0.5, layer_decay=0.8)
-    groups = finetune_groups(model, p)
+    p = FinetuneParams(layers=layers, layer_decay=0.8)
+    groups = finetune_groups(model, p, 0.5)
     by_id = {id(prm): n for n, prm in model.encoder.named_parameters()}
     backbone = [{by_id[id(prm)] for prm in g["params"]} for g in groups[:-1]]
     k = {"all": 5, "head": 0}.get(layers, layers)
@@ -536,5 +572,101 @@ def test_finetune_groups_match_the_architecture(layers: Any) -> None:
     for g, ref_index in zip(groups[:-1], range(5 - k, 5), strict=True):
         assert g["lr_mult"] == pytest.approx(0.5 * 0.8 ** (4 - ref_index))
     assert groups[-1]["name"] == "head" and groups[-1]["lr_mult"] == 1.0
-    frozen = {n for n, prm in model.encoder.named_parameters() if not prm.requires_grad}
-    assert frozen == set().union(*reference[: 5 - k])
+    grouped = {id(prm) for g in groups for prm in g["params"]}
+    frozen = {n for n, prm in model.encoder.named_parameters() if id(prm) not in grouped}
+    assert frozen == set().union(*reference[: 5 - k])  # left out of every group: frozen
+
+
+# --- the tuning protocol --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "scratch", "lp_ft", "lora", "gradual_unfreeze"])
+def test_every_trainable_strategy_gets_the_same_trials(strategy: str) -> None:
+    cfg = FAST.model_copy(update={"trials": 3, "max_epochs": 1})
+    task = image_task()
+    out = run(context(task, timm_encoder("test_resnet"), strategy, training=cfg), strategy)
+    assert len(out.trials) == 3
+    assert len({t["lr"] for t in out.trials}) == 3  # three distinct points of the space
+
+
+def test_budgeted_selection_reads_only_budget_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    import atlbench.tuning as tuning
+
+    task = image_task(n=(12, 4, 4))
+    budget = select_budget(task.train.labels, BudgetSpec(per_class=5), 0)
+    ctx = context(task, timm_encoder("test_resnet"), "finetune", budget_idx=budget, budgeted=True)
+    touched: list[np.ndarray] = []
+    real_labels = CellContext.labels
+
+    def spy(self: CellContext, idx: np.ndarray) -> np.ndarray:
+        touched.append(np.asarray(idx))
+        return real_labels(self, idx)
+
+    monkeypatch.setattr(CellContext, "labels", spy)
+    sizes: list[tuple[int, Any]] = []
+    real_run = tuning.TrainingRun
+
+    def recording(
+        model: Any, groups: Any, train: Any, val: Any, cfg: Any, device: Any, **kw: Any
+    ) -> Any:
+        sizes.append((len(train), None if val is None else len(val), kw["lr"]))
+        assert (train.labels >= 0).all() and (val is None or (val.labels >= 0).all())
+        return real_run(model, groups, train, val, cfg, device, **kw)
+
+    monkeypatch.setattr(tuning, "TrainingRun", recording)
+    out = run(ctx, "finetune")
+    sel = ctx.selection
+    assert set(np.concatenate(touched)) <= set(budget)  # never a label outside the budget
+    assert not set(sel.fit_idx) & set(sel.val_idx)
+    assert sorted(np.concatenate([sel.fit_idx, sel.val_idx])) == sorted(budget)
+    assert len(sel.val_idx) == 3  # one per class: 20% of 5
+    assert (ctx.task.val.labels == -1).all() and (ctx.task.test.labels == -1).all()
+    # every trial fits on the fit part and validates on the hold-out; then one retrain on the
+    # whole budget, without validation, with the chosen learning rate
+    *trials, retrain = sizes
+    assert len(trials) == FAST.trials and {t[:2] for t in trials} == {(12, 3)}
+    assert retrain[:2] == (15, None) and retrain[2] == out.hparams["lr"]
+    chosen = next(t for t in out.trials if t["lr"] == out.hparams["lr"])
+    assert out.extra["retrain_epochs"] == chosen["best_epoch"]
+
+
+def test_frozen_strategies_cross_validate_inside_the_budget() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    x_tr, y_tr, x_va, y_va = feature_problem(7)
+    task = TaskData(
+        "f", "image", ["a", "b", "c"], Split(x_tr, y_tr), Split(x_va, y_va), Split(x_va, y_va)
+    )
+    budget = select_budget(y_tr, BudgetSpec(per_class=6), 0)
+    grid = (0.01, 0.1, 1.0, 10.0)
+    ctx = context(
+        task, nn.Identity(), "linear_probe", budget_idx=budget, budgeted=True, c_grid=grid
+    )  # type: ignore[arg-type]
+    ctx.features = lambda split: task.split(split).inputs
+    out = run(ctx, "linear_probe")
+    # independent reference: sklearn's own CV over the same folds, on standardised features
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = x_tr[budget], y_tr[budget]
+    folds = [(np.setdiff1d(np.arange(len(y)), f), f) for f in ctx.selection.folds]
+    means = [
+        cross_val_score(
+            make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=10_000, tol=1e-10)),
+            x,
+            y,
+            cv=folds,
+        ).mean()
+        for c in grid
+    ]
+    assert out.hparams["C"] == grid[int(np.argmax(means))]
+    assert [t["val_acc"] for t in out.trials] == pytest.approx(means)
+
+
+def test_a_run_stopped_by_max_epochs_is_flagged() -> None:
+    one = FAST.model_copy(update={"max_epochs": 1, "trials": 1})
+    out = run(
+        context(image_task(), timm_encoder("test_resnet"), "scratch", training=one), "scratch"
+    )
+    assert "still improving at max_epochs (1)" in out.extra["edge_flags"]

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from atlbench.errors import SuiteError
-from atlbench.suite import load_suite, parse_suite
+from atlbench.study import load_study, parse_study
+from atlbench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,23 +29,63 @@ def base() -> dict:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "suites").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_suites_validate(path: Path) -> None:
-    suite = load_suite(path)
-    assert suite.name and suite.sources and suite.targets and suite.strategies
+    study = load_study(path)
+    assert study.name and study.sources and study.targets and study.strategies
+    assert sum(s.is_baseline for s in study.strategies) <= 1
 
 
 def test_strategy_shorthand_keeps_params() -> None:
     data = base() | {"strategies": ["knn", {"name": "finetune", "id": "ft-head", "layers": "head"}]}
-    suite = parse_suite(data)
-    assert [s.label for s in suite.strategies] == ["knn", "ft-head"]
-    assert suite.strategies[1].params == {"layers": "head"}
+    study = parse_study(data)
+    assert [s.label for s in study.strategies] == ["knn", "ft-head"]
+    assert study.strategies[1].params.layers == "head"
+    assert not study.strategies[1].trains_encoder  # a head-only fine-tune leaves the encoder
+
+
+def test_baseline_is_a_role_not_a_label() -> None:
+    data = base() | {
+        "strategies": [
+            {"name": "scratch", "id": "scratch-long"},
+            {"name": "finetune", "id": "scratch"},
+        ]
+    }
+    study = parse_study(data)
+    assert study.baseline is not None and study.baseline.label == "scratch-long"
+    assert not study.strategy("scratch").is_baseline
+
+
+def test_explicit_parameters_leave_the_search_and_scratch_searches_higher() -> None:
+    data = base() | {
+        "strategies": [
+            "finetune",
+            {"name": "finetune", "id": "fixed", "backbone_lr_mult": 0.1},
+            "scratch",
+        ]
+    }
+    study = parse_study(data)
+    searched, fixed, scratch = study.strategies
+    assert set(searched.search) == {"lr", "backbone_lr_mult"}
+    assert fixed.search["backbone_lr_mult"] == 0.1
+    assert scratch.search["lr"].high > searched.search["lr"].high
+    assert searched.training.trials == scratch.training.trials  # equal by construction
 
 
 BAD_CASES = [
     ("unknown top-level key", {"sedes": [0]}, "sedes: unknown key 'sedes' (did you mean 'seeds'?)"),
     (
         "unknown source key",
-        {"sources": [{"id": "a", "zoo": {}, "pretraind": 1}]},
-        "sources[0].pretraind",
+        {"sources": [{"id": "a", "zoo": {"pretrain_on": "shapes"}, "pretraind": 1}]},
+        "sources[0].pretraind: unknown key 'pretraind'",
+    ),
+    (
+        "unknown zoo key",
+        {"sources": [{"id": "a", "zoo": {"pretrain_on": "shapes", "epoch": 3}}]},
+        "sources[0].zoo.epoch: unknown key 'epoch' (did you mean 'epochs'?)",
+    ),
+    (
+        "bad zoo pre-training task",
+        {"sources": [{"id": "a", "zoo": {"pretrain_on": {"task": "shapes", "classes": 1}}}]},
+        "sources[0].zoo.pretrain_on.classes",
     ),
     (
         "two source kinds",
@@ -66,7 +107,62 @@ BAD_CASES = [
     ("unknown strategy", {"strategies": ["finetun"]}, "did you mean 'finetune'"),
     ("unknown estimator", {"estimators": ["logmee"]}, "did you mean 'logme'"),
     ("bad device", {"device": "tpu"}, "device"),
-    ("negative lr", {"training": {"lr_grid": [-1.0]}}, "training.lr_grid"),
+    (
+        "negative lr",
+        {"training": {"search": {"lr": {"low": -1.0, "high": 1.0}}}},
+        "training.search.lr",
+    ),
+    (
+        "trials per strategy",
+        {"strategies": [{"name": "scratch", "training": {"trials": 9}}]},
+        "'trials' is the same for every strategy",
+    ),
+    (
+        "unknown search knob",
+        {"strategies": [{"name": "finetune", "search": {"lr_mul": [0.1, 1.0]}}]},
+        "strategies[0].search.lr_mul: finetune has no searchable 'lr_mul'",
+    ),
+    (
+        "search on a frozen strategy",
+        {"strategies": [{"name": "knn", "search": {"lr": [0.1]}}]},
+        "strategies[0]: knn is not trained",
+    ),
+    (
+        "two baselines",
+        {"strategies": ["scratch", {"name": "scratch", "id": "scratch-long"}]},
+        "2 baseline strategies (scratch, scratch-long)",
+    ),
+    (
+        "unknown strategy param",
+        {"strategies": [{"name": "finetune", "layerz": 2}]},
+        "strategies[0].layerz: unknown key 'layerz' (did you mean 'layers'?)",
+    ),
+    (
+        "colour shift not in the list",
+        {"targets": [{"id": "x", "builtin": {"task": "shapes", "shift": {"colour": "purple"}}}]},
+        "targets[0].builtin.shift.colour: 'purple' is not allowed",
+    ),
+    (
+        "digit classes out of range",
+        {"targets": [{"id": "x", "builtin": {"task": "digits", "classes": [11, 12]}}]},
+        "targets[0].builtin.classes: class id 11 out of range 0..9",
+    ),
+    (
+        "unknown shape class",
+        {"targets": [{"id": "x", "builtin": {"task": "shapes", "classes": ["circle", "blob"]}}]},
+        "unknown class 'blob'",
+    ),
+    (
+        "two targets with the same data",
+        {"targets": [{"id": "d", "builtin": {"task": "digits", "classes": [5, 6]}},
+                     {"id": "e", "builtin": {"task": "digits", "classes": [5, 6]}}]},
+        "targets 'd' and 'e' have identical content",
+    ),
+    (
+        "unknown timm tag",
+        {"sources": [{"id": "a", "timm": {"arch": "resnet18", "pretrained_tag": "a9_in1k"}}]},
+        "timm has no pretrained tag 'a9_in1k' for 'resnet18'",
+    ),
     (
         "unknown builtin task",
         {"targets": [{"id": "x", "builtin": {"task": "digitz"}}]},
@@ -88,7 +184,7 @@ BAD_CASES = [
 @pytest.mark.parametrize(("case", "patch", "expected"), BAD_CASES, ids=[c[0] for c in BAD_CASES])
 def test_bad_suite_one_clear_line(case: str, patch: dict, expected: str) -> None:
     with pytest.raises(SuiteError) as info:
-        parse_suite(base() | patch, "suites/x.yaml")
+        parse_study(base() | patch, "suites/x.yaml")
     message = str(info.value)
     assert message.startswith("suites/x.yaml: "), message
     assert expected in message, message

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atlbench.train import FitResult, TrainConfig, accumulate_gradients, fit
+from atlbench.protocol import TrainingConfig
+from atlbench.train import FitResult, TrainingRun, accumulate_gradients, fit, train_mode
 
 
 class TensorSplit:
@@ -61,14 +62,25 @@ def test_accumulated_gradient_equals_full_batch(micro: int | None) -> None:
         torch.testing.assert_close(got.grad, want.grad, rtol=1e-5, atol=1e-6)
 
 
-def _cfg(**kw: object) -> TrainConfig:
-    base = dict(lr=0.05, max_epochs=4, patience=10, batch_size=8, warmup_epochs=1, seed=3)
-    return TrainConfig(**(base | kw))  # type: ignore[arg-type]
+def _cfg(**kw: object) -> TrainingConfig:
+    base = dict(max_epochs=4, patience=10, batch_size=8, warmup_epochs=1, min_epoch_samples=0)
+    return TrainingConfig(**(base | kw))  # type: ignore[arg-type]
 
 
-def _run(model: nn.Module, cfg: TrainConfig) -> FitResult:
+def _run(model: nn.Module, cfg: TrainingConfig, micro_batch: int | None = None) -> FitResult:
     groups = [{"params": list(model.parameters())}]
-    return fit(model, groups, blobs(40, 1), blobs(15, 2), cfg, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    return fit(
+        model,
+        groups,
+        blobs(40, 1),
+        blobs(15, 2),
+        cfg,
+        cpu,
+        lr=0.05,
+        seed=3,
+        micro_batch=micro_batch,
+    )
 
 
 class OOMAbove(nn.Module):
@@ -102,7 +114,7 @@ def test_oom_retries_once_with_half_micro_batch_from_the_same_start() -> None:
     flaky.forward = forward  # type: ignore[method-assign]
     result = _run(flaky, _cfg())
     assert flaky.ooms == 1 and result.oom_retries == 1 and result.micro_batch == 4
-    direct = _run(OOMAbove(mlp(), limit=4), _cfg(micro_batch=4))
+    direct = _run(OOMAbove(mlp(), limit=4), _cfg(), micro_batch=4)
     assert result.val_history == direct.val_history
     for k, v in direct.best_state.items():
         torch.testing.assert_close(result.best_state[k], v)
@@ -143,8 +155,48 @@ def test_best_state_is_the_best_validation_epoch() -> None:
     model = mlp()
     val = blobs(15, 2)
     groups = [{"params": list(model.parameters())}]
-    result = fit(model, groups, blobs(40, 1), val, _cfg(max_epochs=6), torch.device("cpu"))
+    result = fit(
+        model, groups, blobs(40, 1), val, _cfg(max_epochs=6), torch.device("cpu"), lr=0.05, seed=3
+    )
     model.load_state_dict(result.best_state)
     with torch.no_grad():
         acc = float((model(val.data).argmax(1) == val.labels).float().mean())
     assert acc == pytest.approx(result.best_val_acc)
+
+
+def test_a_resumed_run_is_the_uninterrupted_run() -> None:
+    """Successive halving pauses runs at rung boundaries; resuming must change nothing."""
+    cpu = torch.device("cpu")
+    cfg = _cfg(max_epochs=6)
+    model = mlp()
+    groups = [{"params": list(model.parameters())}]
+    reference = fit(model, groups, blobs(40, 1), blobs(15, 2), cfg, cpu, lr=0.05, seed=3)
+    shared = mlp()
+
+    def trial(lr: float, seed: int) -> TrainingRun:
+        groups = [{"params": list(shared.parameters())}]
+        return TrainingRun(shared, groups, blobs(40, 1), blobs(15, 2), cfg, cpu, lr=lr, seed=seed)
+
+    run, other = trial(0.05, 3), trial(0.2, 9)
+    run.advance(2)
+    run.suspend()
+    other.advance(3)  # another trial trains the same model object in between
+    other.suspend()
+    run.resume()
+    result = run.advance(6).result()
+    assert result.val_history == reference.val_history
+    for k, v in reference.best_state.items():
+        torch.testing.assert_close(result.best_state[k], v)
+
+
+def test_frozen_modules_stay_in_eval_mode() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5), nn.Linear(4, 2))
+    for prm in model[1].parameters():
+        prm.requires_grad_(False)
+    for prm in model[0].parameters():
+        prm.requires_grad_(False)
+    train_mode(model)
+    assert model.training and model[3].training
+    assert not model[1].training  # frozen BatchNorm keeps its running statistics
+    assert not model[0].training
+    assert model[2].training  # a dropout outside any frozen block still drops

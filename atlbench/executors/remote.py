@@ -1,0 +1,177 @@
+"""What a remote process runs for the ``ray`` and ``slurm`` executors.
+
+The helpers below they rebuild a :class:`~atlbench.runner.Worker`
+once per process (so its feature and encoder caches serve every cell the process gets) and turn a
+crash that escapes ``Worker.run_cell`` into a failed record instead of a lost cell.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from atlbench.plan import Cell, EstimateTask
+    from atlbench.runner import Worker
+    from atlbench.study import Study
+
+
+# -- what a remote process runs ----------------------------------------------------------------
+
+_WORKERS: dict[tuple[str, str], Worker] = {}
+
+
+def package_root() -> str:
+    """The directory holding the ``atlbench`` package the driver imported.
+
+    Remote processes put it first on ``PYTHONPATH`` so they run the driver's code, also when
+    atlbench is used from a checkout rather than installed.
+    """
+    return str(Path(__file__).resolve().parents[2])
+
+
+def worker_env() -> dict[str, str]:
+    """Environment a remote process needs: the shared cache, hub mode and the driver's code."""
+    from atlbench.cache import cache_dir
+
+    env = {"ATLBENCH_CACHE": str(cache_dir().resolve()), "TOKENIZERS_PARALLELISM": "false"}
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    paths = [package_root(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _apply_env(env: dict[str, str], cwd: str | None) -> None:
+    """Adopt the driver's environment and working directory (relative suite paths resolve alike)."""
+    os.environ.update(env)
+    root = env.get("PYTHONPATH", "").split(os.pathsep)[0]
+    if root and root not in sys.path:
+        sys.path.insert(0, root)
+    if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
+        os.chdir(cwd)
+
+
+def study_payload(study: Study) -> dict[str, Any]:
+    """What a remote process needs to rebuild the study: the validated suite and its origin."""
+    return {"data": study.data, "origin": study.origin}
+
+
+def process_worker(payload: dict[str, Any], device: str) -> Worker:
+    """One Worker per (suite, device) per process, so consecutive cells share its caches.
+
+    The remote process resolves the suite itself (content fingerprints are memoised in the
+    shared cache), so it builds exactly the objects the driver planned with.
+    """
+    from atlbench.cache import content_hash
+    from atlbench.runner import Worker
+    from atlbench.study import parse_study
+    from atlbench.timing import resolve_device
+
+    key = (content_hash(payload), device)
+    if key not in _WORKERS:
+        _WORKERS.clear()  # a long-lived Ray worker may serve several sweeps: keep one
+        study = parse_study(payload["data"], payload["origin"])
+        _WORKERS[key] = Worker(study, resolve_device(device))
+    return _WORKERS[key]
+
+
+def remote_cell(
+    payload: dict[str, Any],
+    device: str,
+    cell: Cell,
+    checkpoint_root: str | None,
+    env: dict[str, str],
+    cwd: str | None,
+) -> tuple[dict[str, Any], list[int] | None]:
+    """Run one cell in whatever process this is; never raises for a cell's own failure."""
+    _apply_env(env, cwd)
+    root = Path(checkpoint_root) if checkpoint_root else None
+    return process_worker(payload, device).run_cell(cell, lambda message: None, root)
+
+
+def remote_estimates(
+    payload: dict[str, Any], device: str, task: EstimateTask, env: dict[str, str], cwd: str | None
+) -> list[dict[str, Any]]:
+    """All estimators of one estimator task in whatever process this is."""
+    _apply_env(env, cwd)
+    return process_worker(payload, device).run_estimates(task)
+
+
+def crashed_record(cell: Cell, suite_name: str, error: BaseException | str) -> dict[str, Any]:
+    """A failed record for a cell whose process died or whose job system lost it."""
+    from atlbench.runner import cell_identity
+
+    if isinstance(error, BaseException):
+        message = f"{type(error).__name__}: {error}"
+        trace = "".join(traceback.format_exception(error))
+    else:
+        message, trace = error, error
+    return cell_identity(cell) | {
+        "suite": suite_name,
+        "status": "failed",
+        "error": (message.strip().splitlines() or ["worker failed"])[0][:500],
+        "traceback": trace[-20_000:],
+        "wall_time_s": 0.0,
+        "created_at": time.time(),
+    }
+
+
+def crashed_estimates(task: EstimateTask, error: BaseException | str) -> list[dict[str, Any]]:
+    """Failed estimator rows for a pair whose process died (they are retried on the next run)."""
+    message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+    first = (message.strip().splitlines() or ["worker failed"])[0][:500]
+    return [
+        {
+            "key": task.key,
+            "estimator": name,
+            "source": source,
+            "source_key": source,
+            "target": task.target,
+            "budget": task.budget.label if task.budget is not None else "all",
+            "seed": task.seed,
+            "status": "failed",
+            "error": first,
+        }
+        for source in task.sources
+        for name in task.estimators
+    ]
+
+
+def deliver(
+    unit: Cell | EstimateTask,
+    result: Any,
+    suite_name: str,
+    on_cell: Callable[..., None],
+    on_estimates: Callable[..., None],
+) -> None:
+    """Hand a remote unit's result, or the exception that replaced it, to the driver."""
+    from atlbench.plan import Cell
+
+    if isinstance(unit, Cell):
+        if isinstance(result, BaseException):
+            on_cell(unit, crashed_record(unit, suite_name, result), None)
+        else:
+            on_cell(unit, *result)
+    elif isinstance(result, BaseException):
+        on_estimates(unit, crashed_estimates(unit, result))
+    else:
+        on_estimates(unit, result)
+
+
+__all__ = [
+    "crashed_estimates",
+    "crashed_record",
+    "deliver",
+    "process_worker",
+    "remote_cell",
+    "remote_estimates",
+    "study_payload",
+    "worker_env",
+]

@@ -1,0 +1,95 @@
+"""Model-ready inputs, prepared once per (preprocessing, target, split) and sliced by index.
+
+Every trial of every cell used to tokenise (or resize and normalise) the same examples again.
+Preparation depends only on the encoder's preprocessing (its tokenizer and maximum length, or
+its input size and normalisation), the target's content and the split, so it is done once per
+process and each stage takes the rows it needs. Frozen-prefix activations
+(:mod:`atlbench.frozen_prefix`) are cached the same way.
+
+The cache is an LRU bounded in bytes: a sweep runs target by target, so the entries asked for
+again are the recent ones.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+import torch
+
+from atlbench.sources.base import Encoder
+from atlbench.targets.base import TaskData
+from atlbench.train import PreparedSplit, concat_batches
+
+CHUNK = 512
+
+
+class TensorCache:
+    """An LRU of prepared tensors (or dicts of tensors) bounded by their total bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        if key in self._items:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+        self.misses += 1
+        value = make()
+        self._items[key] = value
+        while len(self._items) > 1 and self.nbytes() > self.max_bytes:
+            self._items.popitem(last=False)
+        return value
+
+    def nbytes(self) -> int:
+        return sum(_nbytes(v) for v in self._items.values())
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    return 0
+
+
+PREPARED = TensorCache(1 << 30)  # 1 GiB of tokenised text / normalised images per process
+
+
+def take(data: Any, idx: torch.Tensor) -> Any:
+    """Rows ``idx`` of a prepared tensor or dict of tensors."""
+    if isinstance(data, torch.Tensor):
+        return data[idx]
+    return {k: v[idx] for k, v in data.items()}
+
+
+def prepare_all(encoder: Encoder, task: TaskData, split: str) -> Any:
+    """The whole split, prepared by ``encoder`` (memoised by preprocessing and content)."""
+    def make() -> Any:
+        inputs = task.split(split).inputs
+        return concat_batches(
+            [encoder.prepare(inputs[i : i + CHUNK]) for i in range(0, len(inputs), CHUNK)]
+        )
+
+    identity = encoder.preprocessing()
+    if identity is None:  # an encoder that cannot say what its preprocessing depends on
+        return make()
+    return PREPARED.get(("prepared", identity, repr(task.fingerprint), split), make)
+
+
+def prepared(
+    encoder: Encoder, task: TaskData, split: str, idx: np.ndarray | None, labels: np.ndarray
+) -> PreparedSplit:
+    """Rows ``idx`` (all when None) of a split, model-ready, with their ``labels``."""
+    data = prepare_all(encoder, task, split)
+    if idx is not None:
+        data = take(data, torch.as_tensor(np.asarray(idx, dtype=np.int64)))
+    return PreparedSplit.from_tensors(data, labels)

@@ -1,0 +1,54 @@
+"""Frozen-prefix caching against the full forward pass, on the same text cell.
+
+``finetune`` with ``layers: 2`` of all-MiniLM-L6-v2 on the text quickstart's topics target at
+20 labels per class (budgeted validation, 4 trials, successive halving), once with the frozen
+bottom four layers cached and once recomputing them every step. Both runs select the same trial
+and predict the same labels (tests/unit/test_frozen_prefix.py checks it). Goal: at least 2.5x.
+Run: ``pytest tests/benchmarks/test_bench_prefix.py -s --benchmark-columns=min,median,rounds``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from atlbench.budgets import BudgetSpec
+
+SUITE: dict[str, Any] = {
+    "name": "bench-prefix",
+    "seeds": [0],
+    "device": "cpu",
+    "sources": [{"id": "minilm", "hf": {"model": "sentence-transformers/all-MiniLM-L6-v2",
+                                        "pooling": "mean", "max_length": 64}}],
+    "targets": [{"id": "topics", "builtin": {"task": "topic_text", "n_per_class": 60, "classes": 6}}],
+    "strategies": [{"name": "finetune", "id": "finetune-top2", "layers": 2}],
+    "budgets": [{"per_class": 20}],
+    "estimators": [],
+    "training": {"max_epochs": 10, "patience": 4, "batch_size": 32, "min_epoch_samples": 128,
+                 "trials": 4},
+}  # fmt: skip
+
+
+def one_cell(cached: bool) -> dict[str, Any]:
+    from atlbench.inputs import PREPARED
+    from atlbench.frozen_prefix import ACTIVATIONS
+    from atlbench.plan import build_plan
+    from atlbench.runner import Worker
+    from atlbench.study import parse_study
+
+    suite = SUITE | {"training": SUITE["training"] | {"prefix_cache": cached}}
+    study = parse_study(suite)
+    cell = next(c for c in build_plan(study).cells if c.budget == BudgetSpec(per_class=20))
+    ACTIVATIONS.clear()  # every round pays for its own prefix pass and tokenisation
+    PREPARED.clear()
+    record, _ = Worker(study, torch.device("cpu")).run_cell(cell)
+    assert record["status"] == "done", record.get("error")
+    return record
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["full-forward", "frozen-prefix"])
+def test_finetune_top2_minilm(benchmark: Any, cached: bool) -> None:
+    record = benchmark.pedantic(one_cell, args=(cached,), rounds=3, iterations=1)
+    assert record["extra_prefix_cache"].startswith("exact" if cached else "off")
