@@ -1,17 +1,17 @@
 """Transferability estimators: plain functions on (features | source probs, labels) -> float.
 
-Higher always means "transfers better". ``ESTIMATORS`` maps registry names to ``EstimatorSpec`` so
-callers pick an estimator by name and feed it features or source-model probabilities
-(``spec.input``).
+Higher always means "transfers better". Each estimator registers itself in its own module with
+``@register_estimator(name, input=...)``; ``ESTIMATORS`` (from :mod:`atlbench.registry`) maps the
+names to :class:`~atlbench.registry.EstimatorSpec`, so callers pick an estimator by name and feed
+it features or source-model probabilities (``spec.input``). Set-level estimators
+(``spec.set_level``: NCTI, ETran) normalise their terms over the candidate models and take a list
+of feature matrices, one per candidate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
-
-from atlbench.estimators.gbc import gbc
+from atlbench.estimators.etran import etran, etran_terms
+from atlbench.estimators.gbc import gbc, gbc_details
 from atlbench.estimators.hscore import hscore, shrinkage_hscore
 from atlbench.estimators.knn import knn_accuracy
 from atlbench.estimators.leep import leep, nce, nleep
@@ -22,44 +22,20 @@ from atlbench.estimators.logme import (
     logme_regression,
     logme_regression_details,
 )
+from atlbench.estimators.ncti import ncti, ncti_terms
+from atlbench.estimators.ped import ped, ped_features, ped_logme
+from atlbench.estimators.sfda import sfda
 from atlbench.estimators.transrate import transrate
-
-
-@dataclass(frozen=True)
-class EstimatorSpec:
-    """One registered estimator: ``fn(features_or_probs, labels) -> float``."""
-
-    name: str
-    fn: Callable[[Any, Any], float]
-    input: Literal["features", "probs"]
-    doc: str
-
-
-def _spec(name: str, fn: Callable[..., float], kind: Literal["features", "probs"]) -> EstimatorSpec:
-    doc = (fn.__doc__ or "").strip().splitlines()[0]
-    return EstimatorSpec(name=name, fn=fn, input=kind, doc=doc)
-
-
-ESTIMATORS: dict[str, EstimatorSpec] = {
-    s.name: s
-    for s in (
-        _spec("logme", logme, "features"),
-        _spec("leep", leep, "probs"),
-        _spec("nleep", nleep, "features"),
-        _spec("nce", nce, "probs"),
-        _spec("hscore", hscore, "features"),
-        _spec("shrinkage_hscore", shrinkage_hscore, "features"),
-        _spec("transrate", transrate, "features"),
-        _spec("gbc", gbc, "features"),
-        _spec("knn", knn_accuracy, "features"),
-    )
-}
+from atlbench.registry import ESTIMATORS, EstimatorSpec
 
 __all__ = [
     "ESTIMATORS",
     "EstimatorSpec",
     "LogMEResult",
+    "etran",
+    "etran_terms",
     "gbc",
+    "gbc_details",
     "hscore",
     "knn_accuracy",
     "leep",
@@ -68,7 +44,13 @@ __all__ = [
     "logme_regression",
     "logme_regression_details",
     "nce",
+    "ncti",
+    "ncti_terms",
     "nleep",
+    "ped",
+    "ped_features",
+    "ped_logme",
+    "sfda",
     "shrinkage_hscore",
     "transrate",
 ]

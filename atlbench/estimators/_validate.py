@@ -1,8 +1,9 @@
 """Shared input checks and conversions for the estimators.
 
 Every estimator funnels its inputs through here so that bad input fails the same way everywhere,
-with a message that names the argument and what was wrong. Inputs become float64 torch tensors on
-the caller's device: a CUDA tensor stays on its GPU, anything else is computed on the CPU.
+with a message that names the argument and what was wrong. Inputs become torch tensors on the
+caller's device (a CUDA tensor stays on its GPU, anything else is computed on the CPU), float64 by
+default; estimators that follow the input's precision ask for :func:`input_dtype`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ ArrayLike = Any  # numpy array, torch tensor or anything np.asarray accepts
 
 def _device_of(x: ArrayLike) -> torch.device:
     return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+
+
+def input_dtype(x: ArrayLike) -> torch.dtype:
+    """float32 for float32 / float16 / bfloat16 input, else float64: features usually come as
+    float32 and the N x D passes then run at the precision the features carry; float64 (and
+    integer) input keeps the float64 path."""
+    if isinstance(x, torch.Tensor):
+        narrow = x.is_floating_point() and x.dtype != torch.float64
+    else:
+        dt = np.asarray(x).dtype
+        narrow = dt.kind == "f" and dt.itemsize < 8
+    return torch.float32 if narrow else torch.float64
 
 
 def as_matrix(
@@ -37,7 +50,9 @@ def as_matrix(
         raise ValueError(f"{name} must be 2-D (N x D), got shape {tuple(t.shape)}")
     if t.shape[0] < 2 or t.shape[1] < 1:
         raise ValueError(f"{name} needs at least 2 rows and 1 column, got {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
+    # min/max propagate NaN and show inf: one cheap reduction instead of an N x D bool mask.
+    lo, hi = torch.aminmax(t)
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or inf")
     return t
 

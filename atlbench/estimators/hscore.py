@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from atlbench.estimators._validate import ArrayLike, features_and_labels, one_hot
+from atlbench.registry import register_estimator
 
 
 def _spectrum(f: torch.Tensor, y: torch.Tensor, c: int):
@@ -36,6 +37,7 @@ def _spectrum(f: torch.Tensor, y: torch.Tensor, c: int):
     return lam.clamp_min(0), q, counts / n, fc
 
 
+@register_estimator("hscore", input="features")
 def hscore(features: ArrayLike, labels: ArrayLike) -> float:
     """H-score ``tr(pinv(cov f) cov(E[f|y]))``; saturates at about C - 1 when N <= D."""
     f, y, c = features_and_labels(features, labels)
@@ -60,6 +62,7 @@ def ledoit_wolf_shrinkage(fc: torch.Tensor, lam: torch.Tensor) -> float:
     return 0.0 if beta <= 0 else beta / delta
 
 
+@register_estimator("shrinkage_hscore", input="features")
 def shrinkage_hscore(features: ArrayLike, labels: ArrayLike) -> float:
     """H-score with Ledoit-Wolf shrinkage of cov f (Ibrahim et al. 2022), stable for N <= D."""
     f, y, c = features_and_labels(features, labels)

@@ -12,8 +12,10 @@ from typing import Literal
 import torch
 
 from atlbench.estimators._validate import ArrayLike, features_and_labels
+from atlbench.registry import register_estimator
 
 
+@register_estimator("knn", input="features")
 def knn_accuracy(
     features: ArrayLike,
     labels: ArrayLike,

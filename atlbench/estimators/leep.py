@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from atlbench.estimators._validate import ArrayLike, features_and_labels, one_hot, probs_and_labels
+from atlbench.registry import register_estimator
 
 
 def _leep(p: torch.Tensor, y: torch.Tensor, c: int) -> float:
@@ -25,12 +26,14 @@ def _leep(p: torch.Tensor, y: torch.Tensor, c: int) -> float:
     return float(torch.log(eep.clamp_min(torch.finfo(torch.float64).tiny)).mean())
 
 
+@register_estimator("leep", input="probs")
 def leep(probs: ArrayLike, labels: ArrayLike) -> float:
     """LEEP from source softmax outputs (N x Z) on the target; higher is better (always <= 0)."""
     p, y, c = probs_and_labels(probs, labels)
     return _leep(p, y, c)
 
 
+@register_estimator("nce", input="probs")
 def nce(probs: ArrayLike, labels: ArrayLike) -> float:
     """Negative conditional entropy -H(Y | Z), Z = argmax of the source probabilities (N x Z)."""
     p, y, c = probs_and_labels(probs, labels)
@@ -43,6 +46,7 @@ def nce(probs: ArrayLike, labels: ArrayLike) -> float:
     return float((joint[mask] * torch.log(joint[mask] / pz[mask])).sum())
 
 
+@register_estimator("nleep", input="features")
 def nleep(
     features: ArrayLike,
     labels: ArrayLike,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from atlbench.estimators._validate import ArrayLike, features_and_labels
+from atlbench.registry import register_estimator
 
 
 def coding_rate(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -24,6 +25,7 @@ def coding_rate(z: torch.Tensor, eps: float) -> torch.Tensor:
     return 0.5 * torch.log1p(lam * (d / (n * eps**2))).sum()
 
 
+@register_estimator("transrate", input="features")
 def transrate(features: ArrayLike, labels: ArrayLike, *, eps: float = 1e-2) -> float:
     """TransRate ``R(Z) - sum_c n_c/n R(Z_c)`` on centred features; higher is better."""
     if not eps > 0:

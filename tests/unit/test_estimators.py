@@ -287,20 +287,23 @@ def _ref_gbc(f: np.ndarray, y: np.ndarray, floor: float = 1e-6) -> float:
 def test_gbc_matches_pairwise_formula_and_invariances() -> None:
     f, y = _data(9, 150, 24, 6, signal=0.4)
     ref = _ref_gbc(f, y)
-    assert gbc(f, y) == pytest.approx(ref, rel=1e-9)
+    assert gbc(f, y, n_components=None) == pytest.approx(ref, rel=1e-9)  # unreduced
     scale = np.random.default_rng(9).uniform(0.01, 100, 24)
-    assert gbc(f * scale, y) == pytest.approx(ref, rel=1e-9)  # per-feature scaling
-    assert gbc(f, (y + 3) * 7) == pytest.approx(ref, rel=1e-12)
-    # PCA option: the same as the reference on the projected features.
+    assert gbc(f * scale, y, n_components=None) == pytest.approx(ref, rel=1e-9)  # per feature
+    assert gbc(f, (y + 3) * 7, n_components=None) == pytest.approx(ref, rel=1e-12)
+    # PCA (the default, 64 components or fewer): the reference on the projected features.
     fc = f - f.mean(0)
-    proj = fc @ np.linalg.svd(fc, full_matrices=False)[2][:5].T
-    assert gbc(f, y, n_components=5) == pytest.approx(_ref_gbc(proj, y), rel=1e-8)
+    vt = np.linalg.svd(fc, full_matrices=False)[2]
+    assert gbc(f, y) == pytest.approx(_ref_gbc(fc @ vt.T, y), rel=1e-8)  # D = 24 < 64
+    assert gbc(f, y, n_components=5) == pytest.approx(_ref_gbc(fc @ vt[:5].T, y), rel=1e-8)
+    assert gbc(f, (y + 3) * 7) == pytest.approx(gbc(f, y), rel=1e-12)
 
 
 def test_gbc_single_sample_class_is_finite() -> None:
     f, y = _data(10, 50, 300, 3)
     y[0] = 99  # a class with one sample, in a dimension where log-dets would overflow
     assert np.isfinite(gbc(f, y))
+    assert np.isfinite(gbc(f, y, n_components=None))
 
 
 # ---------------------------------------------------------------------------------------- kNN
@@ -331,11 +334,26 @@ def _inputs(name: str, f: np.ndarray, y: np.ndarray) -> np.ndarray:
     return f if ESTIMATORS[name].input == "features" else _probs(11, len(y), 7, y)
 
 
+def _call(name: str, x, y):
+    """Score x; a set-level estimator scores the candidate set [x, a weaker copy of x]."""
+    fn = ESTIMATORS[name].fn
+    if not ESTIMATORS[name].set_level:
+        return fn(x, y)
+    noise = np.random.default_rng(0).standard_normal(tuple(x.shape))
+    if isinstance(x, torch.Tensor):
+        weaker = 0.5 * x + torch.from_numpy(noise).to(x.device, x.dtype)
+    else:
+        weaker = 0.5 * x + noise.astype(x.dtype)
+    return fn([x, weaker], y)
+
+
 def test_registry_names_and_inputs() -> None:
     assert set(ESTIMATORS) == {
         "logme", "leep", "nleep", "nce", "hscore", "shrinkage_hscore", "transrate", "gbc", "knn",
+        "sfda", "ncti", "etran", "ped_logme",
     }  # fmt: skip
     assert {n for n, s in ESTIMATORS.items() if s.input == "probs"} == {"leep", "nce"}
+    assert {n for n, s in ESTIMATORS.items() if s.set_level} == {"ncti", "etran"}
     assert all(s.doc for s in ESTIMATORS.values())
 
 
@@ -343,23 +361,30 @@ def test_registry_names_and_inputs() -> None:
 def test_float32_torch_and_relabelled_inputs_agree(name: str) -> None:
     f, y = _data(12, 120, 10, 3)
     x = _inputs(name, f, y)
-    fn = ESTIMATORS[name].fn
-    base = fn(x, y)
-    assert isinstance(base, float) and math.isfinite(base)
+    base = _call(name, x, y)
+    if ESTIMATORS[name].set_level:
+        assert isinstance(base, np.ndarray) and base.shape == (2,) and np.all(np.isfinite(base))
+    else:
+        assert isinstance(base, float) and math.isfinite(base)
     x32 = x.astype(np.float32)
     if ESTIMATORS[name].input == "probs":
         x32 = x32 / x32.sum(1, keepdims=True)
     tol = 1e-2 if name == "nleep" else 1e-4  # a GMM fit may move a little with float32 inputs
-    assert fn(x32, y) == pytest.approx(base, rel=tol, abs=tol)
-    assert fn(torch.from_numpy(x), torch.from_numpy(y)) == pytest.approx(base, rel=1e-12)
-    assert fn(x, np.array([30, 10, 20])[y]) == pytest.approx(base, rel=1e-9, abs=1e-12)
+    assert _call(name, x32, y) == pytest.approx(base, rel=tol, abs=tol)
+    assert _call(name, torch.from_numpy(x), torch.from_numpy(y)) == pytest.approx(base, rel=1e-12)
+    relabelled = _call(name, x, np.array([30, 10, 20])[y])
+    assert relabelled == pytest.approx(base, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
 def test_bad_inputs_raise_value_error(name: str) -> None:
     f, y = _data(13, 40, 6, 3)
     x = _inputs(name, f, y)
-    fn = ESTIMATORS[name].fn
+    spec = ESTIMATORS[name]
+
+    def fn(a, labels):
+        return spec.fn([a], labels) if spec.set_level else spec.fn(a, labels)
+
     bad = x.copy()
     bad[3, 2] = np.nan
     with pytest.raises(ValueError, match="NaN or inf"):
@@ -394,6 +419,5 @@ def test_probs_estimators_reject_logits() -> None:
 def test_cuda_tensors_match_cpu(name: str) -> None:
     f, y = _data(15, 300, 20, 4)
     x = _inputs(name, f, y)
-    fn = ESTIMATORS[name].fn
-    gpu = fn(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda())
-    assert gpu == pytest.approx(fn(x, y), rel=1e-6, abs=1e-9)
+    gpu = _call(name, torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda())
+    assert gpu == pytest.approx(_call(name, x, y), rel=1e-6, abs=1e-9)
