@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from atlbench import __version__
 from atlbench.errors import AtlbenchError
+from atlbench.version import __version__
 
 if TYPE_CHECKING:
     from atlbench.store import Store
@@ -46,6 +46,12 @@ def cli() -> None:
 )
 @click.option("--address", default=None, help="Ray cluster address (auto | HOST:PORT).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@click.option(
+    "--log-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append one JSON line per event (start, each cell, estimators, end) to this file.",
+)
 def sweep(
     suite: Path,
     dry_run: bool,
@@ -57,6 +63,7 @@ def sweep(
     executor: str,
     address: str | None,
     quiet: bool,
+    log_json: Path | None,
 ) -> None:
     """Run every pending cell of SUITE, then write the leaderboard CSVs and the HTML report."""
     from atlbench.sweep import SweepOptions, run_sweep
@@ -71,6 +78,7 @@ def sweep(
         executor=executor,
         address=address,
         quiet=quiet,
+        log_json=log_json,
     )
     summary = run_sweep(suite, options)
     if summary.failed or summary.skipped_failed:  # results are incomplete
@@ -170,7 +178,7 @@ def list_components(what: str) -> None:
     built-in tasks."""
     import atlbench.components
     import atlbench.executors  # noqa: F401  (registers the executors)
-    from atlbench import registry
+    import atlbench.registry as registry
     from atlbench.targets.builtin import TASKS
 
     names = {
@@ -210,6 +218,59 @@ def estimate(
 
         atomic_write_text(csv_path, frame.to_csv(index=False, float_format="%.6g"))
         click.echo(f"wrote {csv_path}")
+
+
+@cli.command()
+@click.argument(
+    "results_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "--suite",
+    "suite_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Suite that defines the new target and the candidate sources.",
+)
+@click.option("--target", "target_id", required=True, help="Target id (of --suite) to rank for.")
+@click.option(
+    "--budget", default=None, help="Label budget to model, e.g. 5/class (default: the only one)."
+)
+@click.option(
+    "--level",
+    default=0.9,
+    type=click.FloatRange(0.5, 0.99),
+    show_default=True,
+    help="Coverage the prediction intervals aim at.",
+)
+@click.option(
+    "--alpha",
+    default=1.0,
+    type=click.FloatRange(min=0.0, min_open=True),
+    show_default=True,
+    help="Ridge penalty on the standardised coefficients.",
+)
+@click.option("--device", default=None)
+def recommend(
+    results_dirs: tuple[Path, ...],
+    suite_path: Path,
+    target_id: str,
+    budget: str | None,
+    level: float,
+    alpha: float,
+    device: str | None,
+) -> None:
+    """Predict each source's fine-tuned accuracy on a new target from RESULTS_DIRS' history.
+
+    Fits a ridge of measured fine-tuning accuracy on z-scored estimator scores plus each source's
+    mean accuracy on the other targets, validates it leave-one-target-out beside every single
+    estimator and baseline, then ranks --suite's sources for --target from their features alone
+    (no fine-tuning). Sources are matched across stores by source id.
+    """
+    from atlbench.recommend import recommend_command
+
+    recommend_command(
+        list(results_dirs), suite_path, target_id, budget, level, alpha, device, echo=click.echo
+    )
 
 
 @cli.command()

@@ -7,9 +7,20 @@ the :mod:`atlbench.executors` package registers those. A plug-in registers itsel
 with the decorators of :mod:`atlbench.registry`, in its own module.
 """
 
-from atlbench import estimators
+import atlbench.estimators as estimators
 from atlbench.sources import checkpoint, hf, timm, zoo
-from atlbench.strategies import coral, finetune, frozen, lora, lpft, multitask, unfreeze
+from atlbench.strategies import (
+    coral,
+    finetune,
+    frozen,
+    ia3,
+    lora,
+    lpft,
+    multitask,
+    prompt,
+    unfreeze,
+    vpt,
+)
 from atlbench.targets import builtin, files
 from atlbench.targets import hf as hf_dataset
 
@@ -22,10 +33,13 @@ BUILTIN_MODULES = (
     coral,
     finetune,
     frozen,
+    ia3,
     lora,
     lpft,
     multitask,
+    prompt,
     unfreeze,
+    vpt,
     builtin,
     files,
     hf_dataset,

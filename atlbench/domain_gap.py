@@ -1,8 +1,9 @@
 """Domain gap: how far is each target from the data its source model was pre-trained on?
 
-For every (source, target) pair of a sweep whose source knows its pre-training task (zoo sources
-name a built-in task in ``pretrain_on``), the source task's *test* split (held out from
-pre-training, so the source never fitted it) is compared with the target's train split, with
+For every (source, target) pair of a sweep whose source knows its own task (zoo sources name a
+built-in task in ``pretrain_on``; others may name one with ``eval_on``), the source task's *test*
+split (held out from pre-training, so the source never fitted it) is compared with the target's
+train split, with
 RBF-kernel MMD (permutation p-value) and the Frechet distance (:mod:`atlbench.analysis.domain`).
 The report sets the distance against the gain over scratch of the strategy that stands for
 transfer (the suite's ``truth``, chosen in advance, never the best by test accuracy).
@@ -34,9 +35,10 @@ from atlbench.analysis.domain import frechet_distance, median_bandwidth2, mmd_rb
 from atlbench.cache import content_hash
 from atlbench.features import FeatureCache
 from atlbench.plan import Plan
+from atlbench.source_task import source_task
 from atlbench.sources.base import Source
 from atlbench.study import Study
-from atlbench.targets.base import Split, TaskData
+from atlbench.targets.base import Split
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +76,6 @@ def reference_embedding(split: Split, modality: str) -> np.ndarray:
     return np.stack(out).astype(np.float64)
 
 
-def pretrain_task(source: Source) -> TaskData | None:
-    """The built-in task a source was pre-trained on (the same recipe the zoo uses), or None."""
-    if source.pretrain_task is None:
-        return None
-    from atlbench.targets.builtin import BuiltinParams, load_builtin
-
-    return load_builtin("source-pretrain", BuiltinParams.model_validate(source.pretrain_task))
-
-
 def gap_key(study: Study, source: Source, target_id: str) -> str:
     return content_hash(
         {
@@ -118,7 +111,7 @@ def gap_pairs(study: Study, plan: Plan) -> list[tuple[Source, str]]:
     pairs = []
     for cell in plan.cells:
         source = study.source(cell.source_id)
-        if not cell.pretrained or source.pretrain_task is None:
+        if not cell.pretrained or (source.pretrain_task is None and source.eval_on is None):
             continue
         if (cell.source_id, cell.target) not in seen:
             seen.add((cell.source_id, cell.target))
@@ -135,8 +128,8 @@ def _reference_sample(split: Split, modality: str, seed: int) -> np.ndarray:
 def _pair_payload(
     study: Study, cache: FeatureCache, source: Source, target_id: str
 ) -> dict[str, Any]:
-    pre = pretrain_task(source)
-    assert pre is not None  # gap_pairs keeps only sources with a pre-training task
+    pre = source_task(study, source)
+    assert pre is not None  # gap_pairs keeps only sources with a known source task
     task = study.target(target_id).load()
     ref_src = _reference_sample(pre.test, task.modality, 0)
     ref_tgt = _reference_sample(task.train, task.modality, 1)

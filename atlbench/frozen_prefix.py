@@ -50,6 +50,18 @@ class _Replay(nn.Module):
         return self.current
 
 
+class _Passthrough(nn.Module):
+    """Stands in for a frozen layer: returns its input hidden states unchanged (as a 1-tuple
+    where the model's layers return tuples, as transformers 4.x does)."""
+
+    def __init__(self, as_tuple: bool) -> None:
+        super().__init__()
+        self.as_tuple = as_tuple
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return (hidden_states,) if self.as_tuple else hidden_states
+
+
 class FrozenPrefix:
     """The first ``blocks`` of a Hugging Face encoder (embeddings + ``blocks - 1`` layers)."""
 
@@ -58,22 +70,35 @@ class FrozenPrefix:
         self.layers_path = layers_path
         self.blocks = blocks
         self.layers: nn.ModuleList = model.get_submodule(layers_path)  # type: ignore[assignment]
+        self.embeddings: nn.Module = model.embeddings  # type: ignore[assignment]
+        self.frozen = list(self.layers)[: blocks - 1]
         self.replay = _Replay()
         self.active = False
+        self.as_tuple = False
 
     @property
     def description(self) -> str:
-        return f"embeddings + {self.blocks - 1} of {len(self.layers)} layers cached"
+        return f"embeddings + {len(self.frozen)} of {len(self.layers)} layers cached"
 
     @torch.inference_mode()
     def compute(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The prefix's output for a batch: the real model, stopped after the cut."""
+        if self.active:
+            self._swap(False)
+            try:
+                return self.compute(batch)
+            finally:
+                self._swap(True)
         captured: list[torch.Tensor] = []
-        last = self.model.embeddings if self.blocks == 1 else self.layers[self.blocks - 2]
+        last = self.embeddings if self.blocks == 1 else self.layers[self.blocks - 2]
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             captured.append(output[0] if isinstance(output, tuple) else output)
             raise _Stop
+
+        probe = self.layers[0].register_forward_hook(
+            lambda _m, _i, out: setattr(self, "as_tuple", isinstance(out, tuple))
+        )
 
         handle = last.register_forward_hook(hook)
         was_training = self.model.training
@@ -84,24 +109,28 @@ class FrozenPrefix:
             pass
         finally:
             handle.remove()
+            probe.remove()
             self.model.train(was_training)
         return captured[0].detach().clone()
+
+    def _swap(self, cached: bool) -> None:
+        """Put the replay module and pass-through layers in (``cached``), or the originals back.
+
+        The trained layers keep their names and positions, so parameter groups, layer-wise
+        decay and state-dict keys of what trains are the same as without the cache."""
+        self.model.embeddings = self.replay if cached else self.embeddings
+        for i, layer in enumerate(self.frozen):
+            self.layers[i] = _Passthrough(self.as_tuple) if cached else layer
+        self.active = cached
 
     @contextmanager
     def installed(self) -> Iterator[FrozenPrefix]:
         """While active, the model starts from cached activations at the cut."""
-        parent_name, _, child = self.layers_path.rpartition(".")
-        parent = self.model.get_submodule(parent_name) if parent_name else self.model
-        embeddings = self.model.embeddings
-        self.model.embeddings = self.replay
-        setattr(parent, child, nn.ModuleList(list(self.layers)[self.blocks - 1 :]))
-        self.active = True
+        self._swap(True)
         try:
             yield self
         finally:
-            self.model.embeddings = embeddings
-            setattr(parent, child, self.layers)
-            self.active = False
+            self._swap(False)
             self.replay.current = None
 
     def run_model(self, batch: dict[str, torch.Tensor]) -> Any:

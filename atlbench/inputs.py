@@ -73,6 +73,7 @@ def take(data: Any, idx: torch.Tensor) -> Any:
 
 def prepare_all(encoder: Encoder, task: TaskData, split: str) -> Any:
     """The whole split, prepared by ``encoder`` (memoised by preprocessing and content)."""
+
     def make() -> Any:
         inputs = task.split(split).inputs
         return concat_batches(
@@ -80,9 +81,10 @@ def prepare_all(encoder: Encoder, task: TaskData, split: str) -> Any:
         )
 
     identity = encoder.preprocessing()
-    if identity is None:  # an encoder that cannot say what its preprocessing depends on
+    if identity is None or not task.fingerprint:  # nothing says what the data depend on
         return make()
-    return PREPARED.get(("prepared", identity, repr(task.fingerprint), split), make)
+    key = ("prepared", identity, repr(task.fingerprint), split, len(task.split(split)))
+    return PREPARED.get(key, make)
 
 
 def prepared(

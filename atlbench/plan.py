@@ -77,7 +77,11 @@ class Plan:
 
 
 def random_init_label(arch: str) -> str:
-    return f"{arch.split(':', 1)[-1].split('@', 1)[0]} (random init)"
+    """``timm:test_resnet@32`` -> ``test_resnet (random init)``; a truncated HF model keeps its
+    depth (``hf:m@main/3`` -> ``m/3 layers (random init)``) so two depths stay two rows."""
+    name, _, tail = arch.split(":", 1)[-1].partition("@")
+    depth = tail.partition("/")[2]
+    return f"{name}{f'/{depth} layers' if depth else ''} (random init)"
 
 
 def build_plan(study: Study) -> Plan:
@@ -97,6 +101,12 @@ def build_plan(study: Study) -> Plan:
                 continue
             readers.append(source)
             for spec in study.strategies:
+                problem = spec.cls.supports(source)
+                if problem is not None:
+                    note = f"{source.id} / {spec.label}: {problem}"
+                    if note not in skipped:
+                        skipped.append(note)
+                    continue
                 related = _related_targets(study, source, target.id, spec, skipped)
                 if related is None:
                     continue

@@ -19,18 +19,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from atlbench import __version__
 from atlbench.budgets import holdout_split, select_budget, stratified_folds
 from atlbench.cache import content_hash
 from atlbench.features import FeatureCache
 from atlbench.plan import Cell, EstimateTask
 from atlbench.protocol import TrainingConfig
 from atlbench.registry import ESTIMATORS
+from atlbench.source_task import source_accuracy, source_task
 from atlbench.sources.base import Encoder, Source
 from atlbench.strategies.base import CellContext, Selection, StrategySpec
 from atlbench.study import Study
 from atlbench.targets.base import TaskData
 from atlbench.timing import device_label
+from atlbench.version import __version__
 
 Progress = Callable[[str], None]
 
@@ -104,6 +105,37 @@ class Worker:
         self.device = device
         self.features = FeatureCache(device)
         self.encoders = EncoderCache()
+        self._before: dict[str, float | None] = {}  # source-task accuracy of each source
+
+    def forgetting(self, cell: Cell, spec: StrategySpec, encoder: Encoder | None) -> dict[str, Any]:
+        """Source-task accuracy of the source's own head before and after the cell's training
+        (Li & Hoiem 2017; Kumar et al. 2022 use the same measure). A frozen strategy leaves the
+        encoder unchanged, so its drop is exactly 0; without a known source task, nothing."""
+        source = self.study.source(cell.source_id)
+        if not cell.pretrained:
+            return {}
+        task = source_task(self.study, source)
+        if task is None:
+            return {}
+        if spec.trains_encoder and encoder is not None:
+            after = source_accuracy(encoder, task, self.device)
+        else:
+            after = None
+        key = repr(source.fingerprint)
+        if key not in self._before:
+            self._before[key] = source_accuracy(
+                self.encoders.build(source, True), task, self.device
+            )
+        before = self._before[key]
+        if before is None:
+            return {}
+        if after is None:
+            after = before  # the encoder did not change
+        return {
+            "source_acc_before": before,
+            "source_acc_after": after,
+            "forgetting": before - after,
+        }
 
     def task(self, target_id: str, seed: int) -> TaskData:
         split_seed = seed if self.study.suite.resample_splits else None
@@ -193,6 +225,8 @@ class Worker:
         t0 = time.perf_counter()
         outcome = spec.make().run(ctx)
         strategy_seconds = time.perf_counter() - t0
+        forgetting = self.forgetting(cell, spec, outcome.encoder)
+        outcome.encoder = None
         y_true = task.test.labels
         pred = np.asarray(outcome.test_pred, dtype=np.int64)
         f1 = f1_score(
@@ -219,6 +253,7 @@ class Worker:
             "feature_time_s": feature_time,
             "cost_s": strategy_seconds + feature_time,
             "edge_flags": outcome.extra.pop("edge_flags", []),
+            **forgetting,
             **outcome.timing,
             **{f"extra_{k}": v for k, v in outcome.extra.items()},
         }

@@ -73,7 +73,7 @@ def _resolve_sources(suite: Any, origin: str) -> dict[str, Source]:
     out = {}
     for i, entry in enumerate(suite.sources):
         kind = SOURCE_KINDS.get(entry.kind)
-        options = SourceOptions(suite.trust_remote_code, entry.reported_accuracy)
+        options = SourceOptions(suite.trust_remote_code, entry.reported_accuracy, entry.eval_on)
         try:
             out[entry.id] = kind.resolve(entry.id, entry.params, options)
         except (AtlbenchError, OSError) as err:

@@ -41,6 +41,9 @@ class SourceEntry(Strict):
     reported_accuracy: float | None = Field(
         None, description="the source model's own published accuracy (an estimator baseline)"
     )
+    eval_on: str | None = Field(
+        None, description="a target id holding the source task's own test data (forgetting)"
+    )
 
     @property
     def kind(self) -> str:
@@ -350,6 +353,12 @@ def _check_names(suite: Any, origin: str) -> None:
     from atlbench.registry import ESTIMATORS
 
     target_ids = [t.id for t in suite.targets]
+    for i, source in enumerate(suite.sources):
+        if source.eval_on is not None and source.eval_on not in target_ids:
+            raise SuiteError(
+                f"{origin}: sources[{i}].eval_on: unknown target {source.eval_on!r}"
+                f"{suggest(source.eval_on, target_ids)}"
+            )
     for i, entry in enumerate(suite.strategies):
         cls = STRATEGIES.get(entry.name)
         for j, tid in enumerate(cls.target_group(entry)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from atlbench.layer_study import run_layer_study
 from atlbench.plan import Cell, EstimateTask, Plan, build_plan
 from atlbench.runner import cell_identity
 from atlbench.store import Store, SweepLock
-from atlbench.study import Study, load_study
+from atlbench.study import Study, load_study, parse_study
 
 
 @dataclass
@@ -35,6 +36,7 @@ class SweepOptions:
     executor: str = "local"
     address: str | None = None
     quiet: bool = False
+    log_json: Path | None = None
 
 
 @dataclass
@@ -54,7 +56,7 @@ def results_dir_for(study: Study, root: Path) -> Path:
     return Path(root) / safe_name(study.name)
 
 
-def preflight(study: Study, plan: Plan) -> None:
+def preflight(study: Study, plan: Plan, progress: Callable[[str], None] | None = None) -> None:
     """Everything that can reject the input, before any work, as one-line errors (exit 2).
 
     Every target is loaded (for every split seed when splits are resampled) and its budgets
@@ -72,16 +74,16 @@ def preflight(study: Study, plan: Plan) -> None:
     for source_id in used:
         source = study.source(source_id)
         if source.needs_hub and not online:
-            _open(source)  # fails at once with the one-line offline error, or finds a cache
+            _open(source, progress)  # fails at once with the one-line offline error, or a cache
     for source_id in used:
         source = study.source(source_id)
         if not source.needs_hub or online:
-            _open(source)
+            _open(source, progress)
 
 
-def _open(source: Any) -> None:
+def _open(source: Any, progress: Callable[[str], None] | None) -> None:
     try:
-        source.open()
+        source.open(progress)
     except AtlbenchError:
         raise
     except Exception as err:  # a loader's own error type: still bad input, still one line
@@ -101,15 +103,22 @@ def make_executor(options: SweepOptions, study: Study) -> Any:
     return create_executor(options.executor, config)
 
 
-def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> SweepSummary:
-    """Run (or with ``dry_run`` only describe) a suite; returns what happened."""
+def run_sweep(
+    suite: str | Path | Mapping[str, Any] | Study, options: SweepOptions, ui: Any = None
+) -> SweepSummary:
+    """Run (or with ``dry_run`` only describe) a suite: a YAML path, a mapping or a study."""
     from atlbench.ui import SweepUI
 
     started = time.perf_counter()
-    study = load_study(suite_path)
+    if isinstance(suite, Study):
+        study = suite
+    elif isinstance(suite, Mapping):
+        study = parse_study(dict(suite), "<suite>")
+    else:
+        study = load_study(suite)
     plan = build_plan(study)
     results_dir = results_dir_for(study, options.results_root)
-    ui = ui or SweepUI(quiet=options.quiet)
+    ui = ui or SweepUI(quiet=options.quiet, log_json=options.log_json)
     if options.dry_run:
         statuses = _peek_statuses(results_dir)
         done = sum(1 for c in plan.cells if statuses.get(c.key) == "done")
@@ -118,7 +127,7 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
         return summary
     # everything that can reject the input runs before anything is written
     executor = make_executor(options, study)
-    preflight(study, plan)
+    preflight(study, plan, None if options.quiet else ui.say)
     with SweepLock(results_dir), Store.create(results_dir) as store:
         summary = _run_pending(store, study, plan, executor, options, ui, results_dir)
         device = options.device or study.suite.device
@@ -128,6 +137,9 @@ def run_sweep(suite_path: str | Path, options: SweepOptions, ui: Any = None) -> 
         from atlbench.domain_gap import compute_domain_gaps
 
         compute_domain_gaps(store, study, plan, device, progress=progress)
+        from atlbench.label_mapping import compute_label_mappings
+
+        compute_label_mappings(store, study, plan, device)
         from atlbench.report import write_outputs
 
         summary.report_path = write_outputs(store, results_dir, options.reports_root, study.name)
@@ -174,7 +186,7 @@ def _run_pending(
         ui.estimates_done(task, rows)
 
     # --fail-fast raises StopSweep: stop there, keep what finished
-    with ui.running(summary, len(pending), len(estimates)), contextlib.suppress(StopSweep):
+    with ui.running(summary, pending, len(estimates)), contextlib.suppress(StopSweep):
         executor.run(
             study, pending, estimates, on_cell, on_estimates, ui.cell_progress,
             results_dir / "checkpoints",

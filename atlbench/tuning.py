@@ -191,7 +191,7 @@ class Inputs:
     def _activations(self, split: str, data: Any) -> torch.Tensor:
         ctx, prefix = self.ctx, self.prefix
         key = ("prefix", repr(ctx.source.fingerprint), repr(ctx.task.fingerprint), split,
-               prefix.blocks, self.encoder.preprocessing())  # fmt: skip
+               prefix.blocks, self.encoder.preprocessing(), len(ctx.task.split(split)))  # fmt: skip
 
         def make() -> torch.Tensor:
             self.encoder.to(ctx.device)
@@ -203,10 +203,14 @@ class Inputs:
                     parts.append(prefix.compute(to_device(rows, ctx.device)).cpu())
             return torch.cat(parts)
 
+        if not ctx.task.fingerprint or not ctx.source.fingerprint:
+            return make()  # nothing says what the activations depend on: do not share them
         return ACTIVATIONS.get(key, make)
 
 
-def plan_prefix(strategy: Tunable, ctx: CellContext, model: Classifier, trial: Trial) -> tuple[Any, str]:
+def plan_prefix(
+    strategy: Tunable, ctx: CellContext, model: Classifier, trial: Trial
+) -> tuple[Any, str]:
     """The frozen prefix this cell can cache, and why (or why not), for the record."""
     cfg = ctx.training
     if not getattr(strategy, "caches_frozen_prefix", False):
@@ -293,6 +297,7 @@ def tune(strategy: Tunable, ctx: CellContext) -> CellOutcome:
         trainable_params=updated_params(model),
         total_params=total,
         extra=extra,
+        encoder=model.encoder,  # type: ignore[arg-type]
     )
 
 

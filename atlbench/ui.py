@@ -1,23 +1,97 @@
-"""Terminal display: a live progress bar over cells (with the current epoch) and a summary."""
+"""What a sweep says while it runs: a live bar on a terminal, one line per cell in a log.
+
+On a terminal: a progress bar over cells and estimator tasks, with the current cell's epoch and
+an ETA. When stdout is not a terminal (``nohup``, CI, a batch job): one plain line per finished
+cell with its accuracy, its time, done/total and the ETA, so a log shows where a long sweep is.
+``--log-json FILE`` writes the same events as JSON lines, for dashboards.
+
+The ETA sums, over the cells left, the mean wall time of the finished cells of the same strategy
+(a kNN cell costs a fraction of a second, a fine-tune cell many seconds), falling back to the mean
+of all finished cells for a strategy not seen yet; estimator tasks count as their mean.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return (
+        f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
 class SweepUI:
-    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        quiet: bool = False,
+        console: Console | None = None,
+        log_json: str | Path | None = None,
+        live: bool | None = None,
+    ) -> None:
         self.console = console or Console(stderr=False, highlight=False)
         self.quiet = quiet
+        self.live = self.console.is_terminal if live is None else live
+        self._json: IO[str] | None = open(log_json, "a", encoding="utf-8") if log_json else None  # noqa: SIM115
         self._progress: Progress | None = None
         self._task: Any = None
+        self._total = self._done = 0
+        self._left: dict[str, int] = {}  # cells still to run, per strategy ("" = estimators)
+        self._seconds: dict[str, list[float]] = {}
+        self._last = time.monotonic()
+
+    def event(self, name: str, **fields: Any) -> None:
+        """One JSON line (``--log-json``); every event has its name and a Unix time."""
+        if self._json is not None:
+            self._json.write(
+                json.dumps({"event": name, "time": time.time()} | fields, default=str) + "\n"
+            )
+            self._json.flush()
+
+    def close(self) -> None:
+        if self._json is not None:
+            self._json.close()
+            self._json = None
+
+    def say(self, message: str) -> None:
+        """A plain progress line (pre-flight, the driver's studies after the cells)."""
+        self.console.print(escape(message))
+
+    def eta_s(self) -> float | None:
+        done = [t for ts in self._seconds.values() for t in ts]
+        if not done:
+            return None
+        overall = sum(done) / len(done)
+        return sum(
+            n * (sum(self._seconds[k]) / len(self._seconds[k]) if self._seconds.get(k) else overall)
+            for k, n in self._left.items()
+        )
+
+    def _finished(self, kind: str, seconds: float) -> None:
+        self._done += 1
+        self._left[kind] = max(0, self._left.get(kind, 0) - 1)
+        self._seconds.setdefault(kind, []).append(seconds)
 
     def print_plan(self, summary: Any, statuses: dict[str, str]) -> None:
         plan = summary.plan
@@ -47,14 +121,23 @@ class SweepUI:
             self.console.print(f"[dim]skipped: {line}[/]")
 
     @contextmanager
-    def running(self, summary: Any, n_cells: int, n_estimates: int) -> Iterator[None]:
+    def running(self, summary: Any, pending: list[Any], n_estimates: int) -> Iterator[None]:
+        n_cells = len(pending)
+        self._total, self._done = n_cells + n_estimates, 0
+        self._left = {"": n_estimates}
+        for cell in pending:
+            self._left[cell.strategy] = self._left.get(cell.strategy, 0) + 1
+        self._seconds, self._last = {}, time.monotonic()
+        self.event("sweep_start", suite=summary.study.name, cells=len(summary.plan.cells),
+                   done_before=summary.done_before, to_run=n_cells,
+                   estimator_tasks=n_estimates)  # fmt: skip
         if not self.quiet:
             self.console.print(
                 f"[bold]{summary.study.name}[/]: {len(summary.plan.cells)} cells, "
                 f"{summary.done_before} already done, {n_cells} to run, "
-                f"{n_estimates} estimator pairs"
+                f"{n_estimates} estimator tasks"
             )
-        if self.quiet or n_cells + n_estimates == 0:
+        if self.quiet or not self.live or n_cells + n_estimates == 0:
             yield
             return
         with Progress(
@@ -62,6 +145,8 @@ class SweepUI:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             TextColumn("[dim]{task.fields[detail]}"),
             console=self.console,
             transient=False,
@@ -78,17 +163,47 @@ class SweepUI:
             self._progress.update(self._task, detail=escape(f"{cell.label}: {message}"))
 
     def cell_done(self, cell: Any, record: dict[str, Any]) -> None:
+        acc, wall = record.get("test_acc"), record.get("wall_time_s", 0.0)
+        self._finished(cell.strategy, float(wall or 0.0))
+        eta = self.eta_s()
+        self.event("cell_done", key=cell.key, cell=cell.label, status=record["status"],
+                   test_acc=acc, wall_time_s=wall, done=self._done, total=self._total, eta_s=eta,
+                   error=record.get("error"))  # fmt: skip
         if self._progress is not None:
             self._progress.advance(self._task)
             if record["status"] != "done":
                 what = escape(f"{cell.label}: {record.get('error')}")
                 self._progress.console.print(f"[red]failed[/] {what}")
+        elif not self.quiet:
+            what = (
+                f"acc {acc:.3f}" if record["status"] == "done" else f"FAILED {record.get('error')}"
+            )
+            eta_text = f", ETA {_clock(eta)}" if eta is not None else ""
+            print(f"[{self._done}/{self._total}] {cell.label}: {what} in {wall:.1f} s{eta_text}",
+                  file=sys.stdout, flush=True)  # fmt: skip
 
     def estimates_done(self, task: Any, rows: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        self._finished("", now - self._last)
+        self._last = now
+        failed = sum(1 for r in rows if r.get("status") == "failed")
+        budget = task.budget.label if task.budget else "all"
+        self.event("estimates_done", target=task.target, budget=budget, seed=task.seed,
+                   rows=len(rows), failed=failed, done=self._done, total=self._total)  # fmt: skip
         if self._progress is not None:
             self._progress.advance(self._task)
+        elif not self.quiet:
+            where = (
+                f"{task.target} / {task.budget.label if task.budget else 'all'} / seed {task.seed}"
+            )
+            print(f"[{self._done}/{self._total}] estimators {where}: {len(rows) - failed} scores",
+                  file=sys.stdout, flush=True)  # fmt: skip
 
     def print_summary(self, summary: Any) -> None:
+        self.event("sweep_end", ran=summary.ran, failed=len(summary.failed),
+                   seconds=summary.seconds,
+                   report=str(summary.report_path) if summary.report_path else None)  # fmt: skip
+        self.close()
         if self.quiet:
             return
         try:
@@ -105,8 +220,10 @@ class SweepUI:
                           title="Highest mean per target and budget")  # fmt: skip
             for row in best.itertuples():
                 ci = "" if row.ci_low != row.ci_low else f" [{row.ci_low:.3f}, {row.ci_high:.3f}]"
-                gain = "" if row.gain_vs_scratch != row.gain_vs_scratch else (
-                    f"{row.gain_vs_scratch * 100:+.1f} pts, {row.scratch_verdict}"
+                gain = (
+                    ""
+                    if row.gain_vs_scratch != row.gain_vs_scratch
+                    else (f"{row.gain_vs_scratch * 100:+.1f} pts, {row.scratch_verdict}")
                 )
                 table.add_row(
                     escape(str(row.target)), str(row.budget),

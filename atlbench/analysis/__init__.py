@@ -12,6 +12,7 @@ from atlbench.analysis.efficiency import (
     labels_saved,
     pareto_front,
 )
+from atlbench.analysis.failure_modes import forgetting_table, overfit_flags, overfitting_table
 from atlbench.analysis.gains import VERDICTS, paired_gains
 from atlbench.analysis.improvement import (
     clopper_pearson,
@@ -22,10 +23,17 @@ from atlbench.analysis.inference import error_quantile, error_sf, interval, p_va
 from atlbench.analysis.multitest import adjust_pvalues, benjamini_hochberg, holm
 from atlbench.analysis.pairing import COMPARISONS, paired_runs
 from atlbench.analysis.records import ROLES, done_rows
+from atlbench.analysis.selection import (
+    HISTORY,
+    estimator_stability,
+    history_scores,
+    with_history,
+)
 from atlbench.analysis.stats import mean_ci, summarize
 
 __all__ = [
     "COMPARISONS",
+    "HISTORY",
     "MIN_COST_S",
     "ROLES",
     "VERDICTS",
@@ -43,15 +51,20 @@ __all__ = [
     "error_quantile",
     "error_sf",
     "estimator_agreement",
+    "estimator_stability",
+    "forgetting_table",
     "frechet_distance",
     "gain_per_hour",
     "ground_truth",
+    "history_scores",
     "holm",
     "interquartile_mean",
     "interval",
     "labels_saved",
     "mean_ci",
     "mmd_rbf",
+    "overfit_flags",
+    "overfitting_table",
     "p_value",
     "paired_gains",
     "paired_runs",
@@ -59,4 +72,5 @@ __all__ = [
     "probability_of_improvement",
     "summarize",
     "tost_pvalue",
+    "with_history",
 ]

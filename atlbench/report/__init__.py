@@ -37,6 +37,12 @@ def write_csvs(views: Any, results_dir: Path) -> dict[str, Path]:
         path = Path(results_dir) / "cka.csv"
         atomic_write_text(path, cka.to_csv(index=False, float_format="%.6g"))
         paths["cka"] = path
+    for name in ("forgetting", "label_mapping"):
+        frame = getattr(views, name)
+        if len(frame):
+            path = Path(results_dir) / f"{name}.csv"
+            atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+            paths[name] = path
     gap = views.domain_gap
     if len(gap):
         path = Path(results_dir) / "domain_gap.csv"

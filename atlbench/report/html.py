@@ -27,6 +27,7 @@ SECTIONS = [
     ("summary", "Summary"),
     ("leaderboard", "Leaderboard"),
     ("negative-transfer", "Negative transfer"),
+    ("failure-modes", "Failure modes"),
     ("efficiency", "Efficiency"),
     ("estimators", "Estimators"),
     ("cka", "CKA"),
@@ -53,6 +54,12 @@ TITLES = {
     "Gain / CPU-hour", "gain_per_gpu_hour": "Gain / GPU-hour", "ruler": "Ruler", "mmd": "MMD²",
     "mmd_p": "p (MMD)", "frechet": "Fréchet", "gain_strategy": "Gain of", "error": "Error",
     "seed": "Seed", "what": "What", "value": "Value", "score": "Score", "truth": "Truth",
+    "mode": "Failure mode", "statement": "What the data shows", "forgetting": "Forgetting",
+    "forgetting_ci": "95% CI", "source_acc_before": "Source acc. before",
+    "source_acc_after": "Source acc. after", "n_seeds": "Seeds", "n_cells": "Cells",
+    "overfit_cells": "Overfit cells", "peaked_early": "Peaked early",
+    "train_val_gap": "Train - val gap", "n_target_classes": "Target classes",
+    "n_confident": "Confident", "n_shared": "Shared", "mapping": "Target class → source class",
 }  # fmt: skip
 POSITIVE = ("positive (significant)", "above scratch training (significant)")
 NEGATIVE = ("negative (significant)", "below scratch training (significant)")
@@ -294,6 +301,11 @@ PER_HOUR = ["target", "budget", "source", "strategy", "gain_mean", "cost_s", "ga
             "gain_per_gpu_hour", "reason"]  # fmt: skip
 LABELS_SAVED = ["target", "budget", "source", "strategy", "n_train", "labels_saved", "reason"]
 DOMAIN_GAP = ["target", "source", "ruler", "mmd", "mmd_p", "frechet", "gain_strategy", "gain"]
+FORGETTING = ["target", "budget", "source", "strategy", "n_seeds", "source_acc_before",
+              "source_acc_after", "forgetting", "forgetting_ci"]  # fmt: skip
+OVERFITTING = ["target", "budget", "source", "strategy", "n_cells", "train_val_gap",
+               "peaked_early", "overfit_cells"]  # fmt: skip
+LABEL_MAPPING = ["target", "source", "n_target_classes", "n_confident", "n_shared", "mapping"]
 
 
 def _interval_text(low: pd.Series, high: pd.Series, digits: int) -> list[str]:
@@ -314,7 +326,18 @@ def _tables(views: Views) -> dict[str, Any]:
     if improve is not None:
         improve = improve.assign(ci=_interval_text(improve["ci_low"], improve["ci_high"], 2))
     same, scratch = views.gains, views.vs_scratch
+    forgetting = views.forgetting
+    if len(forgetting):
+        forgetting = forgetting.assign(
+            forgetting_ci=_interval_text(
+                forgetting["forgetting_ci_low"], forgetting["forgetting_ci_high"], 3
+            )
+        )
     return {
+        "failure_modes": _optional(views.failure_modes, ["source", "target", "mode", "statement"]),
+        "forgetting": _optional(forgetting, FORGETTING),
+        "overfitting": _optional(views.overfitting, OVERFITTING),
+        "label_mapping": _optional(views.label_mapping, LABEL_MAPPING),
         "leaderboards": [
             (t, table_html(g, LEADERBOARD)) for t, g in board.groupby("target", sort=False)
         ],
@@ -345,6 +368,7 @@ def _figures(views: Views) -> dict[str, Any]:
         "domain_gap_figs": _figs(figures, "domain gap"),
         "estimator_figs": _figs(figures, "estimator"),
         "cka_figs": _figs(figures, "cka"),
+        "change_curve": _figs(figures, "cka: what fine-tuning changed"),
     }
 
 

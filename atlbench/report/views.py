@@ -22,9 +22,11 @@ import pandas as pd
 from atlbench.analysis import (
     cost_accuracy,
     estimator_agreement,
+    forgetting_table,
     gain_per_hour,
     ground_truth,
     labels_saved,
+    overfitting_table,
     paired_gains,
     probability_of_improvement,
     summarize,
@@ -147,10 +149,13 @@ class Views:
             if tuned in plan:
                 cell = plan[tuned]
                 cka.append(item | {k: cell[k] for k in ("source", "target", "strategy", "budget")})
-        gap_keys = set(store.meta("domain_gap_keys", []) or [])
-        gaps = [g for g in store.artifacts("domain_gap") if g.get("key") in gap_keys]
+        current = {}
+        for kind in ("domain_gap", "label_mapping"):
+            keys = set(store.meta(f"{kind}_keys", []) or [])
+            current[kind] = [g for g in store.artifacts(kind) if g.get("key") in keys]
         meta = {"suite": store.meta("suite", {}), "skipped_pairs": store.meta("skipped_pairs", [])}
-        return cls(records, estimates, {"cka": cka, "domain_gap": gaps}, meta, store.correctness())
+        artifacts = {"cka": cka, **current}
+        return cls(records, estimates, artifacts, meta, store.correctness())
 
     # -- settings the suite chose ---------------------------------------------------------------
     @property
@@ -358,6 +363,50 @@ class Views:
             gaps = gaps.merge(gain, on=["source", "target"], how="left")
         return gaps.reindex(columns=cols).sort_values(["target", "ruler", "mmd"], ignore_index=True)
 
+    # -- failure modes ---------------------------------------------------------------------------
+    @cached_property
+    def forgetting(self) -> pd.DataFrame:
+        """``forgetting.csv``: the source head's accuracy on its own task before and after each
+        transfer recipe, and the drop with a 95% interval over seeds."""
+        return (
+            forgetting_table(self.records) if self.has_results else forgetting_table(pd.DataFrame())
+        )
+
+    @cached_property
+    def overfitting(self) -> pd.DataFrame:
+        """Per recipe: the selected run's train/validation gap and how many cells overfit."""
+        return (
+            overfitting_table(self.records)
+            if self.has_results
+            else overfitting_table(pd.DataFrame())
+        )
+
+    @cached_property
+    def label_mapping(self) -> pd.DataFrame:
+        """Per (source with a head, target): how target classes land on source classes."""
+        cols = ["source", "target", "n_target_classes", "n_confident", "n_shared", "mapping"]
+        rows = []
+        for item in self.artifacts.get("label_mapping", []):
+            pairs = [
+                f"{name} → {z} ({p:.2f})"
+                for name, z, p in zip(item["class_names"], item["top"], item["top_p"], strict=True)
+            ]
+            rows.append({k: item[k] for k in cols[:5]} | {"mapping": "; ".join(pairs)})
+        return pd.DataFrame(rows, columns=cols)
+
+    @cached_property
+    def failure_modes(self) -> pd.DataFrame:
+        """Per (source, target): each failure mode stated in plain words, only where the data
+        supports it, with its number and interval. Columns: source, target, mode, statement."""
+        rows = [
+            *_negative_transfer_lines(self.gains),
+            *_domain_gap_lines(self.domain_gap),
+            *_forgetting_lines(self.forgetting),
+            *_overfitting_lines(self.overfitting),
+            *_label_mapping_lines(self.label_mapping),
+        ]
+        return pd.DataFrame(rows, columns=["source", "target", "mode", "statement"])
+
     # -- the protocol box -------------------------------------------------------------------------
     @cached_property
     def protocol(self) -> dict[str, Any]:
@@ -532,3 +581,75 @@ class Views:
         if curve is not None:
             out["cka: what fine-tuning changed"] = curve
         return out | heatmaps
+
+
+# -- the failure-mode panel's sentences ------------------------------------------------------------
+
+Line = tuple[str, str, str, str]
+
+
+def _pts(value: float) -> str:
+    return f"{value * 100:+.1f}"
+
+
+def _negative_transfer_lines(gains: pd.DataFrame) -> list[Line]:
+    if gains.empty:
+        return []
+    hurt = gains[gains["verdict"].isin(["negative (significant)", "negative (nominal)"])]
+    return [
+        (r.source, r.target, "negative transfer",
+         f"{r.strategy} at {r.budget}: {_pts(r.gain_mean)} points [{_pts(r.gain_ci_low)}, "
+         f"{_pts(r.gain_ci_high)}] against the same algorithm without the source ({r.verdict})")
+        for r in hurt.itertuples()
+    ]  # fmt: skip
+
+
+def _domain_gap_lines(gap: pd.DataFrame) -> list[Line]:
+    if gap.empty:
+        return []
+    far = gap[(gap["ruler"] == "reference") & (gap["mmd_p"] < 0.05)]
+    return [
+        (r.source, r.target, "domain gap",
+         f"the target differs from the source's held-out data: MMD² {r.mmd:.3g} on the "
+         f"reference ruler (permutation p {r.mmd_p:.3g})")
+        for r in far.itertuples()
+    ]  # fmt: skip
+
+
+def _forgetting_lines(table: pd.DataFrame) -> list[Line]:
+    if table.empty:
+        return []
+    return [
+        (r.source, r.target, "forgetting",
+         f"{r.strategy} at {r.budget} forgets {r.forgetting * 100:.1f} points "
+         f"[{r.forgetting_ci_low * 100:.1f}, {r.forgetting_ci_high * 100:.1f}] of the source "
+         f"task ({r.source_acc_before:.3f} -> {r.source_acc_after:.3f})")
+        for r in table[table["forgetting_ci_low"] > 0].itertuples()
+    ]  # fmt: skip
+
+
+def _overfitting_lines(table: pd.DataFrame) -> list[Line]:
+    if table.empty:
+        return []
+    return [
+        (r.source, r.target, "overfitting",
+         f"{r.strategy} at {r.budget}: {int(r.overfit_cells)} of {int(r.n_cells)} cells overfit "
+         f"the budget (train-validation gap {r.train_val_gap * 100:.0f} points, validation "
+         "peaked early)")
+        for r in table[table["overfit_cells"] > 0].itertuples()
+    ]  # fmt: skip
+
+
+def _label_mapping_lines(table: pd.DataFrame) -> list[Line]:
+    out: list[Line] = []
+    for r in table.itertuples():
+        if r.n_shared:
+            text = (f"{r.n_shared} of {r.n_target_classes} target classes share their top source "
+                    "class with another: the source head cannot tell them apart")  # fmt: skip
+        elif r.n_confident == r.n_target_classes:
+            text = (f"all {r.n_target_classes} target classes map confidently onto distinct source "
+                    "classes: the label spaces line up (possibly permuted)")  # fmt: skip
+        else:
+            continue
+        out.append((r.source, r.target, "label mapping", text))
+    return out

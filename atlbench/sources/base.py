@@ -6,7 +6,7 @@ with the same architecture (the scratch baseline). Both map a model-ready batch 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -109,13 +109,20 @@ class Source:
     pretrain_task: dict[str, Any] | None = None
     reported_accuracy: float | None = None
     needs_hub: bool = False  # building the pre-trained weights would download them
+    # a suite target whose labels are the source head's classes (``eval_on``): with a known
+    # pre-training task, it measures how much fine-tuning forgets of the source task
+    eval_on: str | None = None
+    # what pre-flight runs instead of a plain build (the zoo pre-trains here, with progress)
+    opener: Any = field(repr=False, default=None)
 
     def build(self, pretrained: bool = True) -> Encoder:
         """A fresh encoder: pre-trained weights, or random init of the same architecture."""
         return self.builder(pretrained)
 
-    def open(self) -> None:
+    def open(self, progress: Callable[[str], None] | None = None) -> None:
         """Pre-flight: load the pre-trained weights once, so a bad source fails before any work."""
+        if self.opener is not None:
+            self.opener(progress)
         self.build(True)
 
 
@@ -141,3 +148,4 @@ class SourceOptions:
 
     trust_remote_code: bool = False
     reported_accuracy: float | None = None
+    eval_on: str | None = None

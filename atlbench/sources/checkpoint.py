@@ -107,4 +107,5 @@ class CheckpointSource(SourceKind):
             params=p,
             builder=builder,
             reported_accuracy=options.reported_accuracy,
+            eval_on=options.eval_on,
         )

@@ -32,6 +32,8 @@ class HFParams(BaseModel):
     revision: str | None = None
     pooling: Literal["mean", "cls"] | None = None
     max_length: int = Field(128, ge=4, le=4096)
+    # keep only the first `layers` transformer layers: a real, smaller pre-trained encoder
+    layers: int | None = Field(None, ge=1)
 
 
 def resolve_model_path(name: str) -> tuple[str, bool]:
@@ -112,7 +114,11 @@ class HFTextEncoder(Encoder):
     def layer_names(self) -> list[str]:
         from atlbench.similarity import auto_layers
 
-        return [f"model.{name}" for name in auto_layers(self.model)]
+        prefix = getattr(self, "prefix", None)
+        if prefix is not None and prefix.active:  # blocks stand in for frozen ones: same names
+            return self._layer_names
+        self._layer_names = [f"model.{name}" for name in auto_layers(self.model)]
+        return self._layer_names
 
 
 def create_hf(params: HFParams, pretrained: bool, trust_remote_code: bool = False) -> HFTextEncoder:
@@ -132,6 +138,8 @@ def create_hf(params: HFParams, pretrained: bool, trust_remote_code: bool = Fals
         else:
             config = AutoConfig.from_pretrained(location, **kwargs)
             model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+        if params.layers is not None:
+            truncate(model, params.layers)
     except OSError as err:
         if not local:
             raise offline_error(
@@ -143,6 +151,23 @@ def create_hf(params: HFParams, pretrained: bool, trust_remote_code: bool = Fals
         raise SourceError(f"could not load Hugging Face model from {location}: {err}") from None
     pooling = params.pooling or (_pooling_from_dir(location) if local else None) or "mean"
     return HFTextEncoder(model, tokenizer, pooling, params.max_length)
+
+
+def truncate(model: torch.nn.Module, layers: int) -> None:
+    """Keep the first ``layers`` transformer layers (the embeddings and the rest unchanged)."""
+    from atlbench.frozen_prefix import layers_path
+
+    path = layers_path(model)
+    if path is None:
+        raise SourceError(f"{type(model).__name__}: no plain list of layers to truncate")
+    stack = model.get_submodule(path)
+    if layers > len(stack):
+        raise SourceError(f"layers: {layers} but the model has only {len(stack)}")
+    parent_name, _, child = path.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, torch.nn.ModuleList(list(stack)[:layers]))
+    if hasattr(model.config, "num_hidden_layers"):
+        model.config.num_hidden_layers = layers
 
 
 def local_fingerprint(path: str) -> str:
@@ -187,10 +212,11 @@ class HFSource(SourceKind):
             id=source_id,
             kind=cls.name,
             modality="text",
-            arch=f"hf:{p.model}@{p.revision or 'main'}",
+            arch=f"hf:{p.model}@{p.revision or 'main'}" + (f"/{p.layers}" if p.layers else ""),
             fingerprint=fingerprint,
             params=p,
             builder=lambda pretrained: create_hf(p, pretrained, trust_remote_code=trust),
             reported_accuracy=options.reported_accuracy,
+            eval_on=options.eval_on,
             needs_hub=not local,
         )

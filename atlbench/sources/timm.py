@@ -196,5 +196,6 @@ class TimmSource(SourceKind):
             params=p,
             builder=builder,
             reported_accuracy=options.reported_accuracy,
+            eval_on=options.eval_on,
             needs_hub=p.pretrained,
         )

@@ -102,9 +102,13 @@ def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
         min_epoch_samples=0,
     )
 
+    if progress is not None:
+        progress(f"pre-training the offline zoo model {params.arch} on {params.pretrain_on.task} "
+                 f"({params.epochs} epochs, once: cached in {weights_path.parent})")  # fmt: skip
+
     def report(epoch: int, total: int, acc: float) -> None:
-        if progress is not None:
-            progress(f"zoo pre-training {params.arch} epoch {epoch + 1}/{total} val {acc:.3f}")
+        if progress is not None and ((epoch + 1) % 10 == 0 or epoch + 1 == total):
+            progress(f"  epoch {epoch + 1}/{total}: validation accuracy {acc:.3f}")
 
     device = torch.device("cpu")
     result = fit(
@@ -182,5 +186,7 @@ class ZooSource(SourceKind):
             params=p,
             builder=lambda pretrained: build_zoo(p, pretrained),
             pretrain_task=p.pretrain_on.model_dump(),
+            opener=lambda progress: pretrain(p, progress),
             reported_accuracy=options.reported_accuracy,
+            eval_on=options.eval_on,
         )

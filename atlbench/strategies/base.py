@@ -120,6 +120,8 @@ class CellOutcome:
     trainable_params: int
     total_params: int
     extra: dict[str, Any] = field(default_factory=dict)
+    # the trained encoder, for measurements after the cell (forgetting); never stored
+    encoder: Encoder | None = field(default=None, repr=False)
 
 
 class Strategy:
@@ -139,6 +141,12 @@ class Strategy:
     def trains_encoder(cls, params: Any) -> bool:
         """Whether the backbone's weights change (frozen strategies: never)."""
         return cls.trainable
+
+    @classmethod
+    def supports(cls, source: Source) -> str | None:
+        """Why this strategy cannot adapt ``source`` (e.g. prompt tuning needs a text encoder),
+        or None. The plan skips such pairs and says so; it never fails a cell for it."""
+        return None
 
     @classmethod
     def target_group(cls, params: Any) -> tuple[str, ...]:

@@ -49,6 +49,15 @@ class BuiltinParams(BaseModel):
     val_fraction: float = Field(0.2, gt=0, lt=0.5)
     test_fraction: float = Field(0.3, gt=0, lt=0.6)
     label_noise: float = Field(0.0, ge=0, lt=1)
+    # topic_text only: draw cue words from all of each topic's vocabulary or from one half
+    vocabulary: Literal["all", "first", "second"] = "all"
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _text_only(cls, value: str, info: ValidationInfo) -> str:
+        if value != "all" and info.data.get("task") != "topic_text":
+            raise ValueError("only topic_text has a vocabulary to split")
+        return value
 
     @field_validator("classes")
     @classmethod
@@ -83,8 +92,9 @@ def _generate(params: BuiltinParams) -> tuple[Any, Any, list[str]]:
         return gen.digits(params.seed, size=params.size, classes=classes, shift=shift)
     if params.task == "topic_text":
         return gen.topic_text(
-            params.n_per_class, params.seed, classes=params.classes, label_noise=params.label_noise
-        )
+            params.n_per_class, params.seed, classes=params.classes,
+            label_noise=params.label_noise, vocabulary=params.vocabulary,
+        )  # fmt: skip
     family = gen.IMAGE_FAMILIES[params.task]
     return family(
         params.n_per_class, params.seed, size=params.size, classes=params.classes, shift=shift

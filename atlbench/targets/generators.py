@@ -817,8 +817,29 @@ _CLAUSES = [
 ]
 
 
-def _sentence(topic: str, others: list[str], rnd: random.Random, distract: float) -> list[str]:
+def _half(words: list[str], vocabulary: str) -> list[str]:
+    """All of a cue list, or its even-indexed ("first") or odd-indexed ("second") half."""
+    if vocabulary == "all":
+        return words
+    return words[0::2] if vocabulary == "first" else words[1::2]
+
+
+def _vocab(vocabulary: str) -> dict[str, dict[str, list[str]]]:
+    return {t: {k: _half(w, vocabulary) for k, w in parts.items()} for t, parts in TOPICS.items()}
+
+
+def _sentence(
+    topic: str,
+    others: list[str],
+    rnd: random.Random,
+    distract: float,
+    vocab: dict[str, dict[str, list[str]]] | None = None,
+) -> list[str]:
     """One text of 8-25 words with at least two on-topic cues outnumbering the distractors."""
+    topics = TOPICS if vocab is None else vocab
+    every_cue = (
+        _ALL_CUES if vocab is None else {w for p in vocab.values() for ws in p.values() for w in ws}
+    )
     while True:
         target = rnd.randint(8, 25)
         words: list[str] = []
@@ -828,10 +849,10 @@ def _sentence(topic: str, others: list[str], rnd: random.Random, distract: float
                 if slot in ("{N}", "{V}", "{A}"):
                     key = slot[1].lower()
                     if rnd.random() < distract:
-                        words.append(rnd.choice(TOPICS[rnd.choice(others)][key]))
+                        words.append(rnd.choice(topics[rnd.choice(others)][key]))
                         off_topic += 1
                     else:
-                        words.append(rnd.choice(TOPICS[topic][key]))
+                        words.append(rnd.choice(topics[topic][key]))
                         on_topic += 1
                 elif slot == "{P}":
                     words.append(rnd.choice(_NEUTRAL_NOUNS))
@@ -842,9 +863,9 @@ def _sentence(topic: str, others: list[str], rnd: random.Random, distract: float
                 else:
                     words.append(slot)
         words = words[:25]
-        cues = set(TOPICS[topic]["n"]) | set(TOPICS[topic]["v"]) | set(TOPICS[topic]["a"])
+        cues = set(topics[topic]["n"]) | set(topics[topic]["v"]) | set(topics[topic]["a"])
         on_topic = sum(w in cues for w in words)
-        off_topic = sum(w in _ALL_CUES and w not in cues for w in words)
+        off_topic = sum(w in every_cue and w not in cues for w in words)
         if on_topic >= 2 and on_topic > off_topic:
             return words
 
@@ -857,14 +878,20 @@ def topic_text(
     seed: int,
     classes: ClassSpec = None,
     label_noise: float = 0.0,
+    vocabulary: str = "all",
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """Short generated sentences (8-25 words) about topics, for text transfer studies.
 
     Sentences mix topic cue words (nouns, verbs, adjectives drawn from ~50 real English words per
     topic) with neutral clauses, and about one cue in seven is a distractor from another topic.
     ``label_noise`` flips exactly ``round(label_noise * N)`` labels, each to a uniformly chosen
-    other class; the texts keep their true topic.
+    other class; the texts keep their true topic. ``vocabulary`` "first" or "second" draws every
+    cue from one half of each list (even- or odd-indexed words): two tasks on different halves
+    share the topics but no cue word, a domain shift with a known direction.
     """
+    if vocabulary not in ("all", "first", "second"):
+        raise ValueError(f"vocabulary must be all, first or second, got {vocabulary!r}")
+    vocab = None if vocabulary == "all" else _vocab(vocabulary)
     if not 0.0 <= label_noise < 1.0:
         raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
     names = list(TOPICS)
@@ -876,7 +903,7 @@ def topic_text(
     for label in labels:
         topic = names[ids[label]]
         others = [t for t in names if t != topic]
-        texts.append(" ".join(_sentence(topic, others, rnd, distract=0.15)))
+        texts.append(" ".join(_sentence(topic, others, rnd, 0.15, vocab)))
     labels = flip_labels(labels, label_noise, len(ids), rng)
     return texts, labels.astype(np.int64), [names[i] for i in ids]
 

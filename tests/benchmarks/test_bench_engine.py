@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from atlbench.protocol import TrainingConfig
 from atlbench.sources.timm import create_timm
 from atlbench.targets.base import Split
-from atlbench.protocol import TrainingConfig
 from atlbench.train import Classifier, PreparedSplit, fit, warmup_cosine
 
 N_TRAIN, N_VAL, EPOCHS, BATCH = 512, 128, 3, 32
@@ -61,9 +61,7 @@ def bare_loop(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> fl
 
 
 def engine(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> float:
-    cfg = TrainingConfig(
-        max_epochs=EPOCHS, patience=EPOCHS, batch_size=BATCH, min_epoch_samples=0
-    )
+    cfg = TrainingConfig(max_epochs=EPOCHS, patience=EPOCHS, batch_size=BATCH, min_epoch_samples=0)
     groups = [{"params": list(model.parameters())}]
     return fit(model, groups, train, val, cfg, torch.device("cpu"), lr=1e-3, seed=0).best_val_acc
 

@@ -21,10 +21,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from atlbench.protocol import TrainingConfig
 from atlbench.sources.timm import create_timm
 from atlbench.targets.base import Split
 from atlbench.timing import DeviceClock
-from atlbench.protocol import TrainingConfig
 from atlbench.train import Classifier, PreparedSplit, fit, warmup_cosine
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -85,9 +85,7 @@ def bare_loop(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> fl
 
 
 def engine(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> float:
-    cfg = TrainingConfig(
-        max_epochs=EPOCHS, patience=EPOCHS, batch_size=BATCH, min_epoch_samples=0
-    )
+    cfg = TrainingConfig(max_epochs=EPOCHS, patience=EPOCHS, batch_size=BATCH, min_epoch_samples=0)
     result = fit(
         model, [{"params": list(model.parameters())}], train, val, cfg, CUDA, lr=1e-3, seed=0
     )

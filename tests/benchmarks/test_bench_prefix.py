@@ -22,7 +22,8 @@ SUITE: dict[str, Any] = {
     "device": "cpu",
     "sources": [{"id": "minilm", "hf": {"model": "sentence-transformers/all-MiniLM-L6-v2",
                                         "pooling": "mean", "max_length": 64}}],
-    "targets": [{"id": "topics", "builtin": {"task": "topic_text", "n_per_class": 60, "classes": 6}}],
+    "targets": [{"id": "topics",
+                 "builtin": {"task": "topic_text", "n_per_class": 60, "classes": 6}}],
     "strategies": [{"name": "finetune", "id": "finetune-top2", "layers": 2}],
     "budgets": [{"per_class": 20}],
     "estimators": [],
@@ -32,8 +33,8 @@ SUITE: dict[str, Any] = {
 
 
 def one_cell(cached: bool) -> dict[str, Any]:
-    from atlbench.inputs import PREPARED
     from atlbench.frozen_prefix import ACTIVATIONS
+    from atlbench.inputs import PREPARED
     from atlbench.plan import build_plan
     from atlbench.runner import Worker
     from atlbench.study import parse_study

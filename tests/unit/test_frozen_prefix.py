@@ -46,23 +46,26 @@ def test_cached_prefix_gives_the_same_selection_and_logits(layers: object) -> No
 
     from atlbench.sources.hf import HFParams, create_hf
 
-    encoder = create_hf(HFParams(model="sentence-transformers/all-MiniLM-L6-v2", max_length=16), True)
+    params = HFParams(model="sentence-transformers/all-MiniLM-L6-v2", max_length=16)
     task = text_task()
-    cfg = TrainingConfig(max_epochs=2, patience=2, batch_size=6, trials=2, warmup_epochs=0, min_epoch_samples=18)
+    cfg = TrainingConfig(
+        max_epochs=2, patience=2, batch_size=6, trials=2, warmup_epochs=0, min_epoch_samples=18
+    )
+    import atlbench.tuning as tuning
+
+    captured: list[np.ndarray] = []
+    real = tuning.predict_logits
+
+    def spy(*a, **k):  # type: ignore[no-untyped-def]
+        logits = real(*a, **k)
+        captured.append(logits)
+        return logits
+
     outs = {}
     for cached in (True, False):
         training = cfg.model_copy(update={"prefix_cache": cached})
+        encoder = create_hf(params, True)  # fresh pre-trained weights for each path
         ctx = context(task, encoder, "finetune", training=training, layers=layers)
-        captured: list[np.ndarray] = []
-        import atlbench.tuning as tuning
-
-        real = tuning.predict_logits
-
-        def spy(*a, **k):  # type: ignore[no-untyped-def]
-            logits = real(*a, **k)
-            captured.append(logits)
-            return logits
-
         tuning.predict_logits = spy
         try:
             outs[cached] = (run(ctx, "finetune"), captured[-1])

@@ -154,8 +154,12 @@ BAD_CASES = [
     ),
     (
         "two targets with the same data",
-        {"targets": [{"id": "d", "builtin": {"task": "digits", "classes": [5, 6]}},
-                     {"id": "e", "builtin": {"task": "digits", "classes": [5, 6]}}]},
+        {
+            "targets": [
+                {"id": "d", "builtin": {"task": "digits", "classes": [5, 6]}},
+                {"id": "e", "builtin": {"task": "digits", "classes": [5, 6]}},
+            ]
+        },
         "targets 'd' and 'e' have identical content",
     ),
     (

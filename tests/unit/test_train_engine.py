@@ -24,6 +24,9 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def length_order(self) -> None:  # tensors have no padding to sort by
+        return None
+
     def batches(self, batch_size: int, order: np.ndarray | None = None):  # type: ignore[no-untyped-def]
         index = torch.as_tensor(order if order is not None else np.arange(len(self)))
         for start in range(0, len(index), batch_size):

@@ -1,0 +1,3 @@
+"""The package version, in a leaf module (records carry it; nothing here imports atlbench)."""
+
+__version__ = "0.2.0"
