@@ -45,6 +45,13 @@ def cli() -> None:
     help="Where cells run: a registered executor (atlbench list executors).",
 )
 @click.option("--address", default=None, help="Ray cluster address (auto | HOST:PORT).")
+@click.option(
+    "--jobs",
+    default="auto",
+    show_default=True,
+    help="Worker processes of the local executor: N, or auto (one per core on a CPU, at most 4; "
+    "one on a GPU). Results do not depend on it beyond float rounding of thread counts.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @click.option(
     "--log-json",
@@ -62,6 +69,7 @@ def sweep(
     device: str | None,
     executor: str,
     address: str | None,
+    jobs: str,
     quiet: bool,
     log_json: Path | None,
 ) -> None:
@@ -79,6 +87,7 @@ def sweep(
         address=address,
         quiet=quiet,
         log_json=log_json,
+        jobs=_jobs(jobs),
     )
     summary = run_sweep(suite, options)
     if summary.failed or summary.skipped_failed:  # results are incomplete
@@ -412,6 +421,14 @@ def zoo(suite: Path) -> None:
             continue
         meta = pretrain(source.params, progress=click.echo)
         click.echo(f"{source.id}: source accuracy {meta.get('val_acc', float('nan')):.3f}")
+
+
+def _jobs(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise AtlbenchError(f"--jobs must be a positive number or auto, not {value!r}")
+    return int(value)
 
 
 def _open_store(results_dir: Path) -> Store:

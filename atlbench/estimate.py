@@ -83,7 +83,9 @@ def render_ranking(frame: pd.DataFrame) -> None:
         return
     for target, grp in frame.groupby("target", sort=False):
         names = list(dict.fromkeys(grp["estimator"]))
-        table = Table("source", *names, "feature time (s)", title=f"Sources ranked for {target}")
+        set_level = set(grp.loc[grp["set_level"].astype(bool), "estimator"])
+        headers = [f"{n}*" if n in set_level else n for n in names]
+        table = Table("source", *headers, "feature time (s)", title=f"Sources ranked for {target}")
         first = names[0]
         order = grp[grp["estimator"] == first].sort_values("rank")["source"]
         for source in order:
@@ -97,5 +99,13 @@ def render_ranking(frame: pd.DataFrame) -> None:
             ftime = grp[grp["source"] == source]["feature_time_s"].dropna()
             table.add_row(escape(str(source)), *cells, f"{ftime.iloc[0]:.2f}" if len(ftime) else "")
         console.print(table)
+        if set_level:
+            console.print(
+                "[dim]* normalised over this set of candidates: the score changes when a "
+                "candidate is added or removed[/]"
+            )
         est_time = grp["time_s"].fillna(0).sum()
-        console.print(f"[dim]estimators took {est_time:.2f} s in total[/]")
+        console.print(
+            f"[dim]estimators took {est_time:.2f} s in total; baseline_* rows never look at "
+            "the target: an estimator that does not beat them adds nothing[/]"
+        )

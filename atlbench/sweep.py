@@ -37,6 +37,7 @@ class SweepOptions:
     address: str | None = None
     quiet: bool = False
     log_json: Path | None = None
+    jobs: int | None = 1  # local worker processes; None: one per core on a CPU (at most 4)
 
 
 @dataclass
@@ -99,6 +100,7 @@ def make_executor(options: SweepOptions, study: Study) -> Any:
         device=options.device or study.suite.device,
         address=options.address,
         results_dir=results_dir_for(study, options.results_root),
+        jobs=options.jobs,
     )
     return create_executor(options.executor, config)
 

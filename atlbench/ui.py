@@ -7,7 +7,8 @@ cell with its accuracy, its time, done/total and the ETA, so a log shows where a
 
 The ETA sums, over the cells left, the mean wall time of the finished cells of the same strategy
 (a kNN cell costs a fraction of a second, a fine-tune cell many seconds), falling back to the mean
-of all finished cells for a strategy not seen yet; estimator tasks count as their mean.
+of all finished cells for a strategy not seen yet, and scales it by the elapsed wall time per
+second of finished work (cells run in parallel with ``--jobs``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class SweepUI:
         self._total = self._done = 0
         self._left: dict[str, int] = {}  # cells still to run, per strategy ("" = estimators)
         self._seconds: dict[str, list[float]] = {}
-        self._last = time.monotonic()
+        self._last = self._begun = time.monotonic()
 
     def event(self, name: str, **fields: Any) -> None:
         """One JSON line (``--log-json``); every event has its name and a Unix time."""
@@ -76,17 +77,20 @@ class SweepUI:
 
     def say(self, message: str) -> None:
         """A plain progress line (pre-flight, the driver's studies after the cells)."""
-        self.console.print(escape(message))
+        self.console.print(escape(message), soft_wrap=True)
 
     def eta_s(self) -> float | None:
         done = [t for ts in self._seconds.values() for t in ts]
-        if not done:
+        if not done or sum(done) <= 0:
             return None
         overall = sum(done) / len(done)
-        return sum(
+        left = sum(
             n * (sum(self._seconds[k]) / len(self._seconds[k]) if self._seconds.get(k) else overall)
             for k, n in self._left.items()
         )
+        # cells may run in parallel (--jobs): scale the remaining work by how fast finished
+        # work has been getting done in wall-clock time
+        return left * (time.monotonic() - self._begun) / sum(done)
 
     def _finished(self, kind: str, seconds: float) -> None:
         self._done += 1
@@ -128,6 +132,7 @@ class SweepUI:
         for cell in pending:
             self._left[cell.strategy] = self._left.get(cell.strategy, 0) + 1
         self._seconds, self._last = {}, time.monotonic()
+        self._begun = self._last
         self.event("sweep_start", suite=summary.study.name, cells=len(summary.plan.cells),
                    done_before=summary.done_before, to_run=n_cells,
                    estimator_tasks=n_estimates)  # fmt: skip

@@ -41,6 +41,7 @@ class ExecutorConfig:
     device: str = "auto"
     address: str | None = None
     results_dir: Path | None = None
+    jobs: int | None = 1  # worker processes of the local executor; None: one per core (max 4)
 
 
 def create_executor(name: str, config: ExecutorConfig) -> Any:

@@ -60,6 +60,8 @@ TITLES = {
     "overfit_cells": "Overfit cells", "peaked_early": "Peaked early",
     "train_val_gap": "Train - val gap", "n_target_classes": "Target classes",
     "n_confident": "Confident", "n_shared": "Shared", "mapping": "Target class → source class",
+    "seed_tau": "τ across seeds", "seed_pairs": "Seed pairs", "budget_tau": "τ across budgets",
+    "budget_pairs": "Budget pairs",
 }  # fmt: skip
 POSITIVE = ("positive (significant)", "above scratch training (significant)")
 NEGATIVE = ("negative (significant)", "below scratch training (significant)")
@@ -306,6 +308,8 @@ FORGETTING = ["target", "budget", "source", "strategy", "n_seeds", "source_acc_b
 OVERFITTING = ["target", "budget", "source", "strategy", "n_cells", "train_val_gap",
                "peaked_early", "overfit_cells"]  # fmt: skip
 LABEL_MAPPING = ["target", "source", "n_target_classes", "n_confident", "n_shared", "mapping"]
+STABILITY = ["target", "estimator", "n_sources", "seed_tau", "seed_pairs", "budget_tau",
+             "budget_pairs", "reason"]  # fmt: skip
 
 
 def _interval_text(low: pd.Series, high: pd.Series, digits: int) -> list[str]:
@@ -348,6 +352,7 @@ def _tables(views: Views) -> dict[str, Any]:
         "gain_hour": _optional(views.gain_per_hour, PER_HOUR),
         "domain_gap_table": _optional(views.domain_gap, DOMAIN_GAP),
         "estimator_agreement": _optional(agreement, AGREEMENT),
+        "stability": _optional(views.stability, STABILITY),
         "timing_summary": table_html(
             views.timing_summary, list(views.timing_summary.columns), False
         ),
@@ -397,6 +402,7 @@ def render_report(views: Views, suite_name: str, description: str = "", csv_dir:
         notes=notes,
         csv_dir=csv_dir,
         has_estimates=not views.estimates.empty,
+        baseline_lines=views.baseline_comparison,
         **_tables(views),
         **_figures(views),
     )

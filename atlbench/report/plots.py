@@ -23,7 +23,7 @@ NOMINAL = "(nominal)"
 
 def figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Figure, Any]:
     """A new figure with ``ncols`` axes side by side, outside pyplot."""
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize)  # the SVG is cropped to its content (bbox_inches="tight")
     return fig, fig.subplots(1, ncols) if ncols > 1 else fig.subplots()
 
 

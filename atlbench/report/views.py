@@ -22,6 +22,7 @@ import pandas as pd
 from atlbench.analysis import (
     cost_accuracy,
     estimator_agreement,
+    estimator_stability,
     forgetting_table,
     gain_per_hour,
     ground_truth,
@@ -30,6 +31,7 @@ from atlbench.analysis import (
     paired_gains,
     probability_of_improvement,
     summarize,
+    with_history,
 )
 from atlbench.report import plots
 from atlbench.report.leaderboard import leaderboard
@@ -103,7 +105,9 @@ ESTIMATOR_COLUMNS = [
     "reason",
 ]
 FAILURE_COLUMNS = ["source", "target", "strategy", "role", "budget", "seed", "error"]
-BASELINES = ("baseline_params", "baseline_reported_acc")
+# static baselines scored like estimators (with "baseline_history", a source's record on the
+# other targets): in the agreement tables they are what every estimator must beat
+BASELINES = ("baseline_params", "baseline_reported_acc", "baseline_history")
 
 
 class Views:
@@ -299,17 +303,63 @@ class Views:
         return ground_truth(self.records, str(self.suite.get("truth", "finetune")))
 
     @cached_property
+    def selection_scores(self) -> pd.DataFrame:
+        """Estimator scores plus the history baseline (a source's mean tuned accuracy on the
+        other targets of this study, leave-one-target-out): what every estimator is set beside."""
+        if self.estimates.empty or self.truth.empty:
+            return self.estimates
+        return with_history(self.estimates, self.truth)
+
+    @cached_property
     def agreement(self) -> pd.DataFrame | None:
-        scores = self.estimates[~self.estimates["estimator"].isin(BASELINES)]
+        """Per (target, budget, estimator or baseline): agreement with the truth."""
+        scores = self.selection_scores
         if scores.empty or self.truth.empty:
             return None
         return estimator_agreement(scores, None, truth=self.truth)
 
     @cached_property
+    def baseline_comparison(self) -> list[str]:
+        """Plain words: which estimators do not beat the best static baseline, per budget."""
+        agreement = self.agreement
+        if agreement is None or agreement.empty:
+            return []
+        lines = []
+        for (target, budget), grp in agreement.groupby(["target", "budget"], sort=False):
+            is_base = grp["estimator"].str.startswith("baseline_")
+            base = grp[is_base].dropna(subset=["weighted_tau"])
+            est = grp[~is_base].dropna(subset=["weighted_tau"])
+            if base.empty or est.empty:
+                continue
+            best = base.loc[base["weighted_tau"].idxmax()]
+            losers = est[est["weighted_tau"] <= best["weighted_tau"]]["estimator"].tolist()
+            note = " (indicative: fewer than 5 sources)" if bool(grp["indicative"].any()) else ""
+            if losers:
+                lines.append(
+                    f"On {target} ({budget}), {len(losers)} of {len(est)} estimators do not beat "
+                    f"the {best['estimator'].removeprefix('baseline_')} baseline "
+                    f"(weighted τ {best['weighted_tau']:.2f}): {', '.join(losers)}{note}."
+                )
+            else:
+                name = best["estimator"].removeprefix("baseline_")
+                lines.append(
+                    f"On {target} ({budget}), every estimator beats the best baseline "
+                    f"({name}, τ {best['weighted_tau']:.2f}){note}."
+                )
+        return lines
+
+    @cached_property
+    def stability(self) -> pd.DataFrame:
+        """How much each estimator's ranking agrees with itself across seeds and budgets
+        (Kendall tau between its rankings; Agostinelli et al. 2022)."""
+        scores = self.estimates[~self.estimates["estimator"].isin(BASELINES)]
+        return estimator_stability(scores) if len(scores) else pd.DataFrame()
+
+    @cached_property
     def estimators_csv(self) -> pd.DataFrame:
         """``estimators.csv``: seed-mean scores per (target, budget, estimator, source), the
         seed-mean truth beside them, and each estimator's agreement with the truth."""
-        est = self.estimates
+        est = self.selection_scores
         if est.empty:
             return pd.DataFrame(columns=ESTIMATOR_COLUMNS)
         keys = ["target", "budget", "estimator", "source"]

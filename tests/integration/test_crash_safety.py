@@ -74,6 +74,8 @@ def sweep_cmd(results: str) -> list[str]:
         results,
         "--reports-dir",
         "reports",
+        "--jobs",  # the reference runs in-process: same threads, the same floats
+        "1",
     ]
 
 
@@ -299,7 +301,9 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(
     monkeypatch.chdir(tmp_path)
     path = isolation_suite(tmp_path, ["boom_test", "knn"])
     with pytest.raises(SystemExit) as exit_info:  # the CLI's own exit code for failed cells
-        main(["sweep", str(path), "--quiet", "--results-dir", "r", "--reports-dir", "rep"])
+        # the strategy is registered in this process only: run the cells here
+        main(["sweep", str(path), "--quiet", "--results-dir", "r", "--reports-dir", "rep",
+              "--jobs", "1"])  # fmt: skip
     assert exit_info.value.code == 1
     with Store(tmp_path / "r" / "crash") as store:
         records = store.records()
