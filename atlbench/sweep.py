@@ -57,12 +57,15 @@ def results_dir_for(study: Study, root: Path) -> Path:
     return Path(root) / safe_name(study.name)
 
 
-def preflight(study: Study, plan: Plan, progress: Callable[[str], None] | None = None) -> None:
+def preflight(
+    study: Study, plan: Plan, progress: Callable[[str], None] | None = None, jobs: int = 1
+) -> None:
     """Everything that can reject the input, before any work, as one-line errors (exit 2).
 
     Every target is loaded (for every split seed when splits are resampled) and its budgets
     checked; then every source the plan uses is opened: hub weights without a reachable hub, a
     corrupt checkpoint or a model that does not fit its architecture fail here, not in cells.
+    With ``jobs > 1``, slow openers (the zoo's pre-training) first run side by side.
     """
     suite = study.suite
     seeds = suite.seeds if suite.resample_splits else (None,)
@@ -76,10 +79,38 @@ def preflight(study: Study, plan: Plan, progress: Callable[[str], None] | None =
         source = study.source(source_id)
         if source.needs_hub and not online:
             _open(source, progress)  # fails at once with the one-line offline error, or a cache
+    _open_in_parallel([study.source(s) for s in used], jobs, progress)
     for source_id in used:
         source = study.source(source_id)
         if not source.needs_hub or online:
             _open(source, progress)
+
+
+def _open_in_parallel(
+    sources: list[Any], jobs: int, progress: Callable[[str], None] | None
+) -> None:
+    """Run the uncached openers in ``jobs`` processes; the sequential pass then finds them cached.
+
+    A failure here is left to the sequential pass, which reports it as a one-line error.
+    """
+    todo = [s for s in sources if s.opener is not None and not (s.opened and s.opened())]
+    if jobs < 2 or len(todo) < 2:
+        return
+    from atlbench.executors.local import parallel_calls
+
+    jobs = min(jobs, len(todo))
+    if progress is not None:
+        progress(f"preparing {len(todo)} sources in {jobs} processes (once: cached)")
+    started = time.perf_counter()
+    results = parallel_calls([(s.opener, (None,)) for s in todo], jobs)
+    for source, result in zip(todo, results, strict=True):
+        if progress is not None and isinstance(result, dict) and "val_acc" in result:
+            progress(
+                f"  {source.id}: validation accuracy {result['val_acc']:.3f} after "
+                f"{result.get('epochs', '?')} epochs"
+            )
+    if progress is not None:
+        progress(f"  sources ready in {time.perf_counter() - started:.0f} s")
 
 
 def _open(source: Any, progress: Callable[[str], None] | None) -> None:
@@ -129,7 +160,7 @@ def run_sweep(
         return summary
     # everything that can reject the input runs before anything is written
     executor = make_executor(options, study)
-    preflight(study, plan, None if options.quiet else ui.say)
+    preflight(study, plan, None if options.quiet else ui.say, getattr(executor, "jobs", 1))
     with SweepLock(results_dir), Store.create(results_dir) as store:
         summary = _run_pending(store, study, plan, executor, options, ui, results_dir)
         device = options.device or study.suite.device

@@ -291,7 +291,7 @@ def tune(strategy: Tunable, ctx: CellContext) -> CellOutcome:
     return CellOutcome(
         test_pred=logits.argmax(1).astype(np.int64),
         val_acc=best.fit.best_val_acc,
-        hparams=dict(best.trial) | ctx.params.model_dump(),
+        hparams=ctx.params.model_dump() | dict(best.trial),  # searched values, not None
         trials=[_trial_row(r) for r in results],
         timing=_timing(best.fit, final, selection_time, rate, memory),
         trainable_params=updated_params(model),

@@ -92,6 +92,11 @@ class SweepUI:
         # work has been getting done in wall-clock time
         return left * (time.monotonic() - self._begun) / sum(done)
 
+    def eta_is_floor(self) -> bool:
+        """True while some strategy with cells left has none finished: its cost is unknown, and
+        the ETA counts it at the mean of the others (often cheap probes), so it is a floor."""
+        return any(n > 0 and not self._seconds.get(k) for k, n in self._left.items())
+
     def _finished(self, kind: str, seconds: float) -> None:
         self._done += 1
         self._left[kind] = max(0, self._left.get(kind, 0) - 1)
@@ -173,7 +178,7 @@ class SweepUI:
         eta = self.eta_s()
         self.event("cell_done", key=cell.key, cell=cell.label, status=record["status"],
                    test_acc=acc, wall_time_s=wall, done=self._done, total=self._total, eta_s=eta,
-                   error=record.get("error"))  # fmt: skip
+                   eta_is_floor=self.eta_is_floor(), error=record.get("error"))  # fmt: skip
         if self._progress is not None:
             self._progress.advance(self._task)
             if record["status"] != "done":
@@ -183,7 +188,8 @@ class SweepUI:
             what = (
                 f"acc {acc:.3f}" if record["status"] == "done" else f"FAILED {record.get('error')}"
             )
-            eta_text = f", ETA {_clock(eta)}" if eta is not None else ""
+            floor = "at least " if self.eta_is_floor() else ""
+            eta_text = f", ETA {floor}{_clock(eta)}" if eta is not None else ""
             print(f"[{self._done}/{self._total}] {cell.label}: {what} in {wall:.1f} s{eta_text}",
                   file=sys.stdout, flush=True)  # fmt: skip
 

@@ -13,11 +13,19 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from atlbench.executors.base import OnCell, OnEstimates, OnProgress
-from atlbench.executors.remote import deliver, remote_cell, remote_estimates, study_payload
+from atlbench.executors.remote import (
+    deliver,
+    remote_call,
+    remote_cell,
+    remote_estimates,
+    study_payload,
+)
 from atlbench.executors.remote import worker_env as make_worker_env
 from atlbench.plan import Cell, EstimateTask
 from atlbench.registry import register_executor
@@ -35,10 +43,47 @@ def auto_jobs(device: str) -> int:
     return max(1, min(MAX_AUTO_JOBS, os.cpu_count() or 1))
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, driver: int) -> None:
+    """Bound every thread pool of the process: torch's, and the BLAS/OpenMP pools behind numpy,
+    scipy and scikit-learn (unbounded, two processes' BLAS threads spin against each other: a
+    linear probe ran 4x slower)."""
+    # the driver's pid comes from the driver: one killed before this ran is noticed at once
+    threading.Thread(target=_exit_with_parent, args=(driver,), daemon=True).start()
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A killed driver must not leave its workers training: they poll for a new parent."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _pool(jobs: int) -> cf.ProcessPoolExecutor:
+    """``jobs`` fresh processes (spawned: no forked torch state), ``cores / jobs`` threads each."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    return cf.ProcessPoolExecutor(jobs, context, _init_worker, (threads, os.getpid()))
+
+
+def parallel_calls(calls: list[tuple[Any, tuple[Any, ...]]], jobs: int) -> list[Any]:
+    """Run picklable ``(fn, args)`` calls in ``jobs`` processes; each result or its exception."""
+    env, cwd = make_worker_env(), os.getcwd()
+    with _pool(jobs) as pool:
+        futures = [pool.submit(remote_call, fn, args, env, cwd) for fn, args in calls]
+        out: list[Any] = []
+        for future in futures:
+            try:
+                out.append(future.result())
+            except Exception as err:
+                out.append(err)
+        return out
 
 
 class LocalExecutor:
@@ -82,9 +127,7 @@ class LocalExecutor:
         """Submit everything in plan order; hand each result to the driver as it finishes."""
         payload, env, cwd = study_payload(study), make_worker_env(), os.getcwd()
         ckpt = str(checkpoint_root.resolve()) if checkpoint_root is not None else None
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
-        context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
-        with cf.ProcessPoolExecutor(self.jobs, context, _init_worker, (threads,)) as pool:
+        with _pool(self.jobs) as pool:
             futures: dict[cf.Future[Any], Cell | EstimateTask] = {}
             for task in estimates:
                 futures[pool.submit(remote_estimates, payload, "cpu", task, env, cwd)] = task

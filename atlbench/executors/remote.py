@@ -104,6 +104,13 @@ def remote_estimates(
     return process_worker(payload, device).run_estimates(task)
 
 
+def remote_call(fn: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str],
+                cwd: str | None) -> Any:  # fmt: skip
+    """Any picklable call (pre-flight's zoo pre-training) in whatever process this is."""
+    _apply_env(env, cwd)
+    return fn(*args)
+
+
 def crashed_record(cell: Cell, suite_name: str, error: BaseException | str) -> dict[str, Any]:
     """A failed record for a cell whose process died or whose job system lost it."""
     from atlbench.runner import cell_identity
@@ -170,6 +177,7 @@ __all__ = [
     "crashed_record",
     "deliver",
     "process_worker",
+    "remote_call",
     "remote_cell",
     "remote_estimates",
     "study_payload",

@@ -112,8 +112,11 @@ class Source:
     # a suite target whose labels are the source head's classes (``eval_on``): with a known
     # pre-training task, it measures how much fine-tuning forgets of the source task
     eval_on: str | None = None
-    # what pre-flight runs instead of a plain build (the zoo pre-trains here, with progress)
+    # what pre-flight runs instead of a plain build (the zoo pre-trains here, with progress);
+    # picklable, so pre-flight can run several in worker processes at once
     opener: Any = field(repr=False, default=None)
+    # True when the opener has nothing left to do (its result is cached)
+    opened: Any = field(repr=False, default=None)
 
     def build(self, pretrained: bool = True) -> Encoder:
         """A fresh encoder: pre-trained weights, or random init of the same architecture."""

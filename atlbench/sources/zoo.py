@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,11 @@ def zoo_paths(params: ZooParams) -> tuple[Path, Path]:
     root = cache_dir() / "zoo"
     key = zoo_key(params)
     return root / f"{params.arch}-{key}.safetensors", root / f"{params.arch}-{key}.json"
+
+
+def is_pretrained(params: ZooParams) -> bool:
+    """Whether the recipe's weights are in the cache (their checksum is checked on load)."""
+    return all(path.exists() for path in zoo_paths(params))
 
 
 def pretrain_data(params: ZooParams) -> TaskData:
@@ -186,7 +192,8 @@ class ZooSource(SourceKind):
             params=p,
             builder=lambda pretrained: build_zoo(p, pretrained),
             pretrain_task=p.pretrain_on.model_dump(),
-            opener=lambda progress: pretrain(p, progress),
+            opener=partial(pretrain, p),
+            opened=partial(is_pretrained, p),
             reported_accuracy=options.reported_accuracy,
             eval_on=options.eval_on,
         )

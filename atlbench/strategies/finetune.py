@@ -33,8 +33,10 @@ class ScratchParams(StrategyParams):
     pass
 
 
+# The same learning-rate range as scratch: neither side is cut off by a narrower space; the
+# backbone multiplier lets the search find the small backbone rates fine-tuning often prefers.
 FINETUNE_SEARCH = {
-    "lr": LogRange(low=3e-4, high=3e-3),
+    "lr": LogRange(low=3e-4, high=1e-2),
     "backbone_lr_mult": LogRange(low=0.03, high=1.0),
 }
 
@@ -132,7 +134,7 @@ class Finetune(FinetuneFamily):
     """Fine-tune a pre-trained backbone with a new head; the backbone LR multiplier is searched."""
 
     caches_frozen_prefix: ClassVar[bool] = True  # nothing but the trained top reads the encoder
-    version = 3  # 3: tuned backbone LR, budgeted validation, successive halving
+    version = 4  # 3: tuned backbone LR, budgeted validation, halving; 4: scratch's LR range
 
 
 @register_strategy("scratch")

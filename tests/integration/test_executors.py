@@ -200,3 +200,46 @@ def test_slurm_without_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.delenv("ATLBENCH_SUBMITIT_LOCAL", raising=False)
     with pytest.raises(AtlbenchError, match="ATLBENCH_SUBMITIT_LOCAL=1"):
         SlurmExecutor("cpu", folder=tmp_path).make_submitit_executor()
+
+
+DRIVER = """
+import sys, time
+from atlbench.executors.local import parallel_calls
+parallel_calls([(time.sleep, (600,))], 1)
+"""
+
+
+def test_pool_workers_exit_when_the_driver_is_killed(tmp_path: Path) -> None:
+    """SIGKILL on the driver (no cleanup runs) must not leave a worker training for minutes."""
+    import subprocess
+    import time
+
+    import psutil
+
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[psutil.Process] = []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [p for p in psutil.Process(driver.pid).children(recursive=True)
+                       if "spawn" in " ".join(p.cmdline())]  # fmt: skip
+        assert workers, "the pool never started"
+        time.sleep(3)  # let the worker reach the sleeping task
+    finally:
+        driver.kill()
+        driver.wait()
+
+    def running(proc: psutil.Process) -> bool:  # an exited orphan may stay a zombie here
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 30
+    while any(running(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [p for p in workers if running(p)]
+    for proc in alive:
+        proc.kill()
+    assert not alive, f"{len(alive)} worker(s) outlived the killed driver"

@@ -217,3 +217,6 @@ def test_a_log_gets_one_line_per_cell_and_json_events(tmp_path: Path, capsys) ->
     assert len(cells) == len(summary.plan.cells)
     assert all(r["status"] == "done" and 0 <= r["test_acc"] <= 1 for r in cells)
     assert cells[-1]["done"] == total and cells[-1]["eta_s"] == 0
+    # the ETA is a floor while some strategy has no finished cell (its cost is unknown)
+    strategies = {c.strategy for c in summary.plan.cells}
+    assert len(strategies) > 1 and cells[0]["eta_is_floor"] and not cells[-1]["eta_is_floor"]

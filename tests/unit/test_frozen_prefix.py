@@ -81,3 +81,22 @@ def test_cached_prefix_gives_the_same_selection_and_logits(layers: object) -> No
     np.testing.assert_allclose(fast_logits, slow_logits, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(fast.test_pred, slow.test_pred)
     assert fast.trainable_params == slow.trainable_params
+
+
+def test_truncated_encoder_matches_the_full_models_hidden_state() -> None:
+    """``hf: {layers: 3}`` is the first 3 layers of the real model: its last hidden state equals
+    the full model's ``hidden_states[3]`` (transformers' own output, an independent reference)."""
+    from atlbench.sources.hf import HFParams, create_hf
+
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    full = create_hf(HFParams(model=name, max_length=16), pretrained=True)
+    short = create_hf(HFParams(model=name, max_length=16, layers=3), pretrained=True)
+    batch = full.tokenizer(["goal match striker", "bank shares market rates"], padding=True,
+                           return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        want = full.model(**batch, output_hidden_states=True).hidden_states[3]
+        got = short.model(**batch).last_hidden_state
+    assert len(short.model.encoder.layer) == 3 and short.model.config.num_hidden_layers == 3
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(Exception, match="only 6"):
+        create_hf(HFParams(model=name, layers=7), pretrained=True)

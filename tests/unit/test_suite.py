@@ -54,7 +54,7 @@ def test_baseline_is_a_role_not_a_label() -> None:
     assert not study.strategy("scratch").is_baseline
 
 
-def test_explicit_parameters_leave_the_search_and_scratch_searches_higher() -> None:
+def test_explicit_parameters_leave_the_search_and_scratch_searches_as_high() -> None:
     data = base() | {
         "strategies": [
             "finetune",
@@ -66,7 +66,9 @@ def test_explicit_parameters_leave_the_search_and_scratch_searches_higher() -> N
     searched, fixed, scratch = study.strategies
     assert set(searched.search) == {"lr", "backbone_lr_mult"}
     assert fixed.search["backbone_lr_mult"] == 0.1
-    assert scratch.search["lr"].high > searched.search["lr"].high
+    # scratch is never searched below fine-tuning's learning rates (He et al. 2019 give it large
+    # ones); fine-tuning reaches as high, with its backbone multiplier searched
+    assert scratch.search["lr"].high >= searched.search["lr"].high
     assert searched.training.trials == scratch.training.trials  # equal by construction
 
 
