@@ -3,7 +3,10 @@
 ``finetune`` with ``layers: 2`` of all-MiniLM-L6-v2 on the text quickstart's topics target at
 20 labels per class (budgeted validation, 4 trials, successive halving), once with the frozen
 bottom four layers cached and once recomputing them every step. Both runs select the same trial
-and predict the same labels (tests/unit/test_frozen_prefix.py checks it). Goal: at least 2.5x.
+and predict the same labels (tests/unit/test_frozen_prefix.py checks it). The issue's goal was
+2.5x; the ceiling is about 1.67x, since frozen layers get no backward pass in the full path either
+(6 forward + 2 x 2 backward units per step against 2 + 2 x 2), and one round each measured 1.17x
+(49.9 s against 58.5 s) on the 2-core CPU VM.
 Run: ``pytest tests/benchmarks/test_bench_prefix.py -s --benchmark-columns=min,median,rounds``.
 """
 
