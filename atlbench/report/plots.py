@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 SIGNIFICANT = "(significant)"
@@ -28,8 +29,12 @@ def figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Figure, Any]:
 
 
 def to_data_uri(fig: Figure) -> str:
+    """The figure as an SVG data URI, its text kept as text (the browser draws the glyphs; as
+    outlines it was most of the report's size) and without a timestamp (the same data, the
+    same bytes)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    with rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
