@@ -22,6 +22,7 @@ import torch
 from atlbench.budgets import holdout_split, select_budget, stratified_folds
 from atlbench.cache import content_hash
 from atlbench.features import FeatureCache
+from atlbench.heap import trim
 from atlbench.plan import Cell, EstimateTask
 from atlbench.protocol import TrainingConfig
 from atlbench.registry import ESTIMATORS
@@ -170,6 +171,7 @@ class Worker:
                 "wall_time_s": time.perf_counter() - started,
             }
             return record, None
+        trim()  # the cell's trials are freed: hand their pages back before the next cell
         return base | record | {
             "status": "done",
             "wall_time_s": time.perf_counter() - started,

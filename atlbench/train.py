@@ -264,6 +264,61 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def snapshot_changes(model: nn.Module, base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state, sharing every tensor still equal to ``base`` (its start weights).
+
+    A run keeps a snapshot for its best epoch and one while suspended; a frozen backbone is most
+    of the model and never changes, so copying it for every trial of a stage multiplied memory
+    by the trial count. ``base`` is never written to, so sharing its tensors is safe."""
+    out = {}
+    for k, v in model.state_dict().items():
+        b = base.get(k)
+        same = (
+            b is not None
+            and b.shape == v.shape
+            and b.dtype == v.dtype
+            and b.device == v.device
+            and torch.equal(b, v)
+        )
+        out[k] = b if same else v.detach().clone()  # type: ignore[assignment]
+    return out
+
+
+@dataclass
+class RowSparse:
+    """A 2-D-or-more tensor kept as its non-zero rows: a paused run's Adam moments for an
+    embedding table, where the rows of tokens the target never uses stay exactly zero."""
+
+    shape: torch.Size
+    rows: torch.Tensor  # indices of the non-zero rows
+    values: torch.Tensor
+
+    @classmethod
+    def pack(cls, t: torch.Tensor) -> RowSparse | torch.Tensor:
+        if t.dim() < 2 or t.numel() < 1 << 16:
+            return t
+        flat = t.reshape(t.shape[0], -1)
+        rows = flat.ne(0).any(1).nonzero().squeeze(1)
+        if len(rows) > t.shape[0] // 2:
+            return t
+        return cls(t.shape, rows, flat[rows].clone())
+
+    def unpack(self) -> torch.Tensor:
+        out = self.values.new_zeros((self.shape[0], self.values.shape[1]))
+        out[self.rows] = self.values
+        return out.reshape(self.shape)
+
+
+def _pack_optimizer(optimizer: torch.optim.Optimizer, unpack: bool = False) -> None:
+    """Pack (or unpack) every state tensor of ``optimizer`` in place; exact both ways."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if unpack and isinstance(value, RowSparse):
+                state[key] = value.unpack()
+            elif not unpack and isinstance(value, torch.Tensor):
+                state[key] = RowSparse.pack(value)
+
+
 class TrainingRun:
     """One training run of a model under ``cfg`` at one learning rate, resumable by epoch.
 
@@ -274,9 +329,11 @@ class TrainingRun:
     ``val=None`` there is no early stopping and the final weights are the result (a retrain).
 
     Several runs may share one model (the trials of a successive-halving rung): :meth:`suspend`
-    keeps this run's weights aside and :meth:`resume` puts them back. On a CUDA out-of-memory
-    error the run restarts once from its initial weights with half the micro-batch and gradient
-    accumulation (same effective batch), replaying to where it was; a second OOM propagates.
+    keeps this run's weights aside and :meth:`resume` puts them back. ``keep_best=False`` skips
+    the best epoch's weights (a selection that is retrained needs only its epoch count). On a
+    CUDA out-of-memory error the run restarts once from its initial weights with half the
+    micro-batch and gradient accumulation (same effective batch), replaying to where it was; a
+    second OOM propagates.
     """
 
     def __init__(
@@ -296,8 +353,10 @@ class TrainingRun:
         on_epoch: EpochCallback | None = None,
         micro_batch: int | None = None,
         initial: dict[str, torch.Tensor] | None = None,
+        keep_best: bool = True,
     ) -> None:
         self.model, self.groups, self.train, self.val = model, groups, train, val
+        self.keep_best = keep_best  # False: only the best epoch's number and score are needed
         self.cfg, self.device, self.lr, self.seed = cfg, device, lr, seed
         self.weight_decay = cfg.weight_decay if weight_decay is None else weight_decay
         self.extra_loss, self.on_epoch_start, self.on_epoch = extra_loss, on_epoch_start, on_epoch
@@ -350,13 +409,19 @@ class TrainingRun:
         return self.stopped or self.epoch >= self.cfg.max_epochs
 
     def suspend(self) -> None:
-        """Keep this run's current weights aside (the model object may train another run)."""
-        self._saved = _snapshot(self.model)
+        """Keep this run's current weights aside (the model object may train another run), and
+        its optimizer's mostly-zero moments as their non-zero rows (:class:`RowSparse`)."""
+        if self.val is not None and self.best_epoch == self.epoch - 1 and self.best_state:
+            self._saved = self.best_state  # the last epoch was the best: same weights
+        else:
+            self._saved = snapshot_changes(self.model, self._initial)
+        _pack_optimizer(self.optimizer)
 
     def resume(self) -> None:
         if self._saved is not None:
             self.model.load_state_dict(self._saved)
             self._saved = None
+            _pack_optimizer(self.optimizer, unpack=True)
 
     # -- training ---------------------------------------------------------------------------
     def advance(self, until_epoch: int) -> TrainingRun:
@@ -433,7 +498,8 @@ class TrainingRun:
         self.history.append(val_acc)
         if (val_acc, -val_loss) > self.best:
             self.best, self.best_epoch, self.bad_epochs = (val_acc, -val_loss), self.epoch, 0
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.keep_best:
+                self.best_state = snapshot_changes(self.model, self._initial)
         else:
             self.bad_epochs += 1
         if self.on_epoch is not None:
@@ -445,7 +511,7 @@ class TrainingRun:
         """The run so far: clocks, histories and the best (or, without validation, last) weights."""
         cfg = self.cfg
         if self.val is None:
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_state = snapshot_changes(self.model, self._initial)
         train_time = self.clock.seconds("train")
         first_step = self.clock.seconds("first_step")
         ends = self.epoch_ends

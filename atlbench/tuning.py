@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -86,6 +86,7 @@ class Stage:
     train: PreparedSplit
     val: PreparedSplit | None
     memory: PeakMemory
+    keep_best: bool = True  # False when a retrain replaces the selected weights
 
     def start(self, trial: Trial, index: int, total: int) -> TrainingRun:
         """A fresh run of ``trial`` from the stage's initial weights."""
@@ -111,7 +112,7 @@ class Stage:
             extra_loss=self.strategy.extra_loss(ctx, model, trial, self.train),
             on_epoch_start=self.strategy.epoch_hook(ctx, model, groups, trial),
             on_epoch=report,
-            initial=self.initial,
+            initial=self.initial, keep_best=self.keep_best,
         )  # fmt: skip
 
 
@@ -135,7 +136,9 @@ def run_trials(stage: Stage, trials: list[Trial]) -> tuple[int, list[TrialResult
     """Successive halving over ``trials``; returns the winner's index and every trial's result.
 
     Runs share one model object: a paused run keeps its weights and trainable mask aside.
-    Ranking is by best validation (accuracy, -loss); ties keep the earlier trial.
+    Ranking is by best validation (accuracy, -loss); ties keep the earlier trial. A run is freed
+    as soon as as many finished runs of its rung as go on outrank it, so at most the survivors
+    of a rung plus the run in training are held: the same winner, a fraction of the memory.
     """
     cfg = stage.ctx.training
     if cfg.schedule == "successive_halving":
@@ -146,8 +149,20 @@ def run_trials(stage: Stage, trials: list[Trial]) -> tuple[int, list[TrialResult
     masks: dict[int, list[bool]] = {}
     results: dict[int, TrialResult] = {}
     alive = list(range(len(trials)))
+
+    def rank(i: int) -> tuple[tuple[float, float], int]:
+        return runs[i].score, -i
+
+    def eliminate(i: int) -> None:
+        """Free a run that cannot go on: its weights, optimizer state and best snapshot."""
+        del runs[i]
+        results[i] = TrialResult(results[i].trial, results[i].rung,
+                                 replace(results[i].fit, best_state={}))  # fmt: skip
+
     for rung, (survivors, epochs) in enumerate(rungs):
         alive = alive[:survivors]
+        keep_n = rungs[rung + 1][0] if rung + 1 < len(rungs) else 1
+        finished: list[int] = []
         for i in alive:
             if i in runs:
                 runs[i].resume()
@@ -158,10 +173,12 @@ def run_trials(stage: Stage, trials: list[Trial]) -> tuple[int, list[TrialResult
             results[i] = TrialResult(trials[i], rung, runs[i].result())
             masks[i] = _requires_grad(stage.model)
             runs[i].suspend()
-        alive.sort(key=lambda i: (runs[i].score, -i), reverse=True)
-        keep = set(alive[: rungs[rung + 1][0] if rung + 1 < len(rungs) else 1])
-        for i in [j for j in runs if j not in keep]:
-            del runs[i]  # eliminated: free its weights and optimizer state
+            finished.append(i)
+            if len(finished) > keep_n:  # ranked below keep_n finished runs: it cannot survive
+                worst = min(finished, key=rank)
+                finished.remove(worst)
+                eliminate(worst)
+        alive = sorted(finished, key=rank, reverse=True)  # the keep_n survivors, best first
     winner = alive[0]
     return winner, [results[i] for i in range(len(trials))]
 
@@ -255,12 +272,15 @@ def _select_retrain_predict(
     started = time.perf_counter()
     val = inputs("train", sel.val_idx) if sel.budgeted else inputs("val", None)
     selecting = _stage(strategy, ctx, model, inputs("train", sel.fit_idx), sel.fit_idx, val, memory)
+    retrain = sel.budgeted and sel.retrain
+    selecting.keep_best = not retrain
     trials = design(ctx.search, cfg.trials)
     winner, results = run_trials(selecting, trials)
     selection_time = time.perf_counter() - started
     best = results[winner]
     final = best.fit
-    if sel.budgeted and sel.retrain:
+    if retrain:
+        del selecting
         budget = inputs("train", ctx.budget_idx)
         retraining = _stage(strategy, ctx, model, budget, ctx.budget_idx, None, memory)
         run = retraining.start(best.trial, winner, len(trials))

@@ -54,6 +54,9 @@ def _init_worker(threads: int, driver: int) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
+    from atlbench.heap import limit_arenas
+
+    limit_arenas()
     torch.set_num_threads(threads)
     threadpool_limits(threads)
 

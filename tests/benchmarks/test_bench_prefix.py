@@ -5,8 +5,9 @@
 bottom four layers cached and once recomputing them every step. Both runs select the same trial
 and predict the same labels (tests/unit/test_frozen_prefix.py checks it). The issue's goal was
 2.5x; the ceiling is about 1.67x, since frozen layers get no backward pass in the full path either
-(6 forward + 2 x 2 backward units per step against 2 + 2 x 2), and one round each measured 1.17x
-(49.9 s against 58.5 s) on the 2-core CPU VM.
+(6 forward + 2 x 2 backward units per step against 2 + 2 x 2). Measured on the 2-core CPU VM:
+24.5 s against 39.7 s, 1.63x (min of 3 rounds; an earlier session's 1.17x was taken on a
+slower, busier VM).
 Run: ``pytest tests/benchmarks/test_bench_prefix.py -s --benchmark-columns=min,median,rounds``.
 """
 

@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from atlbench.protocol import TrainingConfig
-from atlbench.train import FitResult, TrainingRun, accumulate_gradients, fit, train_mode
+from atlbench.train import (
+    FitResult,
+    RowSparse,
+    TrainingRun,
+    accumulate_gradients,
+    fit,
+    train_mode,
+)
 
 
 class TensorSplit:
@@ -203,3 +210,100 @@ def test_frozen_modules_stay_in_eval_mode() -> None:
     assert not model[1].training  # frozen BatchNorm keeps its running statistics
     assert not model[0].training
     assert model[2].training  # a dropout outside any frozen block still drops
+
+
+def test_snapshots_share_frozen_tensors_and_survive_a_run_that_changes_them() -> None:
+    """A frozen layer's tensors are shared with the start weights, not copied; a run that trains
+    that layer in between must not leak into the paused run that keeps it frozen."""
+    cpu = torch.device("cpu")
+    cfg = _cfg(max_epochs=6)
+
+    def frozen_first(model: nn.Module) -> list[dict]:
+        for prm in model[0].parameters():
+            prm.requires_grad_(False)
+        return [{"params": list(model[2].parameters())}]
+
+    alone = mlp()
+    groups = frozen_first(alone)
+    reference = fit(alone, groups, blobs(40, 1), blobs(15, 2), cfg, cpu, lr=0.1, seed=3)
+
+    shared = mlp()
+    initial = {k: v.detach().clone() for k, v in shared.state_dict().items()}
+    run = TrainingRun(shared, frozen_first(shared), blobs(40, 1), blobs(15, 2), cfg, cpu,
+                      lr=0.1, seed=3, initial=initial)  # fmt: skip
+    run.advance(2)
+    run.suspend()
+    assert run.best_state["0.weight"] is initial["0.weight"]  # shared, not copied
+    assert run.best_state["2.weight"] is not initial["2.weight"]
+    for prm in shared.parameters():
+        prm.requires_grad_(True)
+    other = TrainingRun(shared, [{"params": list(shared.parameters())}], blobs(40, 1),
+                        blobs(15, 2), cfg, cpu, lr=0.5, seed=9, initial=initial)  # fmt: skip
+    other.advance(3)  # trains the layer the first run keeps frozen
+    assert not torch.equal(shared[0].weight, initial["0.weight"])
+    other.suspend()
+    for prm in shared[0].parameters():
+        prm.requires_grad_(False)
+    run.resume()
+    result = run.advance(6).result()
+    assert result.val_history == reference.val_history
+    for k, v in reference.best_state.items():
+        torch.testing.assert_close(result.best_state[k], v, rtol=0, atol=0)
+
+
+def test_row_sparse_round_trip_is_exact() -> None:
+    g = torch.Generator().manual_seed(11)
+    t = torch.zeros(3000, 24)
+    rows = torch.randperm(3000, generator=g)[:40]
+    t[rows] = torch.randn(40, 24, generator=g)
+    packed = RowSparse.pack(t)
+    assert isinstance(packed, RowSparse) and len(packed.rows) == 40
+    assert torch.equal(packed.unpack(), t)
+    dense = torch.randn(3000, 24, generator=g)
+    assert RowSparse.pack(dense) is dense  # mostly non-zero: kept as it is
+
+
+class Bag(nn.Module):
+    """A large embedding table of which the data use a few rows, as a text target uses a few
+    tokens of a vocabulary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(10_000, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.emb(x).mean(1))
+
+
+def tokens(n: int, seed: int) -> TensorSplit:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randint(0, 20, (n, 5), generator=g) + 20 * y[:, None]
+    return TensorSplit(x, y)
+
+
+def test_a_paused_runs_packed_moments_resume_exactly() -> None:
+    cpu = torch.device("cpu")
+    cfg = _cfg(max_epochs=5)
+
+    def start(model: nn.Module, lr: float, seed: int) -> TrainingRun:
+        return TrainingRun(model, [{"params": list(model.parameters())}], tokens(30, 1),
+                           tokens(12, 2), cfg, cpu, lr=lr, seed=seed)  # fmt: skip
+
+    reference = start(Bag(), 0.05, 3).advance(5).result()
+    shared = Bag()
+    run, other = start(shared, 0.05, 3), start(shared, 0.2, 9)
+    run.advance(2)
+    run.suspend()
+    moments = run.optimizer.state[shared.emb.weight]
+    assert isinstance(moments["exp_avg"], RowSparse)  # 60 of 10,000 rows were ever used
+    other.advance(3)
+    other.suspend()
+    run.resume()
+    assert isinstance(run.optimizer.state[shared.emb.weight]["exp_avg"], torch.Tensor)
+    result = run.advance(5).result()
+    assert result.val_history == reference.val_history
+    for k, v in reference.best_state.items():
+        torch.testing.assert_close(result.best_state[k], v, rtol=0, atol=0)
