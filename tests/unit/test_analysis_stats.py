@@ -530,3 +530,17 @@ def test_paired_gains_with_correctness_uses_the_crossed_design() -> None:
     assert fallback["interval"].startswith("seeds only") and "missing" in fallback["note"]
     with pytest.raises(TypeError, match="metric"):
         paired_gains(records, "test_acc")  # type: ignore[arg-type]
+
+
+def test_gain_interval_is_clipped_to_the_range_a_difference_of_accuracies_can_take() -> None:
+    rows = []
+    for seed, (base, acc) in enumerate([(0.05, 0.95), (0.45, 0.95), (0.05, 0.95)]):
+        rows.append(baseline("t", seed, base))
+        rows.append(record("src", "t", "ft", seed, acc))
+    out = paired_gains(pd.DataFrame(rows)).iloc[0]
+    gains = np.array([0.9, 0.5, 0.9])
+    low, high = sps.t.interval(0.95, 2, loc=gains.mean(), scale=sps.sem(gains))
+    assert high > 1.0  # the plain t-interval claims an impossible gain
+    assert out["gain_ci_low"] == pytest.approx(low)
+    assert out["gain_ci_high"] == 1.0
+    assert out["verdict"].startswith("positive")  # the verdict reads the unclipped interval
