@@ -3,7 +3,7 @@
 A cell frees hundreds of megabytes (trial weights, optimizer state, activations), but glibc keeps
 freed blocks in per-thread arenas and returns them to the OS only from the top of each heap, so
 a worker's resident size ratchets up cell after cell. Two arenas and a trim after each cell took
-a text worker's size between cells from 1.49 GB to 1.20 GB (the text quickstart's cells in one
+a text worker's size between cells from 1.46 GiB to 1.17 GiB (the text quickstart's cells in one
 process); a trim takes about 3 ms. On other C libraries both calls are no-ops.
 """
 
