@@ -12,10 +12,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from functools import lru_cache
 
 M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 
 
+@lru_cache(maxsize=1)  # looked up once per process, not once per cell
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None

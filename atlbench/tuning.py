@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -156,8 +156,7 @@ def run_trials(stage: Stage, trials: list[Trial]) -> tuple[int, list[TrialResult
     def eliminate(i: int) -> None:
         """Free a run that cannot go on: its weights, optimizer state and best snapshot."""
         del runs[i]
-        results[i] = TrialResult(results[i].trial, results[i].rung,
-                                 replace(results[i].fit, best_state={}))  # fmt: skip
+        results[i].fit.best_state = {}
 
     for rung, (survivors, epochs) in enumerate(rungs):
         alive = alive[:survivors]
@@ -258,10 +257,11 @@ def _stage(
     labelled: np.ndarray,
     val: PreparedSplit | None,
     memory: PeakMemory,
+    keep_best: bool = True,
 ) -> Stage:
     strategy.prepare_model(ctx, model, labelled)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return Stage(strategy, ctx, model, initial, train, val, memory)
+    return Stage(strategy, ctx, model, initial, train, val, memory, keep_best)
 
 
 def _select_retrain_predict(
@@ -271,9 +271,9 @@ def _select_retrain_predict(
     cfg, sel = ctx.training, ctx.selection
     started = time.perf_counter()
     val = inputs("train", sel.val_idx) if sel.budgeted else inputs("val", None)
-    selecting = _stage(strategy, ctx, model, inputs("train", sel.fit_idx), sel.fit_idx, val, memory)
     retrain = sel.budgeted and sel.retrain
-    selecting.keep_best = not retrain
+    fit_split = inputs("train", sel.fit_idx)
+    selecting = _stage(strategy, ctx, model, fit_split, sel.fit_idx, val, memory, not retrain)
     trials = design(ctx.search, cfg.trials)
     winner, results = run_trials(selecting, trials)
     selection_time = time.perf_counter() - started

@@ -24,6 +24,9 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 import copy  # noqa: E402
 from typing import Any  # noqa: E402
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 import atlbench.components  # noqa: E402,F401  (the built-in components, as load_study has them)
 
 # A small, fast study most integration tests start from: one tiny zoo source, one two-class
@@ -56,3 +59,22 @@ def tiny_suite(**changes: Any) -> dict[str, Any]:
     if "training" in changes:
         suite["training"] = suite["training"] | changes.pop("training")
     return suite | copy.deepcopy(changes)
+
+
+class TensorSplit:
+    """The slice of the PreparedSplit interface training uses, over plain tensors."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.data, self.labels = x, y
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def length_order(self) -> None:  # tensors have no padding to sort by
+        return None
+
+    def batches(self, batch_size: int, order: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+        index = torch.as_tensor(order if order is not None else np.arange(len(self)))
+        for start in range(0, len(index), batch_size):
+            idx = index[start : start + batch_size]
+            yield self.data[idx], self.labels[idx]

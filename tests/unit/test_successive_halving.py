@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TensorSplit
 from torch import nn
 
 from atlbench.protocol import TrainingConfig, halving_rungs
@@ -19,23 +20,10 @@ from atlbench.train import TrainingRun
 from atlbench.tuning import Stage, run_trials
 
 
-class Split:
-    def __init__(self, n: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.labels = torch.arange(n) % 3
-        self.data = torch.randn(n, 6, generator=g) + 1.5 * F.one_hot(self.labels, 6).float()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def length_order(self) -> None:
-        return None
-
-    def batches(self, batch_size: int, order: np.ndarray | None = None):  # type: ignore[no-untyped-def]
-        index = torch.as_tensor(order if order is not None else np.arange(len(self)))
-        for start in range(0, len(index), batch_size):
-            idx = index[start : start + batch_size]
-            yield self.data[idx], self.labels[idx]
+def split(n: int, seed: int) -> TensorSplit:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    return TensorSplit(torch.randn(n, 6, generator=g) + 1.5 * F.one_hot(labels, 6).float(), labels)
 
 
 class AllParams:
@@ -62,7 +50,7 @@ def stage(cfg: TrainingConfig) -> Stage:
                           progress=lambda _msg: None)  # fmt: skip
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     memory = SimpleNamespace(sample=lambda: None)
-    return Stage(AllParams(), ctx, model, initial, Split(24, 1), Split(18, 2), memory)  # type: ignore[arg-type]
+    return Stage(AllParams(), ctx, model, initial, split(24, 1), split(18, 2), memory)  # type: ignore[arg-type]
 
 
 def whole_rungs(cfg: TrainingConfig, trials: list[dict]) -> tuple[int, dict[int, list[float]]]:
@@ -75,8 +63,8 @@ def whole_rungs(cfg: TrainingConfig, trials: list[dict]) -> tuple[int, dict[int,
         for i in alive:
             if i not in runs:
                 model = mlp()
-                runs[i] = TrainingRun(model, [{"params": list(model.parameters())}], Split(24, 1),
-                                      Split(18, 2), cfg, torch.device("cpu"),
+                runs[i] = TrainingRun(model, [{"params": list(model.parameters())}], split(24, 1),
+                                      split(18, 2), cfg, torch.device("cpu"),
                                       lr=trials[i]["lr"], seed=4)  # fmt: skip
             histories[i] = runs[i].advance(epochs).result().val_history
         alive.sort(key=lambda i: (runs[i].score, -i), reverse=True)

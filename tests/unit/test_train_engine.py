@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 import itertools
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TensorSplit
 from torch import nn
 
 from atlbench.protocol import TrainingConfig
@@ -20,25 +20,6 @@ from atlbench.train import (
     fit,
     train_mode,
 )
-
-
-class TensorSplit:
-    """The slice of the PreparedSplit interface fit() uses, over plain tensors."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.data, self.labels = x, y
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def length_order(self) -> None:  # tensors have no padding to sort by
-        return None
-
-    def batches(self, batch_size: int, order: np.ndarray | None = None):  # type: ignore[no-untyped-def]
-        index = torch.as_tensor(order if order is not None else np.arange(len(self)))
-        for start in range(0, len(index), batch_size):
-            idx = index[start : start + batch_size]
-            yield self.data[idx], self.labels[idx]
 
 
 def mlp(seed: int = 0) -> nn.Module:
