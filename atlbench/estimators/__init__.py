@@ -11,7 +11,7 @@ of feature matrices, one per candidate.
 from __future__ import annotations
 
 from atlbench.estimators.etran import etran, etran_terms
-from atlbench.estimators.gbc import gbc, gbc_details
+from atlbench.estimators.gbc import gbc, gbc_details, gbc_spherical
 from atlbench.estimators.hscore import hscore, shrinkage_hscore
 from atlbench.estimators.knn import knn_accuracy
 from atlbench.estimators.leep import leep, nce, nleep
@@ -23,8 +23,8 @@ from atlbench.estimators.logme import (
     logme_regression_details,
 )
 from atlbench.estimators.ncti import ncti, ncti_terms
-from atlbench.estimators.ped import ped, ped_features, ped_logme
-from atlbench.estimators.sfda import sfda
+from atlbench.estimators.ped import ped, ped_features, ped_logme, ped_sfda
+from atlbench.estimators.sfda import sfda, sfda_log_probs, sfda_prob
 from atlbench.estimators.transrate import transrate
 from atlbench.registry import ESTIMATORS, EstimatorSpec
 
@@ -36,6 +36,7 @@ __all__ = [
     "etran_terms",
     "gbc",
     "gbc_details",
+    "gbc_spherical",
     "hscore",
     "knn_accuracy",
     "leep",
@@ -50,7 +51,10 @@ __all__ = [
     "ped",
     "ped_features",
     "ped_logme",
+    "ped_sfda",
     "sfda",
+    "sfda_log_probs",
+    "sfda_prob",
     "shrinkage_hscore",
     "transrate",
 ]

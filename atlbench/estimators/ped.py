@@ -16,6 +16,10 @@ displacement ``sum |move|`` stays above ``exit_ratio`` times the first step's, a
 ``max_steps`` times (defaults as in the official evaluation: dt = 0.1, n_sigma = 0.6, k = 1,
 exit ratio 0.5, 6 steps). Moves are rigid, so the class variances never change and one pass over
 the features gives every step; the cost is O(N D + steps C^2 D) plus the estimator's.
+
+Two pairings are registered: ``ped_sfda``, the official default (the released evaluation's
+``--type SFDA``, scored by SFDA's official mean probability, :func:`~.sfda.sfda_prob`), and
+``ped_logme``. :func:`ped` pairs the booster with any other estimator.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from atlbench.estimators._validate import (
     input_dtype,
 )
 from atlbench.estimators.logme import logme
+from atlbench.estimators.sfda import sfda_prob
 from atlbench.registry import register_estimator
 
 
@@ -122,3 +127,14 @@ def ped(
 def ped_logme(features: ArrayLike, labels: ArrayLike) -> float:
     """LogME after PED's simulated fine-tuning motion (Li et al. 2023); higher is better."""
     return ped(features, labels, estimator=logme)
+
+
+@register_estimator("ped_sfda", input="features")
+def ped_sfda(
+    features: ArrayLike, labels: ArrayLike, *, reference: ArrayLike | None = None
+) -> float:
+    """SFDA's official mean-probability score after PED's motion (Li et al. 2023, the default).
+
+    The official default pairing; higher is better. ``reference``: see :func:`ped_features`.
+    """
+    return sfda_prob(ped_features(features, labels, reference=reference), labels)

@@ -13,10 +13,15 @@ Self-challenging Fisher Space".
    ``q_i = softmax(p(. | x_i))_{y_i}``, and every sample is pulled towards the mean of the *other*
    classes' means, ``x_i <- q_i x_i + (1 - q_i) mean_{c != y_i} mu_c``: confidently classified
    samples barely move, hard ones move most, and models that still separate them rank higher.
-3. A second Fisher classifier is fitted on the mixed features with the same lambda; the score is
-   the mean log-probability of the true class, ``(1/N) sum_i log p(y_i | x_i)`` (the paper's
-   formula; the official code averages p without the log "in case of instability", which the
-   log-softmax here does not have).
+3. A second Fisher classifier is fitted on the mixed features with the same lambda and scores
+   the true classes. Two scores are offered, as the paper and its official code differ:
+
+   - ``sfda``: the mean log-probability ``(1/N) sum_i log p(y_i | x~_i)``, the paper's formula
+     (computed with a log-softmax, so it has no instability);
+   - ``sfda_prob``: the mean probability ``(1/N) sum_i p(y_i | x~_i)``, the official code's score
+     (it drops the log "in case of instability"), which the released evaluation reports and
+     PED's default pairing uses. It lies in (0, 1] and is at least ``exp(sfda)`` (Jensen): in the
+     log mean a few hard samples with tiny p weigh far more, so the two can rank models apart.
 
 Cost: two Gram matrices (the second of the ConfMix-weighted centred features) and two D x D
 Cholesky factorizations; when N <= D everything runs in the N-dimensional span of the samples.
@@ -85,7 +90,28 @@ def fisher_posteriors(
 
 @register_estimator("sfda", input="features")
 def sfda(features: ArrayLike, labels: ArrayLike, *, shrinkage: float | None = None) -> float:
-    """SFDA: mean log p(true class) of a Fisher classifier after ConfMix; higher is better."""
+    """SFDA, the paper's score: mean log p(true class) after ConfMix (Shao et al. 2022).
+
+    Higher is better. :func:`sfda_prob` is the official code's mean-probability score.
+    """
+    return float(sfda_log_probs(features, labels, shrinkage=shrinkage).mean())
+
+
+@register_estimator("sfda_prob", input="features")
+def sfda_prob(features: ArrayLike, labels: ArrayLike, *, shrinkage: float | None = None) -> float:
+    """SFDA, the official code's score: mean p(true class) after ConfMix (Shao et al. 2022).
+
+    In (0, 1], higher is better. :func:`sfda` is the paper's mean log-probability.
+    """
+    return float(sfda_log_probs(features, labels, shrinkage=shrinkage).exp().mean())
+
+
+def sfda_log_probs(
+    features: ArrayLike, labels: ArrayLike, *, shrinkage: float | None = None
+) -> torch.Tensor:
+    """Per-sample ``log p(y_i | x~_i)`` (N,, float64) of SFDA's second Fisher classifier on the
+    ConfMix features: both scores are means of it (log or probability), so it is computed once.
+    ``shrinkage`` fixes lambda (None: the paper's adaptive value)."""
     f, y, c = features_and_labels(features, labels, dtype=input_dtype(features))
     if shrinkage is not None and not 0.0 <= shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
@@ -98,7 +124,7 @@ def sfda(features: ArrayLike, labels: ArrayLike, *, shrinkage: float | None = No
     w2 = psd_solve(shrink(sw2, lam, cs.dim), means2.T, floor2)
     xw = q[:, None] * project(cs, w2) + (1 - q)[:, None] * (outer @ w2)[y]
     logp = torch.log_softmax(lda_logits(xw, w2, means2, counts / n), dim=1)
-    return float(logp.gather(1, y[:, None]).mean())
+    return logp.gather(1, y[:, None])[:, 0]
 
 
 def _confmix(

@@ -349,8 +349,8 @@ def _call(name: str, x, y):
 
 def test_registry_names_and_inputs() -> None:
     assert set(ESTIMATORS) == {
-        "logme", "leep", "nleep", "nce", "hscore", "shrinkage_hscore", "transrate", "gbc", "knn",
-        "sfda", "ncti", "etran", "ped_logme",
+        "logme", "leep", "nleep", "nce", "hscore", "shrinkage_hscore", "transrate", "gbc",
+        "gbc_spherical", "knn", "sfda", "sfda_prob", "ncti", "etran", "ped_logme", "ped_sfda",
     }  # fmt: skip
     assert {n for n, s in ESTIMATORS.items() if s.input == "probs"} == {"leep", "nce"}
     assert {n for n, s in ESTIMATORS.items() if s.set_level} == {"ncti", "etran"}

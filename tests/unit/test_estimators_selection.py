@@ -1,5 +1,6 @@
-"""SFDA, NCTI, ETran, PED and PCA-reduced GBC versus float64 references written here, plus the
-properties the papers state or the formulas imply."""
+"""SFDA (both scores), NCTI, ETran, PED (with LogME and SFDA) and PCA-reduced GBC (diagonal and
+spherical) versus float64 references written here, plus the properties the papers state or the
+formulas imply."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ from atlbench.estimators import (
     etran_terms,
     gbc,
     gbc_details,
+    gbc_spherical,
     logme,
     ncti,
     ncti_terms,
     ped,
     ped_features,
     ped_logme,
+    ped_sfda,
     sfda,
+    sfda_prob,
 )
 
 
@@ -119,6 +123,51 @@ def test_sfda_invariances_and_ordering() -> None:
     assert base <= 0.0  # a mean log-probability
 
 
+def _ref_sfda_prob(f: np.ndarray, y: np.ndarray, shrinkage: float | None = None) -> float:
+    """The official SFDA_Score: the same two Fisher classifiers and ConfMix as :func:`_ref_sfda`,
+    scored by the mean probability of the true class, sample by sample."""
+    x = np.array(f, dtype=np.float64)
+    logits, lam, mu = _ref_fisher_logits(x, y, shrinkage)
+    c = len(mu)
+    outer = (mu.sum(0) - mu) / (c - 1)
+    mixed = x.copy()
+    for i in range(len(y)):
+        p = softmax(logits[i])
+        q = softmax(p)[y[i]]  # the second softmax softens the confidence
+        mixed[i] = q * x[i] + (1 - q) * outer[y[i]]
+    logits2, _, _ = _ref_fisher_logits(mixed, y, lam)
+    return float(np.mean([softmax(logits2[i])[y[i]] for i in range(len(y))]))
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "c", "scale", "shrinkage"),
+    [
+        (260, 18, 4, 1.0, None),  # lambda at its floor
+        (260, 18, 4, 0.12, None),  # adaptive lambda active
+        (180, 30, 5, 0.5, 0.3),
+        (45, 80, 3, 1.0, 0.5),  # N < D
+    ],
+)
+def test_sfda_prob_matches_official_score(n, d, c, scale, shrinkage) -> None:
+    f, y = _data(7 * n + d, n, d, c, signal=0.5)
+    f = f * scale
+    ref = _ref_sfda_prob(f, y, shrinkage)
+    assert 0.0 < ref < 1.0
+    assert sfda_prob(f, y, shrinkage=shrinkage) == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    assert sfda_prob(f.astype(np.float32), y, shrinkage=shrinkage) == pytest.approx(ref, rel=1e-4)
+    assert sfda_prob(f, np.array([8, 3, 6, 1, 0])[y]) == pytest.approx(sfda_prob(f, y), rel=1e-12)
+
+
+def test_sfda_prob_properties() -> None:
+    f, y = _data(31, 240, 14, 4, signal=0.7)
+    weak, _ = _data(31, 240, 14, 4, signal=0.15)
+    prob = sfda_prob(f, y)
+    assert prob > sfda_prob(weak, y)  # separable classes score above overlapping ones
+    assert 0.0 < prob <= 1.0
+    assert prob >= np.exp(sfda(f, y))  # Jensen: mean p >= exp(mean log p)
+    assert sfda_prob(f @ _rotation(31, 14) + 20.0, y) == pytest.approx(prob, rel=1e-9)
+
+
 # ----------------------------------------------------------------------------------------- GBC
 def _ref_gbc(f: np.ndarray, y: np.ndarray, floor: float = 1e-6) -> float:
     total = f.var(0)
@@ -172,6 +221,70 @@ def test_pca_gbc_does_not_saturate_where_unreduced_does() -> None:
     assert full_saturated and -full < 4 * 3 * np.finfo(np.float64).eps
     assert not reduced_saturated and -reduced > 1e-8
     assert full == pytest.approx(_ref_gbc(f, y), rel=1e-6, abs=1e-300)
+
+
+def _ref_gbc_spherical(
+    f: np.ndarray, y: np.ndarray, floor: float = 1e-6, exact: bool = False
+) -> float:
+    """Spherical GBC, pair by pair. ``exact``: the paper's D_B with ``Sigma_c = s_c I`` as D x D
+    matrices (solve and slogdet); else the official code, whose log term sums over a scalar."""
+    d = f.shape[1]
+    total = f.var(0)
+    stats = [(f[y == k].mean(0), np.mean(f[y == k].var(0) + floor * total)) for k in np.unique(y)]
+    s = 0.0
+    for i, (mi, si) in enumerate(stats):
+        for j, (mj, sj) in enumerate(stats):
+            if i == j:
+                continue
+            diff = mi - mj
+            if exact:
+                ci, cj = si * np.eye(d), sj * np.eye(d)
+                cov = (ci + cj) / 2
+                db = diff @ np.linalg.solve(cov, diff) / 8 + 0.5 * (
+                    np.linalg.slogdet(cov)[1]
+                    - 0.5 * np.linalg.slogdet(ci)[1]
+                    - 0.5 * np.linalg.slogdet(cj)[1]
+                )
+            else:
+                v = (si + sj) / 2
+                db = np.sum(diff**2 / v) / 8 + 0.5 * (np.log(v) - 0.5 * (np.log(si) + np.log(sj)))
+            s += np.exp(-db)
+    return -s
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "k"), [(220, 90, 64), (160, 24, 64), (60, 120, 64), (200, 50, 9)]
+)
+@pytest.mark.parametrize("exact", [False, True])
+def test_gbc_spherical_matches_reference(n: int, d: int, k: int, exact: bool) -> None:
+    f, y = _data(3 * n + k, n, d, 5, signal=0.3)
+    f[:, : d // 3] *= 3.0  # anisotropic, so spherical and diagonal differ
+    ref = _ref_gbc_spherical(_pca(f, min(k, d, n - 1)), y, exact=exact)
+    assert gbc_spherical(f, y, n_components=k, exact_logdet=exact) == pytest.approx(ref, rel=1e-8)
+    assert gbc_spherical(f, np.array([4, 9, 2, 7, 5])[y], n_components=k, exact_logdet=exact) == (
+        pytest.approx(ref, rel=1e-8)
+    )
+    assert gbc_details(f, y, n_components=k, gaussian="spherical", exact_logdet=exact)[0] == (
+        pytest.approx(ref, rel=1e-8)
+    )
+    if d <= 64:  # unreduced
+        unreduced = gbc_spherical(f, y, n_components=None, exact_logdet=exact)
+        assert unreduced == pytest.approx(_ref_gbc_spherical(f, y, exact=exact), rel=1e-9)
+
+
+def test_gbc_spherical_properties() -> None:
+    f, y = _data(41, 200, 20, 4, signal=0.4)
+    f[:, :5] *= 4.0
+    base = gbc_spherical(f, y)
+    assert base != pytest.approx(gbc(f, y), rel=1e-3)  # a different covariance model
+    weak, _ = _data(41, 200, 20, 4, signal=0.1)
+    assert base > gbc_spherical(weak, y)  # separable classes score above overlapping ones
+    assert gbc_spherical(3.7 * f - 2.0, y) == pytest.approx(base, rel=1e-9)  # scale, shift
+    rot = _rotation(41, 20)  # spherical Gaussians: rotation invariant even unreduced
+    unreduced = gbc_spherical(f, y, n_components=None)
+    assert gbc_spherical(f @ rot, y, n_components=None) == pytest.approx(unreduced, rel=1e-9)
+    # AM >= GM makes every log term >= 0, so weighing it by D only lowers the overlap
+    assert gbc_spherical(f, y, exact_logdet=True) >= base
 
 
 # ---------------------------------------------------------------------------------------- NCTI
@@ -386,6 +499,33 @@ def test_ped_wraps_any_estimator() -> None:
     assert ped_logme(f * 1e3, y) == pytest.approx(ped_logme(f, y), rel=1e-7)  # LogME scale-free
 
 
+@pytest.mark.parametrize(("n", "d", "c", "signal"), [(240, 12, 5, 0.4), (150, 30, 3, 0.25)])
+def test_ped_sfda_matches_official_pipeline(n: int, d: int, c: int, signal: float) -> None:
+    """PED_Score's default (type='SFDA'): the official motion loop, then SFDA_Score."""
+    f, y = _data(5 * n + d, n, d, c, signal=signal)
+    moved = _ref_ped(f, y)
+    assert np.abs(moved - f).max() > 1e-3  # the booster moved something
+    ref = _ref_sfda_prob(moved, y)
+    assert ped_sfda(f, y) == pytest.approx(ref, rel=1e-9)
+    assert ped_sfda(f, y, reference=f) == pytest.approx(ref, rel=1e-9)
+    assert ped_sfda(f.astype(np.float32), y) == pytest.approx(ref, rel=1e-4)
+    assert ped(f, y, estimator=sfda_prob) == pytest.approx(ref, rel=1e-12)
+
+
+def test_ped_sfda_properties() -> None:
+    f, y = _data(51, 240, 10, 4, signal=0.35)
+    boosted = ped_sfda(f, y)
+    assert boosted > sfda_prob(f, y)  # classes pushed apart are easier to tell apart
+    weak, _ = _data(51, 240, 10, 4, signal=0.1)
+    assert boosted > ped_sfda(weak, y)
+    rng = np.random.default_rng(2)
+    far = np.concatenate([np.zeros((60, 4)), np.full((60, 4), 50.0)]) + rng.standard_normal(
+        (120, 4)
+    )
+    yf = np.repeat([0, 1], 60)
+    assert ped_sfda(far, yf) == pytest.approx(sfda_prob(far, yf), rel=1e-12)  # no overlap, no move
+
+
 # ----------------------------------------------------------------------------- LogME float32
 def test_logme_float32_tracks_float64_on_mean_dominated_spectra() -> None:
     """ReLU-like features: large common mean, power-law spectrum. The Gram matrix is formed in
@@ -403,14 +543,26 @@ def test_logme_float32_tracks_float64_on_mean_dominated_spectra() -> None:
 
 # ---------------------------------------------------------------------------- registry / input
 def test_new_estimators_are_registered() -> None:
-    for name in ("sfda", "ped_logme", "gbc"):
+    names = ("sfda", "sfda_prob", "ped_logme", "ped_sfda", "gbc", "gbc_spherical")
+    for name in names:
         assert ESTIMATORS[name].input == "features" and not ESTIMATORS[name].set_level
     for name in ("ncti", "etran"):
         assert ESTIMATORS[name].set_level
     assert ESTIMATORS["sfda"].fn is sfda and ESTIMATORS["ncti"].fn is ncti
+    assert ESTIMATORS["sfda_prob"].fn is sfda_prob and ESTIMATORS["ped_sfda"].fn is ped_sfda
+    assert ESTIMATORS["gbc"].fn is gbc and ESTIMATORS["gbc_spherical"].fn is gbc_spherical
+    assert "diagonal" in ESTIMATORS["gbc"].doc and "spherical" in ESTIMATORS["gbc_spherical"].doc
 
 
-_SINGLE = [sfda, ped_logme, lambda f, y: gbc_details(f, y)[0]]
+_SINGLE = [
+    sfda,
+    sfda_prob,
+    ped_logme,
+    ped_sfda,
+    gbc_spherical,
+    lambda f, y: gbc_details(f, y)[0],
+    lambda f, y: gbc_details(f, y, gaussian="spherical")[0],
+]
 _TERMS = [ncti_terms, etran_terms]
 _SETS = [ncti, etran]
 
@@ -449,6 +601,14 @@ def test_parameter_checks() -> None:
         sfda(f, y, shrinkage=1.5)
     with pytest.raises(ValueError, match="n_components"):
         gbc(f, y, n_components=0)
+    with pytest.raises(ValueError, match="n_components"):
+        gbc_spherical(f, y, n_components=0)
+    with pytest.raises(ValueError, match="gaussian"):
+        gbc_details(f, y, gaussian="full")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="exact_logdet"):
+        gbc_details(f, y, exact_logdet=True)
+    with pytest.raises(ValueError, match="shrinkage"):
+        sfda_prob(f, y, shrinkage=-0.1)
     with pytest.raises(ValueError, match="energy_fraction"):
         etran_terms(f, y, energy_fraction=0.0)
     with pytest.raises(ValueError, match="columns"):
