@@ -1,4 +1,5 @@
-"""The ``atlbench`` command line: sweep, report, leaderboard, estimate, cka, drift, zoo, list.
+"""The ``atlbench`` command line: sweep, report, leaderboard, import, estimate, recommend, cka,
+drift, zoo, list.
 
 Every user-facing error is an :class:`~atlbench.errors.AtlbenchError`: it prints as one line on
 stderr and exits with code 2, no traceback. A sweep whose cells failed exits with code 1.
@@ -177,6 +178,34 @@ def export(results_dir: Path, out: Path, predictions: bool) -> None:
     click.echo(f"wrote {rows} records to {out}")
 
 
+@cli.command("import")
+@click.argument("table")
+@click.option(
+    "--into",
+    "into",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New results directory to write (must not hold a store).",
+)
+@click.option(
+    "--truth",
+    default=None,
+    help="Strategy estimators are judged against (default: finetune, or the only one).",
+)
+def import_(table: str, into: Path, truth: str | None) -> None:
+    """Import TABLE (CSV or Parquet of external results, or a shipped table's name such as
+    sfda-supervised) as a results store that report and recommend read.
+
+    Columns: source, target, test_acc (or accuracy, value; fraction or percent); optional
+    budget, seed, strategy; estimator scores in columns named after estimators (or
+    score_NAME); model metadata in params and imagenet_top1, filled from published figures
+    for known hub models when absent.
+    """
+    from atlbench.commands.import_results import import_command
+
+    import_command(table, into, truth, echo=click.echo)
+
+
 LISTS = ("sources", "targets", "strategies", "estimators", "executors", "builtin")
 
 
@@ -236,11 +265,12 @@ def estimate(
 @click.option(
     "--suite",
     "suite_path",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Suite that defines the new target and the candidate sources.",
+    help="Suite that defines the new target and the candidate sources (needed to score "
+    "estimators on the target; without it the model uses history alone and loads no data).",
 )
-@click.option("--target", "target_id", required=True, help="Target id (of --suite) to rank for.")
+@click.option("--target", "target_id", required=True, help="Target to rank for (an id of --suite).")
 @click.option(
     "--budget", default=None, help="Label budget to model, e.g. 5/class (default: the only one)."
 )
@@ -261,21 +291,23 @@ def estimate(
 @click.option("--device", default=None)
 def recommend(
     results_dirs: tuple[Path, ...],
-    suite_path: Path,
+    suite_path: Path | None,
     target_id: str,
     budget: str | None,
     level: float,
     alpha: float,
     device: str | None,
 ) -> None:
-    """Predict each source's fine-tuned accuracy on a new target from RESULTS_DIRS' history.
+    """Rank sources for a new target from RESULTS_DIRS' history (and its estimator scores).
 
-    Fits a ridge of measured fine-tuning accuracy on z-scored estimator scores plus each source's
-    mean accuracy on the other targets, validates it leave-one-target-out beside every single
-    estimator and baseline, then ranks --suite's sources for --target from their features alone
-    (no fine-tuning). Sources are matched across stores by source id.
+    Fits, within each stored target, a ridge of fine-tuning accuracy on z-scored estimator
+    scores and each source's relative record on the other targets; validates it holding out one
+    target at a time beside every single estimator and baseline, and falls back to history alone
+    when it does not beat history. Then ranks --suite's sources (or, without --suite, every
+    stored source) for --target; the target's data is read only if the model uses an estimator.
+    Sources are matched across stores by source id.
     """
-    from atlbench.recommend import recommend_command
+    from atlbench.commands.recommend import recommend_command
 
     recommend_command(
         list(results_dirs), suite_path, target_id, budget, level, alpha, device, echo=click.echo

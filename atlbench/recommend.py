@@ -1,48 +1,57 @@
-"""``atlbench recommend``: predict each candidate source's fine-tuned accuracy on a new target.
+"""Within-target model selection: rank a new target's candidate sources from past results.
 
-The model, fitted per label budget on the targets already in one or more results stores::
+The question is the order of the sources on one target. Published tables differ far more
+between targets than between models on a target: on the 11 x 11 supervised table SFDA and
+ETran evaluate on (shipped in ``atlbench/data``), target means spread with an SD of about 10
+points, models within a target by about 3. A regression of raw accuracy pooled over targets
+therefore learns target difficulty, not model quality: pooled, a source's history on the other
+targets *falls* as the held-out target's accuracy rises, although within a target the two
+correlate at +0.77, and such a model ranks the sources backwards.
 
-    truth[s, t] = b0 + sum_k beta_k * z_k[s, t] + gamma * zh[s, t] + error
+So the model is fitted within targets, the fixed-effects "within" estimator of panel data
+(Wooldridge 2010, *Econometric Analysis of Cross Section and Panel Data*, 2nd ed., ch. 10.5):
+each training target's mean and spread are removed before anything is fitted::
+
+    (truth[t, s] - mean_t) / sd_t = sum_k beta_k z_k[t, s] + gamma zh[t, s] + error
 
 ``truth`` is the seed-mean accuracy of the suite's tuned fine-tuning recipe (``Views.truth``);
-``z_k`` is estimator ``k``'s seed-mean score standardised over target ``t``'s candidate sources
-(raw scores are not on one scale across targets: LogME, for one, moves with the class count);
-``zh`` is the history term (the source's mean truth on the other training targets,
-:func:`atlbench.analysis.selection.history_scores`) standardised over the training rows. The
+``z_k`` is estimator ``k``'s seed-mean score z-scored over target ``t``'s candidates (raw scores
+are not on one scale across targets: LogME, for one, moves with the class count); ``zh`` is the
+source's *relative* history, its mean deviation from the target mean on the other training
+targets, divided by its SD over the training rows. No intercept: within a target it is
+``mean_t``. The
 coefficients are a ridge estimate (Hoerl & Kennard 1970, Technometrics 12(1)), so correlated
-estimators share weight instead of cancelling.
+estimators share weight instead of cancelling. With no estimator the model ranks by relative
+history, which orders a target's sources exactly as the history baseline does when every source
+was measured on the same targets.
 
-This is a simplified take on the "Back to Bayes" model of Chaves et al. (2024, "Back to the
-Basics on Predicting Transfer Performance", arXiv:2405.20420), a three-level Bayesian
-hierarchical regression that fuses several scorers with the sources' ImageNet accuracy. Here:
-one pooled level (no per-target coefficients), the posterior mode under a Gaussian prior (ridge)
-instead of the full posterior, the history term in place of ImageNet accuracy, and a prediction
-interval from out-of-target residuals instead of the posterior predictive.
+Predicted accuracy on a new target is ``level + spread * (x . beta)``: the mean level and mean
+within-target SD of the training targets, since a new target's own difficulty is unknown until
+something is fine-tuned on it. That unknown level dominates the error of the accuracy (not of
+the order), and the interval says so: every training target is held out in turn, the model
+refitted on the rest and the held-out sources' residuals collected (the jackknife of Barber et
+al. 2021, Ann. Statist. 49(1), with a target as the unit left out); the half-width is the
+``level`` quantile of their absolute values with every target weighted equally (the CDF pooling
+of Dunn, Wasserman & Ramdas 2022, JASA 118(541), for a new group of a two-layer hierarchy). The
+interval is then intersected with [0, 1]: an accuracy lies there, so the intersection keeps the
+coverage and drops only impossible values. Coverage is asymptotic in the number of targets.
 
-Interval: every training target is held out in turn, the model refitted on the rest, and the
-held-out sources' residuals collected (the jackknife of Barber et al. 2021, Ann. Statist. 49(1),
-with a target as the unit left out); the half-width is the ``level`` quantile of their absolute
-values with every target weighted equally, the CDF pooling of Dunn, Wasserman & Ramdas (2022,
-JASA 118(541)) for a new group of a two-layer hierarchy. Holding out a whole target puts the
-unknown level of a new target into the residuals, which an in-sample t interval would leave out
-(its residuals share each target's offset, so they understate the spread); a bootstrap over
-targets would cost a refit per draw for the same information. Its coverage is asymptotic in the
-number of targets: with ten it runs a few points under the stated level.
+This is a simplified take on the "Back to Bayes" model of Chaves et al. (2024, arXiv:2405.20420),
+a hierarchical regression that fuses several scorers with the sources' ImageNet accuracy: here
+one within-target level, the ridge posterior mode, and the history term in place of ImageNet
+accuracy. Whether it helps is checked, not assumed: :func:`loto_validation` holds out one target
+at a time beside the history baseline, and ``atlbench recommend`` falls back to history alone
+when the fitted model does not beat it.
 
-Sources and targets are matched across stores by id: the same source id in two stores is taken
-to be the same model, and truths of one (source, target, budget) found in several stores are
-averaged.
-
-For the new target, ``rank_sources`` scores the candidates on the target's whole train split,
-while the stored scores were computed on each budget's labelled subsets: the within-target
-standardisation removes the difference in scale, not a difference in order.
+Sources and targets are matched across stores by id; truths of one (source, target, budget)
+found in several stores are averaged.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +68,25 @@ MIN_TARGETS = 3  # one held out, two to fit: the fewest that give every training
 MODEL = "recommend"
 NOT_FEATURES = (*BASELINES, HISTORY)
 VALIDATION_COLUMNS = ["target", "budget", "method", "kind", "n_sources", "weighted_tau", "coverage"]
+TIE = 5e-4  # mean taus this close are a tie (three printed decimals)
+
+__all__ = [
+    "MODEL",
+    "Panel",
+    "SelectionModel",
+    "beats_history",
+    "feature_estimators",
+    "fit_panel",
+    "fit_selection_model",
+    "load_evidence",
+    "loto_validation",
+    "pick_budget",
+    "pooled_quantile",
+    "predict_target",
+    "seed_means",
+    "validation_summary",
+    "verdict",
+]
 
 
 def load_evidence(results_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -92,9 +120,10 @@ def _truth_means(truth: pd.DataFrame, budget: str) -> pd.DataFrame:
     return tru.groupby(["target", "source"], as_index=False)["truth"].mean()
 
 
-def _seed_means(
+def seed_means(
     estimates: pd.DataFrame, truth: pd.DataFrame, budget: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seed-mean ``(scores, truths)`` at one budget, finite values only."""
     return _score_means(estimates, budget), _truth_means(truth, budget)
 
 
@@ -112,6 +141,8 @@ def _zscores(
 ) -> pd.DataFrame:
     """One target's scores (source, estimator, score), each estimator z-scored over the scored
     candidates, per source of ``sources``; a missing score sits at the mean (0)."""
+    if not estimators:
+        return pd.DataFrame(index=pd.Index(list(sources)))
     part = scores.loc[scores["estimator"].isin(estimators)]
     wide = part.pivot_table(index="source", columns="estimator", values="score")
     wide = wide.reindex(columns=list(estimators))
@@ -119,12 +150,23 @@ def _zscores(
     return ((wide - wide.mean()) / sd.where(sd > 0)).reindex(list(sources)).fillna(0.0)
 
 
+def _loo_mean(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(targets, sources): each column's mean over the ``known`` rows other than the row's own
+    (NaN where there is none): a leave-one-target-out mean."""
+    measured = known[:, None] & np.isfinite(values)
+    filled = np.where(measured, values, 0.0)
+    total = filled.sum(axis=0)[None, :] - filled
+    count = measured.sum(axis=0)[None, :] - measured
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 @dataclass(frozen=True)
 class Panel:
     """Seed-mean truths and within-target z-scores, target x source, at one budget.
 
     The z-scores of a target depend on its own scores alone, so they are computed once; what
-    a fit on a subset of targets changes is only the history term, a masked mean.
+    a fit on a subset of targets changes is only the history terms, masked means.
     """
 
     targets: tuple[str, ...]
@@ -146,14 +188,22 @@ class Panel:
         return cls(targets, sources, tuple(estimators), truth, z)
 
     def history(self, known: np.ndarray) -> np.ndarray:
-        """(targets, sources): each source's mean truth over the ``known`` targets other than
-        the row's own (NaN where there is none): the history term, leave-one-target-out."""
-        measured = known[:, None] & np.isfinite(self.truth)
-        values = np.where(measured, self.truth, 0.0)
-        total = values.sum(axis=0)[None, :] - values
-        count = measured.sum(axis=0)[None, :] - measured
+        """Each source's mean truth on the ``known`` targets other than the row's own: the
+        history baseline, leave-one-target-out."""
+        return _loo_mean(self.truth, known)
+
+    @property
+    def levels(self) -> np.ndarray:
+        """Each target's mean truth over its measured sources (its difficulty)."""
+        measured = np.isfinite(self.truth)
+        total = np.where(measured, self.truth, 0.0).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            return np.where(measured.any(axis=1), total / measured.sum(axis=1), np.nan)
+
+    def relative_history(self, known: np.ndarray) -> np.ndarray:
+        """Each source's mean deviation from the target mean on the ``known`` targets other
+        than the row's own: history with every target's difficulty taken out."""
+        return _loo_mean(self.truth - self.levels[:, None], known)
 
     def mask(self, exclude: str | None = None) -> np.ndarray:
         return np.array([t != exclude for t in self.targets])
@@ -161,52 +211,60 @@ class Panel:
 
 @dataclass(frozen=True)
 class SelectionModel:
-    """A fitted ridge of truth on z-scored estimators and standardised history, one budget."""
+    """A fitted within-target ridge (see the module docstring), one budget."""
 
     budget: str
     estimators: tuple[str, ...]
     alpha: float
-    level: float
-    intercept: float
-    coef: tuple[float, ...]  # per estimator, then history (per standardised unit)
-    history_mean: float
-    history_sd: float
+    level: float  # coverage the interval aims at
+    coef: tuple[float, ...]  # per estimator, then relative history (within-target z units)
+    history_scale: float  # SD of relative history over the training rows
+    target_level: float  # mean accuracy of a training target
+    target_spread: float  # mean within-target SD of accuracy
     half_width: float  # of the prediction interval; inf with too few targets
     n_targets: int
     n_rows: int
     n_residuals: int
 
-    def predict_arrays(self, z: np.ndarray, history: np.ndarray) -> np.ndarray:
-        h = (history - self.history_mean) / self.history_sd
-        return self.intercept + np.column_stack([z, h]) @ np.asarray(self.coef)
+    def order(self, z: np.ndarray, relative_history: np.ndarray) -> np.ndarray:
+        """The within-target z of accuracy the model predicts for one target's candidates from
+        their estimator z-scores ``z`` (n, estimators) and ``relative_history`` (n,). History
+        is scaled by the training rows' SD, not the candidates', so a source's prediction
+        does not depend on which other candidates are asked about."""
+        rel = np.asarray(relative_history, dtype=float)
+        x = np.column_stack([np.asarray(z, dtype=float).reshape(len(rel), -1),
+                             rel / self.history_scale])  # fmt: skip
+        # rounded: sources tied on every input stay tied instead of being ordered by float noise
+        return np.round(x @ np.asarray(self.coef), 12)
 
-    def predict(self, design: pd.DataFrame) -> pd.DataFrame:
-        """Predicted accuracy and interval per row of a design (columns: the estimators' z,
-        history), for sources with a history."""
-        pred = self.predict_arrays(
-            design[list(self.estimators)].to_numpy(dtype=float),
-            design["history"].to_numpy(dtype=float),
-        )
-        return pd.DataFrame(
-            {"predicted": pred, "low": pred - self.half_width, "high": pred + self.half_width},
-            index=design.index,
+    def predict_arrays(self, z: np.ndarray, relative_history: np.ndarray) -> np.ndarray:
+        """Predicted accuracy of one target's candidates, inside [0, 1]."""
+        order = self.order(z, relative_history)
+        return np.clip(self.target_level + self.target_spread * order, 0.0, 1.0)
+
+    def interval(self, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The prediction interval intersected with [0, 1], where an accuracy lies."""
+        return (
+            np.clip(predicted - self.half_width, 0.0, 1.0),
+            np.clip(predicted + self.half_width, 0.0, 1.0),
         )
 
     def formula(self) -> str:
-        """The fitted model in one line, coefficients per standardised unit."""
-        terms = [f"{self.intercept:.3f}"]
-        for name, c in zip([*self.estimators, "history"], self.coef, strict=True):
-            terms.append(f"{c:+.3f} z({name})")
-        return "accuracy = " + " ".join(terms)
+        """The fitted model in one line."""
+        terms = [
+            f"{c:+.3f} z({name})"
+            for name, c in zip([*self.estimators, "history"], self.coef, strict=True)
+        ]
+        return (
+            f"z(accuracy within the target) = {' '.join(terms)}; accuracy = "
+            f"{self.target_level:.3f} + {self.target_spread:.3f} x that"
+        )
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, np.ndarray]:
-    """Ridge with an unpenalised intercept (Hoerl & Kennard 1970): centre, then solve
-    ``(X'X + alpha I) beta = X'y``."""
-    xm, ym = x.mean(axis=0), y.mean()
-    xc = x - xm
-    beta = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - ym))
-    return float(ym - xm @ beta), beta
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge without an intercept (Hoerl & Kennard 1970): ``(X'X + alpha I) beta = X'y``; the
+    within transform already centred every target."""
+    return np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ y)
 
 
 def pooled_quantile(residuals: Sequence[np.ndarray], level: float) -> float:
@@ -235,48 +293,55 @@ def _fit(
 ) -> SelectionModel:
     """Fit on the ``known`` targets; with ``interval``, the half-width from the residuals of
     refits that each hold one known target out (see the module docstring)."""
-    history = panel.history(known)
-    rows = known[:, None] & np.isfinite(panel.truth) & np.isfinite(history)
-    if rows.sum() < MIN_SOURCES:
+    relative, levels = panel.relative_history(known), panel.levels
+    zs, hs, ys, spreads = [], [], [], []
+    for i in np.flatnonzero(known):
+        truth = panel.truth[i]
+        measured = np.isfinite(truth)
+        spread = truth[measured].std() if measured.sum() >= 2 else 0.0
+        ok = measured & np.isfinite(relative[i])
+        if ok.sum() < 2 or spread == 0:  # nothing to order on this target
+            continue
+        spreads.append(spread)
+        zs.append(panel.z[i][ok])
+        hs.append(relative[i][ok])
+        ys.append((truth[ok] - levels[i]) / spread)
+    n_rows = sum(len(y) for y in ys)
+    if n_rows < MIN_SOURCES:
         raise ValueError(
-            f"only {int(rows.sum())} (source, target) pair(s) at {budget} have a truth and a "
-            "history from another target"
+            f"only {n_rows} (source, target) pair(s) at {budget} have a truth and a history "
+            "from another target"
         )
-    h = history[rows]
-    h_mean, h_sd = float(h.mean()), float(h.std())
-    h_sd = h_sd if h_sd > 0 else 1.0
-    x = np.column_stack([panel.z[rows], (h - h_mean) / h_sd])
-    intercept, beta = _ridge(x, panel.truth[rows], alpha)
+    history = np.concatenate(hs)
+    scale = float(history.std()) if history.std() > 0 else 1.0
+    x = np.column_stack([np.vstack(zs), history / scale])
+    beta = _ridge(x, np.concatenate(ys), alpha)
+    model = SelectionModel(
+        budget, panel.estimators, alpha, level, tuple(float(b) for b in beta), scale,
+        float(np.nanmean(levels[known])), float(np.mean(spreads)), math.inf, len(ys), n_rows, 0,
+    )  # fmt: skip
+    if not interval:
+        return model
     residuals: list[np.ndarray] = []
-    if interval:
-        for i in np.flatnonzero(known):
-            rest = known.copy()
-            rest[i] = False
-            try:
-                sub = _fit(panel, rest, budget, alpha, 0.5, interval=False)
-            except ValueError:
-                continue
-            h_rest = panel.history(rest)[i]
-            ok = np.isfinite(panel.truth[i]) & np.isfinite(h_rest)
-            if ok.any():
-                pred = sub.predict_arrays(panel.z[i][ok], h_rest[ok])
-                residuals.append(panel.truth[i][ok] - pred)
-    half = pooled_quantile(residuals, level)
-    n = sum(len(r) for r in residuals)
-    return SelectionModel(
-        budget,
-        panel.estimators,
-        alpha,
-        level,
-        intercept,
-        tuple(float(b) for b in beta),
-        h_mean,
-        h_sd,
-        half,
-        int(rows.any(axis=1).sum()),
-        int(rows.sum()),
-        n,
+    for i in np.flatnonzero(known):
+        rest = known.copy()
+        rest[i] = False
+        try:
+            sub = _fit(panel, rest, budget, alpha, 0.5, interval=False)
+        except ValueError:
+            continue
+        rel = panel.relative_history(rest)[i]
+        ok = np.isfinite(panel.truth[i]) & np.isfinite(rel)
+        if ok.sum() >= 2:
+            residuals.append(panel.truth[i][ok] - sub.predict_arrays(panel.z[i][ok], rel[ok]))
+    return replace(
+        model, half_width=pooled_quantile(residuals, level), n_residuals=sum(map(len, residuals))
     )
+
+
+def fit_panel(panel: Panel, budget: str, alpha: float = 1.0, level: float = 0.9) -> SelectionModel:
+    """Fit on every target of ``panel``; ValueError when too few pairs have a history."""
+    return _fit(panel, panel.mask(), budget, alpha, level)
 
 
 def fit_selection_model(
@@ -293,10 +358,9 @@ def fit_selection_model(
     ``Views.truth``; ``estimators`` defaults to :func:`feature_estimators`. Raises ValueError
     when fewer than 3 (source, target) pairs have both a truth and a history.
     """
-    scores, truths = _seed_means(estimates, truth, budget)
+    scores, truths = seed_means(estimates, truth, budget)
     names = list(estimators) if estimators is not None else feature_estimators(scores, truths)
-    panel = Panel.build(scores, truths, names)
-    return _fit(panel, panel.mask(), budget, alpha, level)
+    return fit_panel(Panel.build(scores, truths, names), budget, alpha, level)
 
 
 def _weighted_tau(score: np.ndarray, truth: np.ndarray) -> float:
@@ -324,7 +388,7 @@ def loto_validation(
     "baseline"), n_sources, weighted_tau, coverage (model rows: share of held-out truths inside
     the interval).
     """
-    scores, truths = _seed_means(estimates, truth, budget)
+    scores, truths = seed_means(estimates, truth, budget)
     names = list(estimators) if estimators is not None else feature_estimators(scores, truths)
     panel = Panel.build(scores, truths, names)
     rows = []
@@ -335,15 +399,17 @@ def loto_validation(
         except ValueError:
             continue
         history = panel.history(known)[i]
+        relative = panel.relative_history(known)[i]
         ok = np.isfinite(panel.truth[i]) & np.isfinite(history)
         if ok.sum() < MIN_SOURCES:
             continue
-        t, h = panel.truth[i][ok], history[ok]
-        pred = model.predict_arrays(panel.z[i][ok], h)
-        inside = np.abs(t - pred) <= model.half_width
+        t, h = panel.truth[i][ok], np.round(history[ok], 12)  # equal means tie, as in order()
+        order = model.order(panel.z[i][ok], relative[ok])
+        low, high = model.interval(model.predict_arrays(panel.z[i][ok], relative[ok]))
+        inside = (low <= t) & (t <= high)
         head = [target, budget]
         n = int(ok.sum())
-        rows.append([*head, MODEL, "model", n, _weighted_tau(pred, t), float(inside.mean())])
+        rows.append([*head, MODEL, "model", n, _weighted_tau(order, t), float(inside.mean())])
         rows.append([*head, HISTORY, "baseline", n, _weighted_tau(h, t), np.nan])
         here = scores.loc[scores["target"].eq(target) & scores["estimator"].ne(HISTORY)]
         kept = [s for s, keep in zip(panel.sources, ok, strict=True) if keep]
@@ -381,6 +447,15 @@ def validation_summary(per_target: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["mean_tau", "method"], ascending=[False, True], ignore_index=True)[cols]
 
 
+def beats_history(summary: pd.DataFrame) -> bool:
+    """Whether the model's held-out mean weighted tau is at least the history baseline's (a
+    tie counts); True when either was not measured, since then nothing speaks against it."""
+    taus = summary.set_index("method")["mean_tau"] if len(summary) else pd.Series(dtype=float)
+    if MODEL not in taus or HISTORY not in taus:
+        return True
+    return bool(taus[MODEL] >= taus[HISTORY] - TIE)
+
+
 def verdict(summary: pd.DataFrame, budget: str) -> str:
     """One plain sentence: does the fitted model beat every single ranking on held-out targets?"""
     model = summary.loc[summary["method"].eq(MODEL)]
@@ -396,7 +471,7 @@ def verdict(summary: pd.DataFrame, budget: str) -> str:
         f"model's mean weighted tau is {m.mean_tau:.3f}; the best single ranking, {best.method}, "
         f"has {best.mean_tau:.3f}"
     )
-    if np.isclose(m.mean_tau, best.mean_tau, atol=5e-4):
+    if np.isclose(m.mean_tau, best.mean_tau, atol=TIE):
         return head + ": they tie."
     if m.mean_tau > best.mean_tau:
         return head + ": the model wins."
@@ -404,32 +479,49 @@ def verdict(summary: pd.DataFrame, budget: str) -> str:
 
 
 def predict_target(
-    model: SelectionModel, scores: pd.DataFrame, truth: pd.DataFrame, target: str
+    model: SelectionModel,
+    scores: pd.DataFrame,
+    truth: pd.DataFrame,
+    target: str,
+    sources: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Rank a new target's candidates: ``scores`` has columns source, estimator, score (e.g.
-    from ``rank_sources``), ``truth`` the seed-level truths of the stores (``target``'s own are
-    ignored). Columns: rank (NaN without history), source, predicted, low, high, history, then
-    per model estimator its raw score and ``z_<name>``."""
-    sc = scores.assign(score=pd.to_numeric(scores["score"], errors="coerce"))
+    """Rank a new target's candidates.
+
+    ``scores`` has columns source, estimator, score (e.g. from ``rank_sources``; may be empty
+    when the model uses no estimator), ``truth`` the seed-level truths of the stores
+    (``target``'s own are ignored), ``sources`` the candidates (default: those in ``scores``).
+    Columns: rank (NaN without history), source, predicted, low, high, order (the within-target
+    z the model predicts), history (mean accuracy on the other targets), then per model
+    estimator its raw score and ``z_<name>``.
+    """
+    sc = scores.reindex(columns=["source", "estimator", "score"])
+    sc = sc.assign(score=pd.to_numeric(sc["score"], errors="coerce"))
     sc = sc.loc[np.isfinite(sc["score"].to_numpy(dtype=float))]
     sc = sc.groupby(["source", "estimator"], as_index=False)["score"].mean()
     truths = _truth_means(truth, model.budget)
     truths = truths.loc[truths["target"].ne(target)]
-    sources = sorted(str(s) for s in scores["source"].unique())
-    design = _zscores(sc, sources, model.estimators)
-    design["history"] = truths.groupby("source")["truth"].mean().reindex(design.index)
-    has = np.isfinite(design["history"].to_numpy(dtype=float))
-    pred = model.predict(design.loc[has]).reindex(design.index)
-    raw = sc.pivot_table(index="source", columns="estimator", values="score")
-    design.index.name = None
-    pred.index.name = None
-    out = pd.DataFrame({"source": design.index}, index=design.index).join(pred)
-    out["history"] = design["history"]
+    names = sorted({str(s) for s in (sources if sources is not None else scores["source"])})
+    design = _zscores(sc, names, model.estimators)
+    deviation = truths["truth"] - truths.groupby("target")["truth"].transform("mean")
+    relative = deviation.groupby(truths["source"]).mean().reindex(names).to_numpy(dtype=float)
+    history = truths.groupby("source")["truth"].mean().reindex(names).to_numpy(dtype=float)
+    has = np.isfinite(relative)
+    z = design.to_numpy(dtype=float)
+    out = pd.DataFrame({"source": names})
+    for column in ("predicted", "low", "high", "order"):
+        out[column] = np.nan
+    if has.any():
+        predicted = model.predict_arrays(z[has], relative[has])
+        low, high = model.interval(predicted)
+        out.loc[has, "predicted"], out.loc[has, "low"], out.loc[has, "high"] = predicted, low, high
+        out.loc[has, "order"] = model.order(z[has], relative[has])
+    out["history"] = history
+    raw = sc.pivot_table(index="source", columns="estimator", values="score").reindex(names)
     for name in model.estimators:
-        out[name] = raw[name].reindex(design.index) if name in raw else np.nan
-        out[f"z_{name}"] = design[name]
-    out["rank"] = out["predicted"].rank(ascending=False, method="min").astype("Int64")
-    out = out.sort_values(["predicted", "source"], ascending=[False, True], na_position="last")
+        out[name] = raw[name].to_numpy(dtype=float) if name in raw else np.nan
+        out[f"z_{name}"] = design[name].to_numpy(dtype=float)
+    out["rank"] = out["order"].rank(ascending=False, method="min").astype("Int64")
+    out = out.sort_values(["order", "source"], ascending=[False, True], na_position="last")
     return out[["rank", *[c for c in out.columns if c != "rank"]]].reset_index(drop=True)
 
 
@@ -450,146 +542,3 @@ def pick_budget(truth: pd.DataFrame, budget: str | None) -> str:
     raise AtlbenchError(
         f"the stores have truths at several budgets ({', '.join(budgets)}): pick one with --budget"
     )
-
-
-def recommend_command(
-    results_dirs: Sequence[Path],
-    suite_path: Path,
-    target: str,
-    budget: str | None,
-    level: float = 0.9,
-    alpha: float = 1.0,
-    device: str | None = None,
-    echo: Callable[[str], None] = print,
-) -> pd.DataFrame | None:
-    """The CLI: validate the model on the stores, then rank the suite's sources for ``target``.
-
-    Returns the prediction table (None when it fell back to the estimator ranking).
-    """
-    from atlbench.estimate import rank_sources, render_ranking
-    from atlbench.registry import ESTIMATORS
-    from atlbench.study import load_study
-
-    estimates, truth = load_evidence(results_dirs)
-    load_study(suite_path).pick("target", [target])  # a target not in the suite: one line
-    budget = pick_budget(truth, budget)
-    scores, truths = _seed_means(estimates, truth, budget)
-    if target in set(truths["target"]):
-        echo(
-            f"{target} has measured truths in the stores: they are left out of the fit and of "
-            "the history"
-        )
-    scores = scores.loc[scores["target"].ne(target)]
-    truths = truths.loc[truths["target"].ne(target)]
-    n_targets = truths["target"].nunique()
-    if n_targets < MIN_TARGETS:
-        echo(
-            f"not enough history: {n_targets} other target(s) with fine-tuning truths at "
-            f"{budget or 'any budget'} (need {MIN_TARGETS}); showing the estimator ranking"
-        )
-        render_ranking(rank_sources(suite_path, target, device=device))
-        return None
-    stored = feature_estimators(scores, truths)
-    names = [n for n in stored if n in ESTIMATORS]
-    if len(names) < len(stored):
-        unknown = ", ".join(n for n in stored if n not in ESTIMATORS)
-        echo(f"estimator(s) {unknown} of the stores are not registered here: left out of the model")
-    panel = Panel.build(scores, truths, names)
-    try:
-        model = _fit(panel, panel.mask(), budget, alpha, level)
-    except ValueError as err:
-        echo(f"not enough history: {err}; showing the estimator ranking")
-        render_ranking(rank_sources(suite_path, target, device=device))
-        return None
-    others = (estimates.loc[estimates["target"].ne(target)], truth.loc[truth["target"].ne(target)])
-    summary = validation_summary(loto_validation(*others, budget, names, alpha, level))
-    ranking = rank_sources(suite_path, target, names or None, device=device)
-    if ranking.empty:
-        raise AtlbenchError(f"no source of {suite_path} has the modality of target {target!r}")
-    candidates = ranking[["source", "estimator", "score"]]
-    table = predict_target(model, candidates, truth, target)
-    _render(model, summary, table, len(results_dirs), echo)
-    missing = table.loc[table["predicted"].isna(), "source"].tolist()
-    if missing:
-        echo(
-            f"no fine-tuning history at {budget} for {', '.join(missing)} (never measured on "
-            "a target of the stores): no prediction; by estimator rank only:"
-        )
-        render_ranking(ranking.loc[ranking["source"].isin(missing)])
-    return table
-
-
-def _render(
-    model: SelectionModel,
-    summary: pd.DataFrame,
-    table: pd.DataFrame,
-    n_stores: int,
-    echo: Callable[[str], None],
-) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = 200
-    echo(
-        f"model at {model.budget}: ridge (alpha {model.alpha:g}) on {model.n_rows} (source, "
-        f"target) pairs from {model.n_targets} targets in {n_stores} store(s); "
-        f"{model.formula()}"
-    )
-    check = Table(
-        "method",
-        "kind",
-        "targets",
-        "mean tau_w",
-        "min",
-        "max",
-        title="Leave one target out: weighted tau against measured fine-tuning",
-    )
-    for r in summary.itertuples():
-        check.add_row(
-            escape(str(r.method)),
-            r.kind,
-            str(r.n_targets),
-            f"{r.mean_tau:.3f}",
-            f"{r.min_tau:.3f}",
-            f"{r.max_tau:.3f}",
-        )
-    console.print(check)
-    echo(verdict(summary, model.budget))
-    cover = summary.loc[summary["method"].eq(MODEL), "coverage"]
-    if len(cover) and np.isfinite(cover.iloc[0]):
-        echo(
-            f"its {model.level:.0%} intervals held the measured accuracy of "
-            f"{cover.iloc[0]:.0%} of the held-out sources"
-        )
-    level = f"{model.level:.0%} interval"
-    ranked = Table(
-        "#",
-        "source",
-        "predicted acc",
-        level,
-        "history",
-        *[f"{n} (z)" for n in model.estimators],
-        title="Predicted fine-tuned accuracy",
-    )
-    for r in table.loc[table["predicted"].notna()].to_dict("records"):
-        interval = (
-            f"[{r['low']:.3f}, {r['high']:.3f}]"
-            if math.isfinite(model.half_width)
-            else "n/a (too few held-out residuals)"
-        )
-        inputs = [
-            f"{r[n]:.4g} ({r[f'z_{n}']:+.2f})" if pd.notna(r[n]) else "n/a"
-            for n in model.estimators
-        ]
-        ranked.add_row(
-            str(r["rank"]),
-            escape(str(r["source"])),
-            f"{r['predicted']:.3f}",
-            interval,
-            f"{r['history']:.3f}",
-            *inputs,
-        )
-    console.print(ranked)

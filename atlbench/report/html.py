@@ -49,6 +49,7 @@ TITLES = {
     "median_cost_s": "Median cost (s)",
     "total_cost_s": "Total cost (s)", "train_samples_per_s": "Train samples/s",
     "time_to_best_s": "Time to best (s)", "peak_mem_mb": "Peak memory (MB)",
+    "data_wait_s": "Data wait (s)", "compute_time_s": "Compute (s)",
     "prob_improvement": "P(improvement)", "wins": "Wins", "ties": "Ties", "losses": "Losses",
     "ci": "95% CI", "n_train": "Labels", "labels_saved": "Labels saved", "gain_per_cpu_hour":
     "Gain / CPU-hour", "gain_per_gpu_hour": "Gain / GPU-hour", "ruler": "Ruler", "mmd": "MMD²",
@@ -261,6 +262,16 @@ def headlines(views: Views) -> list[str]:
 
 def protocol_lines(views: Views) -> list[str]:
     p = views.protocol
+    imported = views.suite.get("imported")
+    if imported:  # the measurements are the source's; atlbench ran no protocol of its own
+        citation = " ".join(imported.get("citation") or [])
+        return [
+            f"Imported with atlbench import from {imported.get('origin', 'a table')}: how each "
+            "accuracy was measured is the source's protocol, not atlbench's."
+            + (f" {citation}" if citation else ""),
+            f"Label budgets: {', '.join(p['budgets']) or 'none'}; seeds: {len(p['seeds'])}.",
+            f"Estimators are judged against {p['truth']}, at each budget.",
+        ]
     trials = ", ".join(f"{k} {v}" for k, v in sorted(p["trials"].items())) or "none"
     validation = (
         "budgeted: selection inside the label budget (hold-out for trained recipes, k-fold CV "
@@ -402,6 +413,7 @@ def render_report(views: Views, suite_name: str, description: str = "", csv_dir:
         notes=notes,
         csv_dir=csv_dir,
         has_estimates=not views.estimates.empty,
+        omitted=views.omitted,
         baseline_lines=views.baseline_comparison,
         **_tables(views),
         **_figures(views),

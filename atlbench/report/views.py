@@ -49,6 +49,8 @@ TIMING_COLUMNS = [
     "n_trials",
     "cost_s",
     "train_time_s",
+    "data_wait_s",
+    "compute_time_s",
     "selection_time_s",
     "time_to_best_s",
     "feature_time_s",
@@ -108,6 +110,15 @@ FAILURE_COLUMNS = ["source", "target", "strategy", "role", "budget", "seed", "er
 # static baselines scored like estimators (with "baseline_history", a source's record on the
 # other targets): in the agreement tables they are what every estimator must beat
 BASELINES = ("baseline_params", "baseline_reported_acc", "baseline_history")
+# Record columns a sweep always writes and an imported table (``atlbench import``) may lack.
+# Views that only show them (the leaderboard's labels, arch, macro-F1) show blanks; a report
+# section that computes with them is left out, with one line saying why (``Views.omitted``).
+DISPLAY_COLUMNS = ("arch", "n_train", "test_macro_f1")
+SECTION_COLUMNS: dict[str, tuple[str, ...]] = {
+    "negative-transfer": ("trains_encoder", "n_train"),  # pairing by role, labels saved
+    "efficiency": ("n_train", "cost_s", "device"),  # learning curves, cost, gain per hour
+    "timing": ("cost_s",),
+}
 
 
 class Views:
@@ -178,6 +189,30 @@ class Views:
     def has_results(self) -> bool:
         return not self.records.empty and bool((self.records["status"] == "done").any())
 
+    @cached_property
+    def omitted(self) -> dict[str, str]:
+        """Report sections left out because the records lack columns they compute with
+        (imported results carry the accuracy, not a training run's facts): section id -> why."""
+        if not self.has_results:
+            return {}
+        done = self.records[self.records["status"] == "done"]
+        out = {}
+        for section, columns in SECTION_COLUMNS.items():
+            absent = [c for c in columns if c not in done or done[c].isna().all()]
+            if absent:
+                out[section] = (
+                    f"Left out: the records have no {', '.join(absent)}"
+                    + (" (imported results carry only what the table gave)."
+                       if self.suite.get("imported") else ".")
+                )  # fmt: skip
+        return out
+
+    @cached_property
+    def _shown(self) -> pd.DataFrame:
+        """The records with every display-only column present (blank where not recorded)."""
+        absent = [c for c in DISPLAY_COLUMNS if c not in self.records]
+        return self.records.reindex(columns=[*self.records.columns, *absent])
+
     # -- accuracy and gains ---------------------------------------------------------------------
     @cached_property
     def summary(self) -> pd.DataFrame:
@@ -185,10 +220,10 @@ class Views:
         (covering seeds and test examples)."""
         if not self.has_results:
             return pd.DataFrame()
-        return summarize(self.records, "test_acc", correct=self.correct)
+        return summarize(self._shown, "test_acc", correct=self.correct)
 
     def _gains(self, comparison: str) -> pd.DataFrame:
-        if not self.has_results:
+        if not self.has_results or "negative-transfer" in self.omitted:
             return pd.DataFrame(columns=NEGATIVE_TRANSFER_COLUMNS)
         return paired_gains(
             self.records, self.correct, comparison, equivalence_margin=self.margin,
@@ -211,8 +246,8 @@ class Views:
             return leaderboard(
                 pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
             )
-        f1 = summarize(self.records, "test_macro_f1")
-        return leaderboard(self.records, self.summary, f1, self.vs_scratch, self.gains)
+        f1 = summarize(self._shown, "test_macro_f1")
+        return leaderboard(self._shown, self.summary, f1, self.vs_scratch, self.gains)
 
     @cached_property
     def negative_transfer(self) -> pd.DataFrame:
@@ -225,24 +260,28 @@ class Views:
 
     @cached_property
     def p_improvement(self) -> pd.DataFrame | None:
-        if not self.has_results:
+        if not self.has_results or "negative-transfer" in self.omitted:
             return None
         table = probability_of_improvement(self.records)
         return table if len(table) else None
 
     @cached_property
     def labels_saved(self) -> pd.DataFrame | None:
-        if not self.has_results:
+        if not self.has_results or "negative-transfer" in self.omitted:
             return None
         return labels_saved(self.records, self.correct, correction=self.correction)
 
     @cached_property
     def gain_per_hour(self) -> pd.DataFrame | None:
-        return gain_per_hour(self.records) if self.has_results else None
+        if not self.has_results or "efficiency" in self.omitted:
+            return None
+        return gain_per_hour(self.records)
 
     @cached_property
     def cost_accuracy(self) -> pd.DataFrame:
-        return cost_accuracy(self.records) if self.has_results else pd.DataFrame()
+        if not self.has_results or "efficiency" in self.omitted:
+            return pd.DataFrame()
+        return cost_accuracy(self.records)
 
     @cached_property
     def failures(self) -> pd.DataFrame:
@@ -255,17 +294,18 @@ class Views:
     @cached_property
     def timing(self) -> pd.DataFrame:
         """One row per finished cell: every clock, throughput and memory figure it recorded."""
-        if not self.has_results:
+        if not self.has_results or "timing" in self.omitted:
             return pd.DataFrame(columns=TIMING_COLUMNS)
         done = self.records[self.records["status"] == "done"]
         return done.reindex(columns=TIMING_COLUMNS).reset_index(drop=True)
 
     @cached_property
     def timing_summary(self) -> pd.DataFrame:
-        """Per strategy and role: median cell cost, training throughput, time to the best
-        validation score and peak memory, over its finished cells."""
+        """Per strategy and role: median cell cost, training throughput, how the training time
+        splits into waiting for data and computing, time to the best validation score and peak
+        memory, over its finished cells."""
         cols = ["strategy", "role", "cells", "median_cost_s", "total_cost_s", "train_samples_per_s",
-                "time_to_best_s", "peak_mem_mb"]  # fmt: skip
+                "data_wait_s", "compute_time_s", "time_to_best_s", "peak_mem_mb"]  # fmt: skip
         t = self.timing
         if t.empty:
             return pd.DataFrame(columns=cols)
@@ -275,6 +315,8 @@ class Views:
             median_cost_s=("cost_s", "median"),
             total_cost_s=("cost_s", "sum"),
             train_samples_per_s=("train_samples_per_s", "median"),
+            data_wait_s=("data_wait_s", "median"),
+            compute_time_s=("compute_time_s", "median"),
             time_to_best_s=("time_to_best_s", "median"),
             peak_mem_mb=("peak_mem_mb", "median"),
         )
