@@ -3,23 +3,30 @@
 Estimators, frozen-feature strategies and drift tests read the same cached matrices, so a
 ``(source, target)`` pair costs one forward pass over the target, ever. Entries are written
 atomically with a checksum; a torn entry is recomputed, never trusted.
+
+Extraction streams: the split's images stay compact (uint8, converted per batch on the device)
+and each batch's features go straight into the entry's file, which is then read memory-mapped.
+A 50,000-image target never holds its images and its features in memory at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from atlbench.cache import atomic_write_text, cache_dir, content_hash, load_array, save_array
+from atlbench.cache import atomic_write_text, cache_dir, content_hash
+from atlbench.datapipe import NpyWriter, file_sha256, open_npy
 from atlbench.sources.base import Encoder, Source
 from atlbench.targets.base import Split, TaskData
-from atlbench.train import PreparedSplit, autocast, to_device
+from atlbench.train import PreparedSplit, autocast
 
 FEATURES_VERSION = 3  # 3: text batched by length
 
@@ -33,41 +40,134 @@ class FeatureSet:
     seconds: float
 
 
+Sink = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], None]
+
+
 @torch.inference_mode()
-def extract(
-    encoder: Encoder, split: Split, device: torch.device, batch_size: int = 256
-) -> FeatureSet:
-    """One batched forward pass in ``inference_mode``; float32 features on the CPU."""
+def stream_features(
+    encoder: Encoder, split: Split, device: torch.device, sink: Sink, batch_size: int = 256
+) -> float:
+    """One batched forward pass in ``inference_mode``, streamed: the split stays compact
+    (images uint8, converted per batch on the device) and each batch's float32 features (and
+    source-head softmax) go to ``sink(rows, features, probs)`` at their split positions ``rows``.
+    Returns the seconds it took; NaN/inf features raise :class:`FloatingPointError`."""
     encoder.eval().to(device)
     data = PreparedSplit(encoder, split)
-    feats, probs = [], []
     order = data.length_order()  # text: similar lengths per batch, less padding
+    positions = order if order is not None else np.arange(len(data))
+    done = bad = 0
     started = time.perf_counter()
     with autocast(device):
-        for batch, _ in data.batches(batch_size, order):
-            f = encoder(to_device(batch, device)).float()
-            feats.append(f.cpu())
+        rows = data.inference_batch(batch_size, device)
+        for batch, _ in data.batches(rows, order, pin=device.type == "cuda"):
+            f = encoder(data.to_model(batch, device)).float()
             logits = encoder.source_logits(f)
+            probs = None
             if logits is not None:
-                probs.append(torch.softmax(logits.float(), dim=1).cpu())
+                probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            feats = f.cpu().numpy()
+            bad += int((~np.isfinite(feats)).any(1).sum())
+            sink(positions[done : done + len(feats)], feats, probs)
+            done += len(feats)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
-    features = _restore(torch.cat(feats).numpy().astype(np.float32), order)
-    if not np.isfinite(features).all():
-        bad = int((~np.isfinite(features)).any(1).sum())
+    if bad:
         raise FloatingPointError(f"the source produced NaN/inf features for {bad} examples")
-    prob = _restore(torch.cat(probs).numpy(), order) if probs else None
-    return FeatureSet(features, prob, seconds)
+    return seconds
 
 
-def _restore(rows: np.ndarray, order: np.ndarray | None) -> np.ndarray:
-    """Rows computed in ``order`` back in split order."""
-    if order is None:
-        return rows
-    out = np.empty_like(rows)
-    out[order] = rows
-    return out
+def extract(
+    encoder: Encoder,
+    split: Split,
+    device: torch.device,
+    batch_size: int = 256,
+    into: tuple[Path, Path] | None = None,
+) -> FeatureSet:
+    """Features (and source probabilities) of ``split``: in-memory float32 arrays, or with
+    ``into=(features_path, probs_path)`` streamed into that cache entry and memory-mapped."""
+    if into is not None:
+        return _extract_to_cache(encoder, split, device, *into, batch_size=batch_size)
+    out: dict[str, np.ndarray | None] = {}
+
+    def sink(rows: np.ndarray, feats: np.ndarray, probs: np.ndarray | None) -> None:
+        if "features" not in out:
+            out["features"] = np.empty((len(split), feats.shape[1]), dtype=np.float32)
+            out["probs"] = None
+            if probs is not None:
+                out["probs"] = np.empty((len(split), probs.shape[1]), dtype=probs.dtype)
+        out["features"][rows] = feats  # type: ignore[index]
+        if probs is not None:
+            out["probs"][rows] = probs  # type: ignore[index]
+
+    seconds = stream_features(encoder, split, device, sink, batch_size)
+    features = out.get("features")
+    if features is None:
+        features = np.zeros((0, int(encoder.feature_dim)), dtype=np.float32)
+    return FeatureSet(features, out.get("probs"), seconds)
+
+
+def _extract_to_cache(
+    encoder: Encoder,
+    split: Split,
+    device: torch.device,
+    f_path: Path,
+    p_path: Path,
+    batch_size: int = 256,
+) -> FeatureSet:
+    """Features streamed straight into the cache entry at ``f_path`` (probabilities at
+    ``p_path``) and returned memory-mapped: they are never all in memory, and neither are the
+    split's images. Commit order as in :class:`FeatureCache`: probabilities, side-car, features.
+    """
+    n = len(split)
+    with contextlib.ExitStack() as stack:
+        writers: dict[str, NpyWriter] = {}
+
+        def sink(rows: np.ndarray, feats: np.ndarray, probs: np.ndarray | None) -> None:
+            if "f" not in writers:
+                shape = (n, feats.shape[1])
+                writers["f"] = stack.enter_context(NpyWriter(f_path, shape, np.float32))
+                if probs is not None:
+                    shape = (n, probs.shape[1])
+                    writers["p"] = stack.enter_context(NpyWriter(p_path, shape, probs.dtype))
+            writers["f"].write_rows(rows, feats)
+            if probs is not None:
+                writers["p"].write_rows(rows, probs)
+
+        seconds = stream_features(encoder, split, device, sink, batch_size)
+        if "f" not in writers:  # an empty split: nothing worth a cache entry
+            return extract(encoder, split, device, batch_size)
+        if "p" in writers:
+            _commit(writers["p"])
+        meta = {"seconds": seconds, "has_probs": "p" in writers}
+        atomic_write_text(_meta_path(f_path), json.dumps(meta))
+        _commit(writers["f"])
+    entry = _load_entry(f_path, p_path, n)
+    assert entry is not None, f"{f_path}: just written, but not readable"
+    return entry
+
+
+def _commit(writer: NpyWriter) -> None:
+    """Publish the file, then its checksum side-car (as :func:`~atlbench.cache.save_array` does)."""
+    digest = writer.sha256()
+    writer.commit()
+    atomic_write_text(_sidecar(writer.path), digest)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(path.suffix + ".sha256")
+
+
+def load_mapped(path: Path) -> np.ndarray | None:
+    """A cached matrix, checksum verified, memory-mapped copy-on-write (a reader may change
+    its copy; the file never changes); None if missing or corrupt."""
+    try:
+        expected = _sidecar(path).read_text().strip()
+        if not path.exists() or file_sha256(path) != expected:
+            return None
+    except OSError:
+        return None
+    return open_npy(path, mode="c")
 
 
 def encoder_identity(source: Source, init_seed: int | None) -> dict[str, object]:
@@ -138,12 +238,7 @@ class FeatureCache:
         result = _load_entry(f_path, p_path, len(task.split(split)))
         if result is None:
             encoder = encoder if encoder is not None else self._build(source, init_seed)
-            result = extract(encoder, task.split(split), self.device)
-            if result.probs is not None:
-                save_array(p_path, result.probs)
-            meta = {"seconds": result.seconds, "has_probs": result.probs is not None}
-            atomic_write_text(_meta_path(f_path), json.dumps(meta))
-            save_array(f_path, result.features)
+            result = extract(encoder, task.split(split), self.device, into=(f_path, p_path))
         self._remember(f_path.name, result)
         return result
 
@@ -173,7 +268,7 @@ def _meta_path(f_path: Path) -> Path:
 
 def _load_entry(f_path: Path, p_path: Path, n: int) -> FeatureSet | None:
     """A complete, verified cache entry, or None (then it is recomputed, never trusted)."""
-    features = load_array(f_path)
+    features = load_mapped(f_path)
     if features is None or len(features) != n:
         return None
     try:
@@ -181,7 +276,7 @@ def _load_entry(f_path: Path, p_path: Path, n: int) -> FeatureSet | None:
         seconds = float(meta["seconds"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    probs = load_array(p_path) if meta.get("has_probs") else None
+    probs = load_mapped(p_path) if meta.get("has_probs") else None
     if meta.get("has_probs") and (probs is None or len(probs) != n):
         return None
     return FeatureSet(features, probs, seconds)

@@ -1,8 +1,9 @@
 """Model-ready inputs, prepared once per (preprocessing, target, split) and sliced by index.
 
-Every trial of every cell used to tokenise (or resize and normalise) the same examples again.
-Preparation depends only on the encoder's preprocessing (its tokenizer and maximum length, or
-its input size and normalisation), the target's content and the split, so it is done once per
+Images are not prepared here: they stay compact uint8 rows (:mod:`atlbench.datapipe`) and the
+encoder's per-batch transform converts each batch on the device. Text is tokenised once: every
+trial of every cell used to tokenise the same examples again, and tokens depend only on the
+tokenizer and maximum length, the target's content and the split, so they are prepared once per
 process and each stage takes the rows it needs. Frozen-prefix activations
 (:mod:`atlbench.frozen_prefix`) are cached the same way.
 
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from atlbench.datapipe import ImageRows, ImageTransform, is_compact_images
 from atlbench.sources.base import Encoder
 from atlbench.targets.base import TaskData
 from atlbench.train import PreparedSplit, concat_batches
@@ -61,21 +63,34 @@ def _nbytes(value: Any) -> int:
     return 0
 
 
-PREPARED = TensorCache(1 << 30)  # 1 GiB of tokenised text / normalised images per process
+PREPARED = TensorCache(1 << 30)  # 1 GiB of tokenised text (or images of an encoder without a
+# per-batch transform) per process
 
 
 def take(data: Any, idx: torch.Tensor) -> Any:
-    """Rows ``idx`` of a prepared tensor or dict of tensors."""
+    """Rows ``idx`` of a prepared tensor or dict of tensors, or a view of compact image rows."""
+    if isinstance(data, ImageRows):
+        return data[idx]
     if isinstance(data, torch.Tensor):
         return data[idx]
     return {k: v[idx] for k, v in data.items()}
 
 
+def transform_for(encoder: Encoder, data: Any) -> ImageTransform | None:
+    """The per-batch step that finishes ``data`` (compact image rows), else None."""
+    return encoder.image_transform() if isinstance(data, ImageRows) else None
+
+
 def prepare_all(encoder: Encoder, task: TaskData, split: str) -> Any:
-    """The whole split, prepared by ``encoder`` (memoised by preprocessing and content)."""
+    """The whole split, prepared by ``encoder`` (memoised by preprocessing and content).
+
+    Images for an encoder with a per-batch :meth:`~atlbench.sources.base.Encoder.image_transform`
+    are not prepared at all: they stay the split's compact uint8 rows (:class:`ImageRows`)."""
+    inputs = task.split(split).inputs
+    if is_compact_images(inputs) and encoder.image_transform() is not None:
+        return ImageRows.of(inputs)
 
     def make() -> Any:
-        inputs = task.split(split).inputs
         return concat_batches(
             [encoder.prepare(inputs[i : i + CHUNK]) for i in range(0, len(inputs), CHUNK)]
         )
@@ -94,4 +109,4 @@ def prepared(
     data = prepare_all(encoder, task, split)
     if idx is not None:
         data = take(data, torch.as_tensor(np.asarray(idx, dtype=np.int64)))
-    return PreparedSplit.from_tensors(data, labels)
+    return PreparedSplit.from_tensors(data, labels, transform_for(encoder, data))

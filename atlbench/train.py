@@ -13,6 +13,7 @@ continued to a later rung is exactly the run that would have gone there uninterr
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -24,6 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atlbench.datapipe import (
+    BatchStream,
+    ImageRows,
+    ImageTransform,
+    image_batches,
+    is_compact_images,
+)
 from atlbench.protocol import TrainingConfig
 from atlbench.sources.base import Encoder, batch_size_of, move_batch
 from atlbench.targets.base import Split
@@ -43,26 +51,54 @@ class Classifier(nn.Module):
         return self.head(self.encoder(batch))
 
 
+# float input per inference batch on a CPU: 53 images at 224 px, the whole batch below ~100 px
+CPU_INFERENCE_INPUT_BYTES = 32 * 2**20
+
+
 class PreparedSplit:
-    """A split turned into model-ready tensors once, then sliced into batches cheaply."""
+    """A split ready for the model, kept compact: image rows stay uint8 (in memory or in the
+    decoded-image cache on disk) and the encoder's :class:`~atlbench.datapipe.ImageTransform`
+    converts each batch on the device (:meth:`to_model`); anything else (tokenised text,
+    cached activations, images for an encoder without a per-batch step) is prepared once.
+
+    :meth:`batches` yields compact CPU batches in the caller's order, streamed by a
+    ``DataLoader`` when the split is large and on disk; :meth:`to_model` finishes one.
+    """
 
     def __init__(self, encoder: Encoder, split: Split, chunk: int = 512) -> None:
         self.labels = torch.as_tensor(split.labels, dtype=torch.long)
+        transform = encoder.image_transform() if is_compact_images(split.inputs) else None
+        self.transform: ImageTransform | None = transform
+        self._streams: dict[bool, BatchStream] = {}  # DataLoaders kept between passes
+        if transform is not None:
+            self.data: Any = ImageRows.of(split.inputs)
+            return
         parts = [encoder.prepare(split.inputs[i : i + chunk]) for i in range(0, len(split), chunk)]
-        self.data: Any = concat_batches(parts) if parts else torch.empty(0)
+        self.data = concat_batches(parts) if parts else torch.empty(0)
 
     @classmethod
-    def from_tensors(cls, data: Any, labels: np.ndarray | torch.Tensor) -> PreparedSplit:
-        """A split of already prepared data (cached activations, tokenised text)."""
+    def from_tensors(
+        cls,
+        data: Any,
+        labels: np.ndarray | torch.Tensor,
+        transform: ImageTransform | None = None,
+    ) -> PreparedSplit:
+        """A split of already prepared data (cached activations, tokenised text), or of compact
+        image rows with the ``transform`` that finishes their batches."""
         out = cls.__new__(cls)
-        out.data = data
+        out.data = ImageRows.of(data) if transform is not None else data
         out.labels = torch.as_tensor(labels, dtype=torch.long)
+        out.transform = transform
+        out._streams = {}
         return out
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, index: torch.Tensor) -> Any:
+    def raw(self, index: torch.Tensor) -> Any:
+        """Rows ``index`` as they travel to the device: uint8 images, or prepared tensors."""
+        if isinstance(self.data, ImageRows):
+            return self.data.tensor(index)
         if isinstance(self.data, torch.Tensor):
             return self.data[index]
         out = {k: v[index] for k, v in self.data.items()}
@@ -71,6 +107,32 @@ class PreparedSplit:
             out = {k: (v[:, : max(width, 1)] if v.dim() >= 2 else v) for k, v in out.items()}
         return out
 
+    def to_model(self, batch: Any, device: torch.device) -> Any:
+        """A :meth:`raw` batch moved to ``device`` and, for images, converted there."""
+        if self.transform is None:
+            return to_device(batch, device)
+        return to_device(self.transform(move_batch(batch, device)), device)
+
+    def batch(self, index: torch.Tensor) -> Any:
+        """Rows ``index``, model-ready, on the CPU."""
+        raw = self.raw(index)
+        return raw if self.transform is None else self.transform(raw)
+
+    def device_batch(self, index: torch.Tensor, device: torch.device) -> Any:
+        """Rows ``index``, model-ready, on ``device`` (converted there)."""
+        return self.to_model(self.raw(index), device)
+
+    def inference_batch(self, batch_size: int, device: torch.device) -> int:
+        """``batch_size``, capped on a CPU so one batch of model-ready images holds at most
+        :data:`CPU_INFERENCE_INPUT_BYTES` of float input: a forward pass keeps activations of
+        the whole batch alive, which at 224 px and 256 images is over a GiB of host memory.
+        Small images (24-96 px) keep the full batch, so their results do not change; on a
+        GPU the activations live on the device and the batch is not capped."""
+        if self.transform is None or device.type != "cpu":
+            return batch_size
+        per_row = 4 * 3 * self.transform.size * self.transform.size
+        return max(1, min(batch_size, CPU_INFERENCE_INPUT_BYTES // per_row))
+
     def length_order(self) -> np.ndarray | None:
         """Rows sorted by token count (text), so evaluation batches carry little padding."""
         if isinstance(self.data, dict) and "attention_mask" in self.data:
@@ -78,12 +140,18 @@ class PreparedSplit:
         return None
 
     def batches(
-        self, batch_size: int, order: np.ndarray | None = None
+        self, batch_size: int, order: np.ndarray | None = None, pin: bool = False
     ) -> Iterator[tuple[Any, torch.Tensor]]:
+        """``(raw batch, labels)`` in ``order``; ``pin``: page-locked, for a CUDA device."""
         index = torch.as_tensor(order if order is not None else np.arange(len(self)))
-        for start in range(0, len(index), batch_size):
-            idx = index[start : start + batch_size]
-            yield self.batch(idx), self.labels[idx]
+        chunks = [index[start : start + batch_size] for start in range(0, len(index), batch_size)]
+        if isinstance(self.data, ImageRows):
+            images = image_batches(self.data, [c.numpy() for c in chunks], pin, self._streams)
+            for idx, batch in zip(chunks, images, strict=True):
+                yield batch, self.labels[idx]
+            return
+        for idx in chunks:
+            yield self.raw(idx), self.labels[idx]
 
 
 def concat_batches(parts: list[Any]) -> Any:
@@ -121,6 +189,7 @@ class FitResult:
     compile_time_s: float = 0.0  # first step minus a steady step; 0 unless compiled
     micro_batch: int | None = None  # the micro-batch actually used (after any OOM retry)
     oom_retries: int = 0
+    data_wait_s: float = 0.0  # of train_time_s, spent waiting for the next batch's data
 
 
 ParamGroups = list[dict[str, Any]]
@@ -143,8 +212,9 @@ def predict_logits(
     outs = []
     order = data.length_order()  # text: batches of similar length (exact, far less padding)
     with autocast(device):
-        for batch, _ in data.batches(batch_size, order):
-            outs.append(model(to_device(batch, device)).float().cpu())
+        rows = data.inference_batch(batch_size, device)
+        for batch, _ in data.batches(rows, order, pin=device.type == "cuda"):
+            outs.append(model(data.to_model(batch, device)).float().cpu())
     if not outs:
         return np.zeros((0, 0), dtype=np.float32)
     logits = torch.cat(outs).numpy()
@@ -197,7 +267,7 @@ def augment_images(batch: Any, gen: torch.Generator, pad: int = 4) -> Any:
     padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
-    flip = torch.rand(n, generator=gen) < 0.5
+    flip = (torch.rand(n, generator=gen) < 0.5).to(batch.device)  # drawn on the CPU generator
     out = torch.stack(
         [padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(dy, dx, strict=True))]
     )
@@ -232,17 +302,20 @@ def accumulate_gradients(
     device: torch.device,
     micro_batch: int | None = None,
     extra_loss: Callable[[], torch.Tensor] | None = None,
-) -> tuple[float, int]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Backpropagate the mean cross-entropy of ``batch`` in micro-batches.
 
     Each chunk's loss is weighted by its share of the batch, so the summed gradients equal the
     full-batch gradient (exactly, up to float rounding, for models without batch statistics;
     BatchNorm sees smaller batches). A regulariser is added once, not once per chunk. Returns the
-    loss and the number of correctly classified examples of the batch.
+    loss and the number of correctly classified examples of the batch as 0-d tensors on the
+    device: reading them (``float``, ``int``) waits for the GPU, so the engine sums them there
+    and reads once per epoch, never per step.
     """
     n = int(labels.shape[0])
     chunk = n if not micro_batch or micro_batch >= n else micro_batch
-    total, correct = 0.0, 0
+    total = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), dtype=torch.long, device=labels.device)
     for start in range(0, n, chunk):
         y = labels[start : start + chunk]
         with autocast(device):
@@ -251,8 +324,8 @@ def accumulate_gradients(
             if extra_loss is not None and start == 0:
                 loss = loss + extra_loss()
         loss.backward()
-        total += float(loss.detach())
-        correct += int((logits.detach().argmax(1) == y).sum())
+        total += loss.detach()
+        correct += (logits.detach().argmax(1) == y).sum()
     return total, correct
 
 
@@ -461,11 +534,17 @@ class TrainingRun:
         order = np.concatenate([self.rng.permutation(len(self.train)) for _ in range(self.passes)])
         regulariser = (lambda: self.extra_loss(model)) if self.extra_loss is not None else None
         correct = seen = 0
+        batches = iter(self.train.batches(cfg.batch_size, order, pin=device.type == "cuda"))
         with self.clock.section("train"):
-            for step, (batch, labels) in enumerate(self.train.batches(cfg.batch_size, order)):
+            for step in itertools.count():
+                with self.clock.section("data_wait"):  # reading the next batch, not computing
+                    item = next(batches, None)
+                if item is None:
+                    break
+                batch, labels = item
                 first = self.epoch == 0 and step == 0 and not self.epoch_ends
                 with self.clock.section("first_step") if first else nullcontext():
-                    batch = to_device(batch, device)
+                    batch = self.train.to_model(batch, device)
                     if cfg.augment == "standard":
                         batch = augment_images(batch, self.aug)
                     labels = labels.to(device, non_blocking=True)
@@ -483,7 +562,7 @@ class TrainingRun:
         self.epoch_ends.append(self.clock.seconds("train"))  # one device sync per epoch
         if self.epoch == 0:
             self.first_epoch_samples = self.samples
-        self.train_history.append(correct / max(1, seen))
+        self.train_history.append(int(correct) / max(1, seen))  # the epoch's one read of it
         self._validate()
         self.epoch += 1
 
@@ -549,6 +628,7 @@ class TrainingRun:
             compile_time_s=compile_time,
             micro_batch=self.micro_batch,
             oom_retries=self.oom_retries,
+            data_wait_s=self.clock.seconds("data_wait"),
         )
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from atlbench.frozen_prefix import ACTIVATIONS, PREFIX_KEY, frozen_blocks
-from atlbench.inputs import prepare_all, take
+from atlbench.inputs import prepare_all, take, transform_for
 from atlbench.protocol import describe_space, design, edge_flags, halving_rungs
 from atlbench.sources.base import Encoder
 from atlbench.strategies.base import CellContext, CellOutcome, count_params
@@ -202,7 +202,7 @@ class Inputs:
             data = dict(data) | {PREFIX_KEY: self._activations(split, data)}
         if idx is not None:
             data = take(data, torch.as_tensor(np.asarray(idx, dtype=np.int64)))
-        return PreparedSplit.from_tensors(data, labels)
+        return PreparedSplit.from_tensors(data, labels, transform_for(self.encoder, data))
 
     def _activations(self, split: str, data: Any) -> torch.Tensor:
         ctx, prefix = self.ctx, self.prefix
@@ -338,6 +338,8 @@ def _timing(
 ) -> dict[str, float]:
     return {
         "train_time_s": final.train_time_s,
+        "data_wait_s": final.data_wait_s,  # of train_time_s: waiting for batches, not computing
+        "compute_time_s": final.train_time_s - final.data_wait_s,
         "selection_time_s": selection,
         "time_to_best_s": best.time_to_best_s,
         "time_to_90pct_s": best.time_to_90pct_s,

@@ -73,8 +73,18 @@ class TensorSplit:
     def length_order(self) -> None:  # tensors have no padding to sort by
         return None
 
-    def batches(self, batch_size: int, order: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+    def batches(  # type: ignore[no-untyped-def]
+        self, batch_size: int, order: np.ndarray | None = None, pin: bool = False
+    ):
         index = torch.as_tensor(order if order is not None else np.arange(len(self)))
         for start in range(0, len(index), batch_size):
             idx = index[start : start + batch_size]
             yield self.data[idx], self.labels[idx]
+
+    def inference_batch(self, batch_size: int, device: torch.device) -> int:
+        return batch_size
+
+    def to_model(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+        from atlbench.train import to_device
+
+        return to_device(batch, device)

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import nn
 
+from atlbench.datapipe import ImageRows, ImageTransform, normalise_images
+
 Batch = Any  # a tensor (images) or a dict of tensors (tokenised text)
 
 
@@ -28,6 +30,12 @@ class Encoder(nn.Module):
     def prepare(self, inputs: Any) -> Batch:
         """Turn raw split inputs (uint8 images or strings) into a model-ready CPU batch."""
         raise NotImplementedError
+
+    def image_transform(self) -> ImageTransform | None:
+        """The per-batch step that turns uint8 images into model input on the device (resize,
+        normalise), so image splits stay compact until the batch; None: inputs are prepared
+        whole by :meth:`prepare` (text, or an encoder without such a step)."""
+        return None
 
     def layer_names(self) -> list[str]:
         """Named blocks from input to output: used for layer-wise learning rates and CKA."""
@@ -68,22 +76,21 @@ def batch_size_of(batch: Batch) -> int:
 
 
 def images_to_tensor(
-    images: np.ndarray | Sequence[np.ndarray],
+    images: np.ndarray | ImageRows | Sequence[np.ndarray],
     size: int,
     mean: Sequence[float],
     std: Sequence[float],
 ) -> torch.Tensor:
     """uint8 HWC images (an array, or a list of mixed sizes) -> normalised NCHW at ``size``."""
+    if isinstance(images, ImageRows):
+        images = images.read()
     if isinstance(images, np.ndarray) and images.ndim == 4:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    else:
-        parts = []
-        for image in images:
-            t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255.0
-            parts.append(F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False))
-        x = torch.cat(parts)
+        return normalise_images(torch.from_numpy(np.ascontiguousarray(images)), size, mean, std)
+    parts = []
+    for image in images:
+        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255.0
+        parts.append(F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False))
+    x = torch.cat(parts)
     m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - m) / s

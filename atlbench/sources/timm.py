@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from atlbench.datapipe import ImageTransform
 from atlbench.errors import SourceError
 from atlbench.hub import hub_reachable, offline_error
 from atlbench.registry import register_source, suggest
@@ -88,6 +89,9 @@ class TimmEncoder(Encoder):
 
     def prepare(self, inputs: Any) -> torch.Tensor:
         return images_to_tensor(inputs, self.input_size, self.mean, self.std)
+
+    def image_transform(self) -> ImageTransform:
+        return ImageTransform(self.input_size, self.mean, self.std)
 
     def preprocessing(self) -> tuple[Any, ...]:
         return ("image", self.input_size, self.mean, self.std)

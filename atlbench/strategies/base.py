@@ -103,9 +103,9 @@ class CellContext:
 
 
 def _take(inputs: Any, idx: np.ndarray) -> Any:
-    if isinstance(inputs, np.ndarray):
-        return inputs[idx]
-    return [inputs[i] for i in idx]
+    if isinstance(inputs, list | tuple):
+        return [inputs[i] for i in idx]
+    return inputs[idx]  # an array, or a view of compact image rows
 
 
 @dataclass

@@ -21,7 +21,7 @@ from atlbench.registry import register_strategy
 from atlbench.strategies.base import CellContext
 from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
 from atlbench.strategies.trainable import LossTerm, Trial
-from atlbench.train import Classifier, PreparedSplit, to_device
+from atlbench.train import Classifier, PreparedSplit
 
 
 class CoralParams(FinetuneParams):
@@ -54,8 +54,8 @@ def coral_term(
     def loss(_: torch.nn.Module) -> torch.Tensor:
         ia = torch.as_tensor(rng.choice(len(labelled), min(batch, len(labelled)), False))
         ib = torch.as_tensor(rng.choice(len(unlabelled), min(batch, len(unlabelled)), False))
-        fa = model.encoder(to_device(labelled.batch(ia), device))
-        fb = model.encoder(to_device(unlabelled.batch(ib), device))
+        fa = model.encoder(labelled.device_batch(ia, device))
+        fb = model.encoder(unlabelled.device_batch(ib, device))
         return weight * coral_loss(fa, fb)
 
     return loss

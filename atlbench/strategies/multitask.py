@@ -27,7 +27,7 @@ from atlbench.sources.base import Encoder
 from atlbench.strategies.base import CellContext
 from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
 from atlbench.strategies.trainable import LossTerm, Trial
-from atlbench.train import Classifier, PreparedSplit, to_device
+from atlbench.train import Classifier, PreparedSplit
 
 
 class MultiTaskParams(FinetuneParams):
@@ -69,7 +69,7 @@ def auxiliary_term(
         total = torch.zeros((), device=device)
         for head, split in zip(model.aux_heads, aux, strict=True):
             idx = torch.as_tensor(rng.choice(len(split), min(batch, len(split)), False))
-            logits = head(model.encoder(to_device(split.batch(idx), device)))
+            logits = head(model.encoder(split.device_batch(idx, device)))
             total = total + F.cross_entropy(logits.float(), split.labels[idx].to(device))
         return weight * total
 

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from atlbench.cache import content_hash
 from atlbench.errors import AtlbenchError, DataError
 
-Inputs = Any  # uint8 array (N, H, W, 3), a list of uint8 HWC arrays, or a list of strings
+# uint8 array (N, H, W, 3) or ImageRows over one (atlbench.datapipe: in memory or the decoded-image
+# cache on disk), a list of uint8 HWC arrays, or a list of strings
+Inputs = Any
 
 
 @dataclass
@@ -26,10 +28,10 @@ class Split:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> Split:
-        if isinstance(self.inputs, np.ndarray):
-            inputs = self.inputs[indices]
-        else:
+        if isinstance(self.inputs, list | tuple):
             inputs = [self.inputs[i] for i in indices]
+        else:  # an array, or compact image rows (a view: no pixels are copied)
+            inputs = self.inputs[indices]
         return Split(inputs, self.labels[indices])
 
 

@@ -6,7 +6,9 @@ splits are used as given; a missing one is carved from ``train``). A CSV may nam
 row in ``split_column`` (``train``, ``val``/``validation``, ``test``).
 
 Both identify their data by content: a digest of every file (memoised by stat), so editing or
-relabelling the data re-runs the cells that used it.
+relabelling the data re-runs the cells that used it. A folder's images are decoded once into the
+decoded-image cache (:mod:`atlbench.datapipe`), keyed by that digest and the image size, and
+read from there memory-mapped: they stay uint8 on disk until a batch is drawn.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from atlbench.datapipe import ImageRows, decoded_images
 from atlbench.digests import file_digest, tree_digest
 from atlbench.errors import DataError
 from atlbench.registry import register_target
@@ -104,6 +107,23 @@ def folder_layout(root: Path) -> dict[str, list[tuple[Path, str]]]:
     return {"all": files}
 
 
+def folder_images(
+    root: Path, layout: dict[str, list[tuple[Path, str]]], size: int
+) -> dict[str, ImageRows]:
+    """Each part's images, decoded once into the cache (keyed by the folder's content and
+    ``size``) and read from there memory-mapped: a folder larger than memory loads."""
+    digest = tree_digest([f for files in layout.values() for f, _ in files], root)
+    out = {}
+    for role, files in layout.items():
+
+        def decode(i: int, files: list[tuple[Path, str]] = files) -> np.ndarray:
+            return load_image(files[i][0], size)
+
+        key = {"folder": digest, "part": role}
+        out[role] = decoded_images(key, len(files), size, decode)
+    return out
+
+
 def load_folder(task_id: str, params: FolderParams, split_seed: int | None = None) -> TaskData:
     seed = params.seed if split_seed is None else split_seed
     root = Path(params.path).expanduser()
@@ -112,10 +132,7 @@ def load_folder(task_id: str, params: FolderParams, split_seed: int | None = Non
     encoded, names = encode_labels(raw, str(root))
     cuts = np.cumsum([len(v) for v in layout.values()])[:-1]
     labels = dict(zip(layout, np.split(encoded, cuts), strict=True))
-    images = {
-        role: np.stack([load_image(f, params.image_size) for f, _ in files])
-        for role, files in layout.items()
-    }
+    images = folder_images(root, layout, params.image_size)
     if "all" in layout:
         return from_single_pool(
             task_id, "image", images["all"], labels["all"], names, seed,

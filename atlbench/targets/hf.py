@@ -1,4 +1,8 @@
-"""Hugging Face ``datasets`` targets: hub ids (pinned by revision) or local files, column-mapped."""
+"""Hugging Face ``datasets`` targets: hub ids (pinned by revision) or local files, column-mapped.
+
+Images are decoded one row at a time into the decoded-image cache (:mod:`atlbench.datapipe`),
+keyed by the target's content and the rows' ``datasets`` fingerprint, and read memory-mapped.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from atlbench.datapipe import decoded_images
 from atlbench.digests import file_digest
 from atlbench.errors import DataError
 from atlbench.hub import hub_reachable, offline_by_environment, offline_error
@@ -48,17 +53,25 @@ class HFDatasetParams(BaseModel):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)  # used only when there is no test split
 
 
-def _inputs(rows: Any, params: HFDatasetParams, where: str) -> Any:
+def _image(img: Any, size: int, where: str, i: int) -> np.ndarray:
+    try:
+        img = img.convert("RGB").resize((size, size))
+    except Exception as err:
+        raise DataError(f"{where}: row {i}: unreadable image ({type(err).__name__})") from None
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _inputs(part: Any, params: HFDatasetParams, where: str, key: dict[str, Any]) -> Any:
+    """Texts as a list; images decoded one row at a time into the decoded-image cache (keyed by
+    ``key``, the dataset's content), never all in memory."""
     if params.text_column:
-        return [str(t) for t in rows[params.text_column]]
-    images = []
-    for i, img in enumerate(rows[params.image_column]):
-        try:
-            img = img.convert("RGB").resize((params.image_size, params.image_size))
-        except Exception as err:
-            raise DataError(f"{where}: row {i}: unreadable image ({type(err).__name__})") from None
-        images.append(np.asarray(img, dtype=np.uint8))
-    return np.stack(images)
+        return [str(t) for t in part[params.text_column]]
+    column = part.select_columns([params.image_column])
+
+    def decode(i: int) -> np.ndarray:
+        return _image(column[i][params.image_column], params.image_size, where, i)
+
+    return decoded_images(key, len(part), params.image_size, decode)
 
 
 def load_hf_dataset(
@@ -97,7 +110,7 @@ def load_hf_dataset(
         part = ds[split_name]
         if limit is not None and len(part) > limit:
             part = part.shuffle(seed=params.seed).select(range(limit))
-        return part[:]
+        return part
 
     wanted = {"train": (params.train_split, params.max_train)}
     if params.val_split:
@@ -105,22 +118,28 @@ def load_hf_dataset(
     if params.test_split:
         wanted["test"] = (params.test_split, params.max_eval)
     rows = {role: rows_of(name, limit) for role, (name, limit) in wanted.items()}
+    raw_labels = {role: list(r[params.label_column]) for role, r in rows.items()}
     if class_names:  # a ClassLabel column: ids are already contiguous, names known
         labels = {
-            role: check_labels(
-                np.asarray(r[params.label_column]), len(class_names), f"{params.path}[{role}]"
-            )
-            for role, r in rows.items()
+            role: check_labels(np.asarray(r), len(class_names), f"{params.path}[{role}]")
+            for role, r in raw_labels.items()
         }
     else:  # plain ints or strings: one contiguous mapping over every split
-        raw = [v for r in rows.values() for v in r[params.label_column]]
+        raw = [v for r in raw_labels.values() for v in r]
         encoded, class_names = encode_labels(raw, f"{params.path}: {params.label_column}")
-        cuts = np.cumsum([len(r[params.label_column]) for r in rows.values()])[:-1]
+        cuts = np.cumsum([len(r) for r in raw_labels.values()])[:-1]
         labels = dict(zip(rows, np.split(encoded, cuts), strict=True))
-    splits = {
-        role: Split(_inputs(r, params, f"{params.path}[{wanted[role][0]}]"), labels[role])
-        for role, r in rows.items()
-    }
+    content = HFDatasetTarget.content(params)
+    splits = {}
+    for role, part in rows.items():
+        name = wanted[role][0]
+        key = {
+            "hf": content,
+            "part": role,
+            "split": name,
+            "rows": getattr(part, "_fingerprint", None),
+        }
+        splits[role] = Split(_inputs(part, params, f"{params.path}[{name}]", key), labels[role])
     return assemble_splits(
         task_id,
         "text" if params.text_column else "image",

@@ -33,8 +33,8 @@ N_TRAIN, N_VAL, EPOCHS, BATCH, SIZE, CLASSES = 4096, 1024, 3, 128, 96, 10
 CUDA = torch.device("cuda")
 
 
-@pytest.fixture(scope="module")
-def splits() -> tuple[PreparedSplit, PreparedSplit]:
+def make_splits() -> tuple[PreparedSplit, PreparedSplit]:
+    """Random uint8 images and labels, prepared once (host memory), shared by both loops."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(N_TRAIN + N_VAL, SIZE, SIZE, 3), dtype=np.uint8)
     labels = rng.integers(0, CLASSES, size=N_TRAIN + N_VAL)
@@ -42,6 +42,11 @@ def splits() -> tuple[PreparedSplit, PreparedSplit]:
     train = PreparedSplit(encoder, Split(images[:N_TRAIN], labels[:N_TRAIN]))
     val = PreparedSplit(encoder, Split(images[N_TRAIN:], labels[N_TRAIN:]))
     return train, val
+
+
+@pytest.fixture(scope="module")
+def splits() -> tuple[PreparedSplit, PreparedSplit]:
+    return make_splits()
 
 
 def fresh_model() -> Classifier:
@@ -52,7 +57,7 @@ def fresh_model() -> Classifier:
 
 def bare_loop(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> float:
     model.to(CUDA, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=True)
     steps = math.ceil(len(train) / BATCH)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, steps, steps * EPOCHS)
@@ -62,7 +67,8 @@ def bare_loop(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> fl
     for _ in range(EPOCHS):
         model.train()
         for x, y in train.batches(BATCH, rng.permutation(len(train))):
-            x = x.to(CUDA, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            # uint8 rows travel to the GPU and are converted there, as the engine does
+            x = train.to_model(x, CUDA).contiguous(memory_format=torch.channels_last)
             y = y.to(CUDA, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -75,7 +81,9 @@ def bare_loop(model: Classifier, train: PreparedSplit, val: PreparedSplit) -> fl
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
             logits = torch.cat(
                 [
-                    model(x.to(CUDA).contiguous(memory_format=torch.channels_last)).float().cpu()
+                    model(val.to_model(x, CUDA).contiguous(memory_format=torch.channels_last))
+                    .float()
+                    .cpu()
                     for x, _ in val.batches(256)
                 ]
             )
