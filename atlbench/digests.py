@@ -37,7 +37,8 @@ def _remembered(key: object) -> str | None:
     return text if len(text) == 64 else None
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks (a large file is never held in memory)."""
     h = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -51,7 +52,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     key = ["file", *_stat_key(path)]
     digest = _remembered(key)
     if digest is None:
-        digest = _sha256(path)
+        digest = sha256_file(path)
         atomic_write_text(_memo(key), digest)
     return digest
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from atlbench.cache import atomic_write_text, cache_dir, content_hash
-from atlbench.datapipe import NpyWriter, file_sha256, open_npy
+from atlbench.datapipe import NpyWriter, open_npy
+from atlbench.digests import sha256_file
 from atlbench.sources.base import Encoder, Source
 from atlbench.targets.base import Split, TaskData
 from atlbench.train import PreparedSplit, autocast
@@ -163,7 +164,7 @@ def load_mapped(path: Path) -> np.ndarray | None:
     its copy; the file never changes); None if missing or corrupt."""
     try:
         expected = _sidecar(path).read_text().strip()
-        if not path.exists() or file_sha256(path) != expected:
+        if not path.exists() or sha256_file(path) != expected:
             return None
     except OSError:
         return None

@@ -11,7 +11,7 @@
 """
 
 from atlbench.datapipe._cache import IMAGES_VERSION, decoded_images, image_cache_path
-from atlbench.datapipe._npy import NpyWriter, file_sha256, open_npy
+from atlbench.datapipe._npy import NpyWriter, open_npy
 from atlbench.datapipe._rows import ImageRows, is_compact_images
 from atlbench.datapipe._stream import (
     BatchStream,
@@ -29,7 +29,6 @@ __all__ = [
     "ImageTransform",
     "NpyWriter",
     "decoded_images",
-    "file_sha256",
     "image_batches",
     "image_cache_path",
     "is_compact_images",

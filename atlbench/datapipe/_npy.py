@@ -126,15 +126,6 @@ def _sweep_stale(path: Path) -> None:
                 tmp.unlink()
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in chunks (a large file is never held in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def open_npy(
     path: Path,
     shape: tuple[int, ...] | None = None,

@@ -74,25 +74,7 @@ def engine_against_bare(rounds: int) -> None:
 
 
 def event_clock_against_wall() -> None:
-    from atlbench.timing import DeviceClock
-
-    device = torch.device("cuda")
-    a = torch.randn(4096, 4096, device=device)
-
-    def work() -> None:
-        for _ in range(40):
-            torch.mm(a, a)
-
-    work()
-    ratios = []
-    for _ in range(7):
-        clock = DeviceClock(device)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with clock.section("work"):
-            work()
-        torch.cuda.synchronize()
-        ratios.append(clock.seconds("work") / (time.perf_counter() - t0))
+    ratios = _bench_module().event_over_wall_ratios()
     line(
         "cuda_event_vs_synchronised_wall",
         f"median {statistics.median(ratios):.4f} (min {min(ratios):.4f}, max {max(ratios):.4f})",

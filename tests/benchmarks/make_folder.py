@@ -44,21 +44,26 @@ def make_folder(root: Path, n: int, classes: int = 10, size: int = 224, seed: in
     return root
 
 
-def write_suite(path: Path, folder: Path, size: int) -> None:
+def write_suite(path: Path, folder: Path, size: int, arch: str = "test_resnet") -> None:
+    """A one-seed sweep of ``folder`` with ``arch`` (random init): a linear probe and a
+    fine-tune of one epoch on every label for ``test_resnet``; for a larger ``arch``, only a
+    fine-tune of a few steps (20 labels per class), whose test split is still scored in full."""
     import yaml
 
+    small = arch == "test_resnet"
     suite = {
-        "name": f"memory-{folder.name}",
+        "name": f"memory-{folder.name}-{arch}",
         "seeds": [0],
         "device": "auto",
         "sources": [
             {
-                "id": "test_resnet",
-                "timm": {"arch": "test_resnet", "pretrained": False, "input_size": size},
+                "id": arch,
+                "timm": {"arch": arch, "pretrained": False, "input_size": size},
             },
         ],
         "targets": [{"id": folder.name, "folder": {"path": str(folder), "image_size": size}}],
-        "strategies": ["linear_probe", "finetune"],
+        "strategies": ["linear_probe", "finetune"] if small else ["finetune"],
+        "budgets": [{"fraction": 1.0}] if small else [{"per_class": 20}],
         "estimators": [],
         "training": {"max_epochs": 1, "trials": 1, "min_epoch_samples": 64},
     }
@@ -73,10 +78,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--suite", type=Path, help="also write a suite that sweeps the folder")
+    parser.add_argument("--arch", default="test_resnet", help="the suite's timm architecture")
     args = parser.parse_args()
     make_folder(args.root, args.n, args.classes, args.size, args.seed)
     if args.suite is not None:
-        write_suite(args.suite, args.root.resolve(), args.size)
+        write_suite(args.suite, args.root.resolve(), args.size, args.arch)
     print(f"{args.n} images in {args.root}")
 
 

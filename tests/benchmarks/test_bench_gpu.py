@@ -112,8 +112,8 @@ def test_gpu_training_throughput(benchmark, splits, loop) -> None:
     assert 0.0 <= acc <= 1.0
 
 
-def test_cuda_event_clock_against_synchronised_wall_clock(record_property) -> None:
-    """Queued GPU work timed by events must agree with a synchronise-bracketed wall clock."""
+def event_over_wall_ratios(rounds: int = 7) -> list[float]:
+    """CUDA-event seconds over synchronised wall seconds around the same queued matmuls."""
     a = torch.randn(4096, 4096, device=CUDA)
 
     def work() -> None:
@@ -123,7 +123,7 @@ def test_cuda_event_clock_against_synchronised_wall_clock(record_property) -> No
     work()
     torch.cuda.synchronize()
     ratios = []
-    for _ in range(7):
+    for _ in range(rounds):
         clock = DeviceClock(CUDA)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -132,6 +132,12 @@ def test_cuda_event_clock_against_synchronised_wall_clock(record_property) -> No
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
         ratios.append(clock.seconds("work") / wall)
+    return ratios
+
+
+def test_cuda_event_clock_against_synchronised_wall_clock(record_property) -> None:
+    """Queued GPU work timed by events must agree with a synchronise-bracketed wall clock."""
+    ratios = event_over_wall_ratios()
     ratio = statistics.median(ratios)
     record_property("event_over_wall_median", ratio)
     print(f"\nCUDA-event seconds / synchronised wall seconds: median {ratio:.4f}, all {ratios}")
