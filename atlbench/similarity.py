@@ -22,6 +22,12 @@ large enough for a raw Gram to lose digits (see :class:`_Recorder`); elsewhere t
 skipped, which the debiased estimator does not notice. Results are not clipped to [0, 1]: the
 debiased estimate can leave that range slightly on small samples, and hiding that would hide
 noise.
+
+On the CPU the batch Grams are the whole cost of the CKA work (97% of it for resnet18 blocks),
+and they are formed with BLAS ``syrk`` (one triangle of the symmetric product: half the
+multiply-adds of ``torch.mm``, see :func:`_self_product`). :func:`cka_matrix` also stops each
+forward pass once every hooked layer has run (the head is not needed) and, for two CPU models of
+one architecture, runs their passes side by side on half the threads each (:func:`_twins`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,6 +251,40 @@ def _gram_dtype(device: torch.device, precision: str) -> torch.dtype:
     return torch.float64
 
 
+def _self_product(x: torch.Tensor) -> torch.Tensor:
+    """``x @ x.T`` at half the cost on the CPU.
+
+    A Gram matrix is symmetric, so BLAS ``syrk`` computes one triangle: half the multiply-adds
+    of the general product. torch has no symmetric path (``torch.mm`` does all n^2 D), but
+    numpy's matmul recognises ``a @ a.T`` on one buffer and calls ``syrk``, then mirrors the
+    triangle; on CPU tensors the round trip is zero-copy. Its BLAS should run on one thread
+    (:func:`_blas_single_thread`): with more, idle BLAS workers spin against torch's own pool.
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        a = x.contiguous().numpy()
+        return torch.from_numpy(a @ a.T)
+    return torch.mm(x, x.T)
+
+
+_BLAS_CONTROLLER: Any = None
+
+
+def _blas_single_thread() -> Any:
+    """Limit numpy's BLAS to one thread for a ``with`` block (about 10 us to enter).
+
+    Running the Gram products of :func:`_self_product` on one core costs about what
+    ``torch.mm`` on two does on an idle machine, and far less on a busy one: torch's OpenMP
+    workers and a multi-threaded BLAS spin-wait against each other between calls (measured
+    5x slower on 2 shared cores).
+    """
+    global _BLAS_CONTROLLER
+    from threadpoolctl import ThreadpoolController
+
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
 def _centred_gram(feat: torch.Tensor, dtype: torch.dtype) -> _GramPart:
     """Gram matrix of one batch's centred features in ``dtype``, and n * ||mean||^2.
 
@@ -254,7 +295,7 @@ def _centred_gram(feat: torch.Tensor, dtype: torch.dtype) -> _GramPart:
     x = feat.to(dtype)
     mean = x.mean(dim=0)
     xc = x - mean
-    return xc @ xc.T, torch.dot(mean, mean) * x.shape[0]
+    return _self_product(xc), torch.dot(mean, mean) * x.shape[0]
 
 
 def _raw_gram(feat: torch.Tensor, dtype: torch.dtype) -> _GramPart:
@@ -266,7 +307,7 @@ def _raw_gram(feat: torch.Tensor, dtype: torch.dtype) -> _GramPart:
     about rho ulps, which is why :class:`_Recorder` uses it only where rho is small.
     """
     x = feat if feat.dtype == dtype else feat.to(dtype)
-    return torch.mm(x, x.T), None
+    return _self_product(x), None
 
 
 # Largest raw-over-centred energy ratio, 1 + n ||mean||^2 / centred energy, at which a hooked
@@ -429,7 +470,8 @@ class MinibatchCKA:
             )
             return
         dtype = _gram_dtype(fa[0].device, self.precision)
-        parts = [_centred_gram(f, dtype) for f in [*fa, *(fb or [])]]
+        with _blas_single_thread():
+            parts = [_centred_gram(f, dtype) for f in [*fa, *(fb or [])]]
         self._accumulate(*_layer_hsic(parts, len(fa), self.debiased)[:3], n)
 
     def _accumulate(self, xy: torch.Tensor, xx: torch.Tensor, yy: torch.Tensor, n: int) -> None:
@@ -588,6 +630,11 @@ def _pool(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
+class _StopForward(BaseException):
+    """Ends a hooked forward pass early (a BaseException, so ``except Exception`` in model code
+    does not swallow it, as with ``asyncio.CancelledError``)."""
+
+
 class _Recorder:
     """Forward hooks that reduce each hooked output to its batch Gram matrix at once.
 
@@ -599,6 +646,9 @@ class _Recorder:
     first batch centres every layer; from then on a layer skips the pass while its last batch's
     raw-over-centred energy ratio stayed under ``_MAX_RAW_OFFSET`` (:meth:`adapt`), so only
     layers with a large mean offset, where a raw float32 Gram would lose digits, pay for it.
+
+    Once armed (:meth:`arm_early_exit`), the hook of the last hooked layer to run raises
+    :class:`_StopForward`: what follows it (a classifier head, a pooler) is not needed for CKA.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], precision: str) -> None:
@@ -615,9 +665,10 @@ class _Recorder:
         self.raw: set[str] = set()  # layers whose Gram skips the centring pass
         self._dtypes: dict[torch.device, torch.dtype] = {}  # Gram dtype per device, looked up once
         self._warned: set[str] = set()
-        self.handles = [
-            modules[n].register_forward_hook(self._hook(n)) for n in dict.fromkeys(names)
-        ]
+        unique = list(dict.fromkeys(names))
+        self.n_layers = len(unique)
+        self.early_exit = False
+        self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in unique]
 
     def _hook(self, name: str) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -631,6 +682,8 @@ class _Recorder:
             gram = _raw_gram if name in self.raw else _centred_gram
             self.grams[name] = gram(feat, dtype)
             self.calls[name] = self.calls.get(name, 0) + 1
+            if self.early_exit and len(self.grams) == self.n_layers:
+                raise _StopForward
 
         return hook
 
@@ -658,6 +711,14 @@ class _Recorder:
                 raise RuntimeError(f"layer {name!r} output has batch size {g[0].shape[0]}, not {n}")
             out.append(g)
         return out
+
+    def arm_early_exit(self) -> None:
+        """Stop later passes once every hooked layer has run, if each ran exactly once in the
+        pass just recorded (a layer called twice is read at its last call, so it needs the whole
+        pass)."""
+        self.early_exit = len(self.calls) == self.n_layers and all(
+            c == 1 for c in self.calls.values()
+        )
 
     def adapt(self, names: Sequence[str], ratios: Sequence[float]) -> None:
         """Let the layers whose offset ratio is small skip centring from the next batch on."""
@@ -724,6 +785,41 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _hooked_pass(model: nn.Module, rec: _Recorder, inputs: Any, mask: torch.Tensor | None) -> None:
+    """One forward pass whose hooks record Grams; it may end at the last hooked layer."""
+    rec.start(mask)
+    with torch.inference_mode():  # per thread: a worker thread does not inherit the mode
+        try:
+            if isinstance(inputs, Mapping):
+                model(**inputs)
+            else:
+                model(inputs)
+        except _StopForward:
+            pass
+
+
+def _twins(model_a: nn.Module, model_b: nn.Module) -> bool:
+    """Whether the two models should take each batch side by side, on half the threads each.
+
+    Two CPU passes of one architecture (same class, same parameter shapes: equal work) use the
+    cores better side by side, on half the threads each, than one after the other on all of
+    them: each Gram product runs next to the other model's pass instead of leaving cores idle,
+    and on a busy machine fewer threads wait at every op for the slowest of their team. A module
+    shared by both would see both passes' hooks race, and GPU work is queued asynchronously
+    anyway, so those run in turn. Fewer
+    threads can round a convolution differently (about 1e-7 in CKA, the size of the float32
+    Gram's own rounding), so ``precision="float64"`` keeps the passes as the caller runs them.
+    """
+    if model_a is model_b or torch.get_num_threads() < 2 or type(model_a) is not type(model_b):
+        return False
+    if _model_device(model_a).type != "cpu" or _model_device(model_b).type != "cpu":
+        return False
+    if [p.shape for p in model_a.parameters()] != [p.shape for p in model_b.parameters()]:
+        return False
+    seen = {id(m) for m in model_a.modules()}
+    return not any(id(m) in seen for m in model_b.modules())
+
+
 def cka_matrix(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -744,6 +840,10 @@ def cka_matrix(
     model a's parameters. Batches with at most 3 examples are skipped with a warning.
     ``precision`` is the dtype of the batch Gram products (see :func:`_gram_dtype`); the HSIC
     sums are float64 either way. ``"float64"`` costs about twice as much on the CPU.
+
+    From the second batch on, a pass stops after the last hooked layer. Two distinct CPU models of
+    one architecture take each batch in parallel threads: for the duration of the call,
+    ``torch.set_num_threads`` is halved (process-wide) and numpy's BLAS limited to one thread.
     """
     _gram_dtype(torch.device("cpu"), precision)  # validate before any forward pass
     names_a = auto_layers(model_a) if layers_a == "auto" else list(layers_a)
@@ -757,13 +857,19 @@ def cka_matrix(
     dev = _model_device(model_a) if device is None else device
     rec_a = _Recorder(model_a, [*names_a, *names_b] if same else names_a, precision)
     rec_b = rec_a if same else _Recorder(model_b, names_b, precision)
+    sides = [(model_a, rec_a)] if same else [(model_a, rec_a), (model_b, rec_b)]
     flags = (model_a.training, model_b.training)
+    threads = torch.get_num_threads()
+    twins = precision == "float32" and _twins(model_a, model_b)
+    pool = ThreadPoolExecutor(1, "atlbench-cka") if twins else None
     acc = MinibatchCKA(debiased=debiased)
     skipped = 0
     try:
         model_a.eval()
         model_b.eval()
-        with torch.inference_mode():
+        if pool is not None:
+            torch.set_num_threads(max(1, threads // 2))
+        with torch.inference_mode(), _blas_single_thread():
             for i, batch in enumerate(data):
                 if max_batches is not None and i >= max_batches:
                     break
@@ -774,16 +880,24 @@ def cka_matrix(
                     continue
                 inputs = _to_device(inputs, dev)
                 mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
-                for model, rec in (
-                    [(model_a, rec_a)] if same else [(model_a, rec_a), (model_b, rec_b)]
-                ):
-                    rec.start(mask)
-                    if isinstance(inputs, Mapping):
-                        model(**inputs)
-                    else:
-                        model(inputs)
+                if pool is None:
+                    for model, rec in sides:
+                        _hooked_pass(model, rec, inputs, mask)
+                else:
+                    other = pool.submit(_hooked_pass, model_a, rec_a, inputs, mask)
+                    try:
+                        _hooked_pass(model_b, rec_b, inputs, mask)
+                    finally:
+                        wait([other])  # its hooks must not outlive the recorders
+                    other.result()
                 _add_batch(acc, rec_a, names_a, None if self_compare else (rec_b, names_b), n)
+                if acc.n_batches == 1:
+                    for _, rec in sides:
+                        rec.arm_early_exit()
     finally:
+        if pool is not None:
+            pool.shutdown()
+            torch.set_num_threads(threads)
         rec_a.remove()
         if not same:
             rec_b.remove()

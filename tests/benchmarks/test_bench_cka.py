@@ -6,10 +6,16 @@ Three groups:
 
 * whole runs: the bare forward passes of both models (the floor), atlbench, torch-cka and
   pytorch-cka (PyPI; skipped when not installed), each timed in its own block of rounds;
-* interleaved: one benchmark round runs the bare passes, atlbench and pytorch-cka back to back,
-  and the median per-round ratios to the bare passes go to ``extra_info`` (printed with ``-s``).
-  On a shared machine whose speed drifts by 10-20% between blocks of rounds, only ratios taken
-  within one round resolve a few percent;
+* interleaved: one benchmark round runs the bare passes, atlbench and pytorch-cka back to back
+  (the first of them rotating), and the per-round ratios (median, quartiles) go to
+  ``extra_info`` (printed with ``-s``): to the bare passes, and atlbench over pytorch-cka. On a
+  shared machine whose speed drifts by 10-20% between blocks of rounds, only ratios taken within
+  one round resolve a few percent. atlbench runs two models of one architecture side by side on
+  half the threads each (see ``similarity._twins``), so the round also times the bare passes
+  scheduled that way ("bare_parallel"): atlbench over it is the CKA work alone. The test runs
+  at torch's default thread count and at one thread: one-thread ratios are CPU-cost ratios,
+  which a busy machine barely moves (with two threads on busy cores, a pass waits for its
+  slowest thread at every op, and the bare passes slow down several-fold);
 * per batch, forward excluded: the CKA work alone, replayed on one batch's captured block
   outputs, for atlbench (its steady state, after the first batch has measured each layer's
   offset) and pytorch-cka (its own accumulation method), next to one forward pass of both models.
@@ -24,6 +30,7 @@ import copy
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -178,8 +185,43 @@ def test_pytorch_cka(benchmark, setup):
     benchmark.extra_info["max_abs_diff_vs_atlbench"] = float(np.abs(out.numpy() - ours).max())
 
 
-def test_interleaved_ratios(benchmark, setup):
-    """Bare passes, atlbench and pytorch-cka back to back in every round; median ratios."""
+def _bare_parallel(a: nn.Module, b: nn.Module, loader: DataLoader) -> None:
+    """The bare passes scheduled as atlbench schedules twin models: side by side, one thread
+    pool each, on half the threads."""
+    threads = torch.get_num_threads()
+
+    def run_a(x: torch.Tensor) -> None:
+        with torch.inference_mode():
+            a(x)
+
+    torch.set_num_threads(max(1, threads // 2))
+    try:
+        with ThreadPoolExecutor(1) as pool, torch.inference_mode():
+            for (x,) in loader:
+                other = pool.submit(run_a, x)
+                b(x)
+                other.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _spread(ratios: np.ndarray) -> list[float]:
+    return [round(float(q), 4) for q in np.quantile(ratios, [0.0, 0.25, 0.5, 0.75, 1.0])]
+
+
+@pytest.fixture(params=[None, 1], ids=["default_threads", "one_thread"])
+def threads(request):
+    """torch's default thread count, and one thread: with one, every run is pure compute on one
+    core, so the ratios are CPU-cost ratios that a busy machine barely moves."""
+    before = torch.get_num_threads()
+    if request.param is not None:
+        torch.set_num_threads(request.param)
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
+
+
+def test_interleaved_ratios(benchmark, setup, threads):
+    """Bare passes, atlbench and pytorch-cka back to back in every round; per-round ratios."""
     cka = _pytorch_cka()
     a, b, loader, layers = setup
     runs = {
@@ -187,22 +229,33 @@ def test_interleaved_ratios(benchmark, setup):
         "atlbench": lambda: cka_matrix(a, b, loader, layers, layers),
         "pytorch-cka": lambda: _pytorch_cka_matrix(cka, a, b, loader, layers),
     }
+    if similarity._twins(a, b):  # atlbench's schedule for these models, without CKA work
+        runs["bare_parallel"] = lambda: _bare_parallel(a, b, loader)
     times: dict[str, list[float]] = {k: [] for k in runs}
+    order = list(runs)
 
     def one_round():
-        for name, run in runs.items():
+        for name in order:
             start = time.perf_counter()
-            run()
+            runs[name]()
             times[name].append(time.perf_counter() - start)
+        order.append(order.pop(0))  # rotate: no run always follows the same one
 
-    benchmark.group = "cka interleaved rounds"
+    benchmark.group = f"cka interleaved rounds, {threads} thread(s)"
     benchmark.pedantic(one_round, rounds=INTERLEAVED_ROUNDS, iterations=1, warmup_rounds=1)
-    bare_times = np.array(times["bare"][1:])  # [0] is the warm-up round
-    for name in ("atlbench", "pytorch-cka"):
-        ratio = float(np.median(np.array(times[name][1:]) / bare_times))
-        benchmark.extra_info[f"median_ratio_{name}"] = round(ratio, 4)
-    print(f"\ninterleaved median ratios to bare: {benchmark.extra_info}")
-    assert len(bare_times) == INTERLEAVED_ROUNDS
+    t = {k: np.array(v[1:]) for k, v in times.items()}  # [0] is the warm-up round
+    info = benchmark.extra_info
+    info["threads"] = threads
+    for name in [k for k in runs if k != "bare"]:
+        info[f"median_ratio_{name}"] = round(float(np.median(t[name] / t["bare"])), 4)
+    # min, quartiles, max over rounds
+    info["spread_atlbench_over_bare"] = _spread(t["atlbench"] / t["bare"])
+    info["spread_atlbench_over_pytorch_cka"] = _spread(t["atlbench"] / t["pytorch-cka"])
+    info["spread_pytorch_cka_over_bare"] = _spread(t["pytorch-cka"] / t["bare"])
+    if "bare_parallel" in t:
+        info["spread_atlbench_over_bare_parallel"] = _spread(t["atlbench"] / t["bare_parallel"])
+    print(f"\ninterleaved ratios (min, q25, median, q75, max over rounds): {dict(info)}")
+    assert len(t["bare"]) == INTERLEAVED_ROUNDS
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +316,7 @@ def test_batch_atlbench(benchmark, setup, one_batch):
         similarity._add_batch(acc, rec_a, layers, (rec_b, layers), n)
 
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), similarity._blas_single_thread():  # as cka_matrix runs it
             run()  # the first batch centres every layer and measures the offsets
             benchmark.group = BATCH_GROUP
             benchmark.extra_info["layers_skipping_centring"] = len(rec_a.raw) + len(rec_b.raw)

@@ -448,6 +448,111 @@ def test_auto_layers_and_errors():
         cka_matrix(mlp, mlp, [torch.randn(2, 4), torch.randn(9, 4)], ["0"], ["1"])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_self_product_is_the_gram_matrix(dtype):
+    """The syrk route (numpy matmul on one buffer) gives the full symmetric x @ x.T, also for a
+    non-contiguous input."""
+    from atlbench.similarity import _self_product
+
+    x = torch.randn(30, 70, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    for t in (x, x[:, ::2], x.T.contiguous().T):
+        got = _self_product(t)
+        assert got.dtype == dtype and got.shape == (30, 30)
+        assert torch.equal(got, got.T)
+        ref = t.double() @ t.double().T
+        scale = (1e-6 if dtype == torch.float32 else 1e-14) * float(ref.abs().max())
+        torch.testing.assert_close(got.double(), ref, rtol=0, atol=scale)
+
+
+class _Tail(nn.Module):
+    """A module after the hooked layers that counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
+def test_passes_stop_after_the_last_hooked_layer():
+    """From the second batch on, nothing after the last hooked layer runs, and the result is
+    the one the whole passes give; a layer called twice per pass keeps the passes whole."""
+    from atlbench import similarity
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 4), _Tail()).eval()
+    gen = torch.Generator().manual_seed(1)
+    data = [torch.randn(16, 6, generator=gen) for _ in range(4)]
+    res = cka_matrix(model, model, data, ["0", "2"], ["1", "2"])
+    assert model[3].calls == 1  # the first batch only
+    with torch.no_grad():
+        outs = [[model[: i + 1](x).double().numpy() for i in (0, 1, 2)] for x in data]
+    expected = [
+        [minibatch_ref([o[i] for o in outs], [o[j] for o in outs]) for j in (1, 2)] for i in (0, 2)
+    ]
+    np.testing.assert_allclose(res.matrix, expected, rtol=1e-5)
+
+    shared = nn.Linear(6, 6)
+    twice = nn.Sequential(shared, nn.ReLU(), shared, _Tail()).eval()
+    with pytest.warns(RuntimeWarning, match="called 2 times"):
+        cka_matrix(twice, twice, data, ["0"], ["1"])
+    assert twice[3].calls == len(data)
+    rec = similarity._Recorder(model, ["0"], "float32")
+    try:
+        rec.start(None)
+        model(data[0])
+        rec.arm_early_exit()
+        assert rec.early_exit
+        rec.start(None)
+        with pytest.raises(similarity._StopForward):
+            model(data[0])
+    finally:
+        rec.remove()
+
+
+def test_twin_models_run_side_by_side_and_agree(monkeypatch):
+    """Two CPU models of one architecture take each batch in parallel threads: same values as
+    one after the other, thread settings restored, errors raised; others run in turn."""
+    from threadpoolctl import threadpool_info
+
+    from atlbench import similarity
+
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(1)
+    a = timm.create_model("test_resnet", pretrained=False)
+    torch.manual_seed(2)
+    b = timm.create_model("test_resnet", pretrained=False)
+    gen = torch.Generator().manual_seed(3)
+    data = [torch.randn(12, 3, 32, 32, generator=gen) for _ in range(3)]
+    threads = torch.get_num_threads()
+    blas = [i["num_threads"] for i in threadpool_info()]
+    assert similarity._twins(a, b) == (threads >= 2)
+    assert not similarity._twins(a, a)
+    assert not similarity._twins(a, nn.Sequential(*a.children()))  # another class
+    assert not similarity._twins(nn.Sequential(a.conv1), nn.Sequential(a.conv1))  # shared
+    side_by_side = cka_matrix(a, b, data).matrix
+    assert torch.get_num_threads() == threads
+    assert [i["num_threads"] for i in threadpool_info()] == blas
+    monkeypatch.setattr(similarity, "_twins", lambda *_: False)
+    in_turn = cka_matrix(a, b, data).matrix
+    np.testing.assert_allclose(side_by_side, in_turn, rtol=0, atol=1e-6)
+    monkeypatch.undo()
+
+    def broken(*_args):
+        raise RuntimeError("boom")
+
+    handle = a.layer2.register_forward_hook(broken)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            cka_matrix(a, b, data)
+    finally:
+        handle.remove()
+    assert torch.get_num_threads() == threads
+    assert not any(m._forward_hooks for m in [*a.modules(), *b.modules()])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_inputs_stay_on_cuda():
     rng = np.random.default_rng(0)
