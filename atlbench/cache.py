@@ -11,8 +11,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def cache_dir() -> Path:
     """Root of atlbench's cache (zoo weights, features); ``ATLBENCH_CACHE`` overrides it."""
@@ -89,28 +87,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_array(path: Path, array: np.ndarray) -> None:
-    """Save an array atomically with a sha256 side-car so a torn entry is detected."""
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    data = buffer.getvalue()
-    atomic_write_bytes(path, data)
-    atomic_write_text(path.with_suffix(path.suffix + ".sha256"), hashlib.sha256(data).hexdigest())
-
-
-def load_array(path: Path) -> np.ndarray | None:
-    """Load an array saved by :func:`save_array`; ``None`` if missing or corrupt."""
-    digest_path = path.with_suffix(path.suffix + ".sha256")
-    if not path.exists() or not digest_path.exists():
-        return None
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != digest_path.read_text().strip():
-        return None
-    import io
-
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError):
-        return None
+def checksum_path(path: Path) -> Path:
+    """The sha256 side-car of a cached file: written after the file, so a torn entry (file
+    without a matching side-car) is detected and recomputed, never trusted."""
+    return path.with_suffix(path.suffix + ".sha256")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atlbench.cache import atomic_write_text, cache_dir, content_hash
+from atlbench.cache import atomic_write_text, cache_dir, checksum_path, content_hash
 from atlbench.datapipe import NpyWriter, open_npy
 from atlbench.digests import sha256_file
 from atlbench.sources.base import Encoder, Source
@@ -149,21 +149,17 @@ def _extract_to_cache(
 
 
 def _commit(writer: NpyWriter) -> None:
-    """Publish the file, then its checksum side-car (as :func:`~atlbench.cache.save_array` does)."""
+    """Publish the file, then its checksum side-car (:func:`~atlbench.cache.checksum_path`)."""
     digest = writer.sha256()
     writer.commit()
-    atomic_write_text(_sidecar(writer.path), digest)
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(path.suffix + ".sha256")
+    atomic_write_text(checksum_path(writer.path), digest)
 
 
 def load_mapped(path: Path) -> np.ndarray | None:
     """A cached matrix, checksum verified, memory-mapped copy-on-write (a reader may change
     its copy; the file never changes); None if missing or corrupt."""
     try:
-        expected = _sidecar(path).read_text().strip()
+        expected = checksum_path(path).read_text().strip()
         if not path.exists() or sha256_file(path) != expected:
             return None
     except OSError:

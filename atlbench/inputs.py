@@ -69,9 +69,7 @@ PREPARED = TensorCache(1 << 30)  # 1 GiB of tokenised text (or images of an enco
 
 def take(data: Any, idx: torch.Tensor) -> Any:
     """Rows ``idx`` of a prepared tensor or dict of tensors, or a view of compact image rows."""
-    if isinstance(data, ImageRows):
-        return data[idx]
-    if isinstance(data, torch.Tensor):
+    if isinstance(data, ImageRows | torch.Tensor):
         return data[idx]
     return {k: v[idx] for k, v in data.items()}
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import yaml
 
-from atlbench.cache import load_array
+from atlbench.features import load_mapped
 from atlbench.plan import build_plan
 from atlbench.registry import STRATEGIES
 from atlbench.store import Store
@@ -177,7 +177,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
 
     # every cache entry the killed runs left behind is either whole and verified, or a temp file
     for path in (cache / "features").glob("*.npy"):
-        assert load_array(path) is not None, f"{path.name} is torn but not flagged"
+        assert load_mapped(path) is not None, f"{path.name} is torn but not flagged"
     assert (tmp_path / "reports" / "crash.html").exists()
 
 
@@ -225,7 +225,7 @@ def test_torn_cache_entries_are_recomputed_not_trusted(
     digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (weights, features)}
     for path in digests:
         _tear(path)
-    assert load_array(features) is None
+    assert load_mapped(features) is None
 
     meta = pretrain(params)  # a torn weights file is re-trained, not loaded
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == digests[weights]
