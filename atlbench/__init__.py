@@ -11,20 +11,38 @@ From Python::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atlbench.version import __version__
 
+if TYPE_CHECKING:  # the library loads on the first call, so `import atlbench` stays light
+    from collections.abc import Mapping
+    from pathlib import Path
 
-def run_suite(suite: Any, **options: Any) -> Any:
-    """Run (or, with ``dry_run=False`` and nothing pending, just load) a study; return its
-    :class:`~atlbench.report.views.Views`. See :func:`atlbench.api.run_suite`."""
+    from atlbench.report.views import Views
+
+
+def run_suite(
+    suite: str | Path | Mapping[str, Any],
+    results_dir: str | Path = "results",
+    reports_dir: str | Path = "reports",
+    device: str | None = None,
+    executor: str = "local",
+    retry_failed: bool = False,
+    quiet: bool = True,
+) -> Views:
+    """Run the pending cells of ``suite`` (a YAML path or a mapping; finished cells are reused,
+    so a second call only loads) and return the results' :class:`~atlbench.report.views.Views`.
+    See :func:`atlbench.api.run_suite`."""
     from atlbench.api import run_suite as run
 
-    return run(suite, **options)
+    return run(
+        suite, results_dir=results_dir, reports_dir=reports_dir, device=device,
+        executor=executor, retry_failed=retry_failed, quiet=quiet,
+    )  # fmt: skip
 
 
-def load_results(results_dir: Any) -> Any:
+def load_results(results_dir: str | Path) -> Views:
     """The :class:`~atlbench.report.views.Views` of an existing results directory."""
     from atlbench.api import load_results as load
 

@@ -18,6 +18,8 @@ from atlbench.report.views import Views
 from atlbench.store import Store
 from atlbench.sweep import SweepOptions, run_sweep
 
+__all__ = ["load_results", "run_suite"]
+
 
 def run_suite(
     suite: str | Path | Mapping[str, Any],

@@ -41,13 +41,19 @@ class BudgetSpec(BaseModel):
 
     @property
     def value(self) -> float:
-        return float(self.per_class if self.per_class is not None else self.fraction)  # type: ignore[arg-type]
+        return float(self.per_class) if self.per_class is not None else self.share
+
+    @property
+    def share(self) -> float:
+        """The fraction of a fraction budget (the validator makes it the one that is set)."""
+        assert self.fraction is not None, "a per-class budget has no fraction"
+        return self.fraction
 
     @property
     def label(self) -> str:
         if self.per_class is not None:
             return f"{self.per_class}/class"
-        return f"{self.fraction * 100:g}%"  # type: ignore[operator]
+        return f"{self.share * 100:g}%"
 
 
 def class_orders(labels: np.ndarray, seed: int) -> dict[int, np.ndarray]:
@@ -59,7 +65,7 @@ def class_orders(labels: np.ndarray, seed: int) -> dict[int, np.ndarray]:
 def budget_size(budget: BudgetSpec, class_count: int) -> int:
     if budget.per_class is not None:
         return budget.per_class
-    return max(1, math.ceil(budget.fraction * class_count))  # type: ignore[operator]
+    return max(1, math.ceil(budget.share * class_count))
 
 
 def select_budget(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -140,6 +140,7 @@ def leaderboard(results_dir: Path, target: str | None) -> None:
         "vs scratch",
         "same algorithm",
     )
+    row: Any  # a leaderboard row: the stubs type every field as any pandas scalar
     for row in board.itertuples():
         gain = (
             ""
@@ -357,7 +358,7 @@ def cka(
     device: str | None,
 ) -> None:
     """Layer x layer linear CKA of two models on a target split: OUT/cka.csv and OUT/cka.svg."""
-    from atlbench.layer_study import cka_command
+    from atlbench.commands.cka import cka_command
 
     cka_command(
         suite,
@@ -444,12 +445,12 @@ def drift(
 @click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
 def zoo(suite: Path) -> None:
     """Pre-train (or verify the cache of) every zoo source of SUITE."""
-    from atlbench.sources.zoo import pretrain
+    from atlbench.sources.zoo import ZooParams, pretrain
     from atlbench.study import load_study
 
     study = load_study(suite)
     for source in study.sources.values():
-        if source.kind != "zoo":
+        if source.kind != "zoo" or not isinstance(source.params, ZooParams):
             continue
         meta = pretrain(source.params, progress=click.echo)
         click.echo(f"{source.id}: source accuracy {meta.get('val_acc', float('nan')):.3f}")

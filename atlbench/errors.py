@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["AtlbenchError", "DataError", "HubUnavailableError", "SourceError", "SuiteError"]
+
 
 class AtlbenchError(Exception):
     """A problem the user can fix (bad suite, unknown model, unreadable data).

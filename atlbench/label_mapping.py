@@ -11,26 +11,26 @@ table it says, in plain terms, whether the source's label space lines up with th
 
 A target whose labels are a permutation of the source's classes maps every class confidently
 onto a distinct source class (the permutation); merged classes share. The sweep computes it once
-per (source, target) on the target's training split, in the driver, from cached probabilities.
+per (source, target) on the target's training split, from cached probabilities, as a task of the
+plan (:class:`~atlbench.plan.LabelMappingTask`) on its executor.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-from atlbench.cache import content_hash
+from atlbench import artifacts
+from atlbench.artifacts import LabelMappingArtifact, TaskSkipped
 from atlbench.features import FeatureCache
-from atlbench.plan import Plan
+from atlbench.plan import LabelMappingTask
 from atlbench.study import Study
 
-log = logging.getLogger(__name__)
-KIND = "label_mapping"
-VERSION = 1
+__all__ = ["CONFIDENT", "KIND", "compute_mapping", "label_mapping", "mapping_key"]
+
+KIND = artifacts.LABEL_MAPPING
+VERSION = artifacts.MAPPING_VERSION  # part of every key
 CONFIDENT = 0.5
 
 
@@ -64,47 +64,26 @@ def label_mapping(
     }
 
 
-@dataclass
-class LabelMappingResult:
-    computed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-
 def mapping_key(study: Study, source_id: str, target_id: str) -> str:
+    """The artifact key of a (source, target) pair (the plan's :class:`LabelMappingTask` key)."""
     source, target = study.source(source_id), study.target(target_id)
-    return content_hash({"source": source.fingerprint, "target": target.fingerprint, "v": VERSION})
+    return artifacts.mapping_key(source.fingerprint, target.fingerprint)
 
 
-def compute_label_mappings(
-    store: Any, study: Study, plan: Plan, device: str | torch.device = "cpu"
-) -> LabelMappingResult:
-    """Every (source with a head, target) pair of the plan's transfer cells, once; a failure
-    is logged and skipped (a view on the results never costs the sweep its report)."""
-    from atlbench.timing import resolve_device
-
-    result = LabelMappingResult()
-    pairs = list(dict.fromkeys((c.source_id, c.target) for c in plan.cells if c.pretrained))
-    store.set_meta(f"{KIND}_keys", [mapping_key(study, s, t) for s, t in pairs])
-    stored = {p.get("key") for p in store.artifacts(KIND)}
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    cache = FeatureCache(dev)
-    for source_id, target_id in pairs:
-        key = mapping_key(study, source_id, target_id)
-        if key in stored:
-            continue
-        try:
-            task = study.target(target_id).load()
-            fs = cache.get(study.source(source_id), task, "train")
-            if fs.probs is None:
-                continue  # no source head: nothing to map
-            payload = label_mapping(fs.probs, task.train.labels)
-        except Exception as err:
-            log.warning("label mapping %s -> %s skipped: %s", source_id, target_id, err)
-            result.skipped.append(f"{source_id} -> {target_id}: {err}")
-            continue
-        names = task.class_names
-        payload |= {"key": key, "source": source_id, "target": target_id,
-                    "class_names": [names[c] for c in payload["classes"]]}  # fmt: skip
-        store.put_artifact(key, KIND, payload)
-        result.computed.append(key)
-    return result
+def compute_mapping(
+    study: Study, task: LabelMappingTask, cache: FeatureCache
+) -> LabelMappingArtifact | TaskSkipped:
+    """The mapping of one (source, target) pair; a source without a head maps nothing."""
+    data = study.target(task.target).load()
+    fs = cache.get(study.source(task.source), data, "train")
+    if fs.probs is None:
+        return TaskSkipped(f"{task.label}: the source has no classifier head")
+    found = label_mapping(fs.probs, data.train.labels)
+    names = data.class_names
+    return LabelMappingArtifact(
+        key=task.key,
+        source=task.source,
+        target=task.target,
+        class_names=[names[c] for c in found["classes"]],
+        **found,
+    )

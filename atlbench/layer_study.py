@@ -1,15 +1,17 @@
 """Layer study: which blocks did fine-tuning change, and how close is transfer to scratch training?
 
-After a sweep with ``cka: true`` every fine-tuned cell (a pre-trained, trainable strategy that kept
-its checkpoint) is compared layer by layer, with linear CKA on the target's test split, against
+With ``cka: true`` the plan holds, for every fine-tuned cell (a pre-trained, trainable strategy that
+keeps its checkpoint), a CKA task (:class:`~atlbench.plan.CkaTask`) comparing it layer by layer,
+with linear CKA on the target's test split, against
 
 * its own pre-trained encoder (``pre_vs_finetuned``: 1 - diagonal = how far each block moved), and
 * the scratch-trained model of the same (architecture, target, budget, seed)
-  (``finetuned_vs_scratch``), when that scratch cell kept a checkpoint too.
+  (``finetuned_vs_scratch``), when the plan has that scratch cell.
 
-Each comparison is one store artifact of kind ``"cka"``, keyed by the content hash of the two
-cell keys and the comparison kind, so a re-run skips it. The work runs in the driver process: a
-few hundred forward passes per comparison cost far less than the fine-tuning that produced them.
+A task runs on the sweep's executor once the cells it compares are done (:func:`attach_checkpoints`
+hands it their checkpoints); it returns one :class:`~atlbench.artifacts.CkaArtifact`, stored by the
+driver under a content hash of the two compared models and the comparison kind, so a re-run skips
+it.
 
 The estimator is the textbook (biased) linear CKA of Kornblith et al. (2019) on up to
 ``max_examples`` test examples, evenly spaced over the split (so a class-ordered split still
@@ -17,16 +19,15 @@ contributes every class), computed in one batch by default. It lies in [0, 1] by
 Smaller batches bound memory for large inputs; the matrix is then the ratio of per-batch HSIC
 sums, still in [0, 1] but batch-size dependent (``debiased=True`` removes that dependence).
 Both models read the batches that model A's ``prepare`` produces (same architecture, same input
-pipeline for the sources atlbench builds).
+pipeline for the sources atlbench builds). ``atlbench cka`` (:mod:`atlbench.commands.cka`) runs the
+same comparison on any two models.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,34 +35,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from atlbench.cache import atomic_write_text, content_hash
+from atlbench.artifacts import CKA, CKA_VERSION, CkaArtifact, TaskSkipped, cka_key
 from atlbench.errors import AtlbenchError
-from atlbench.plan import BASELINE, TRANSFER, Cell, Plan
+from atlbench.plan import FT_VS_SCRATCH, PRE_VS_FT, CkaTask
 from atlbench.similarity import CKAResult, auto_layers, cka_matrix
 from atlbench.sources.base import Encoder, Source
 from atlbench.sources.checkpoint import load_state_dict
-from atlbench.study import Study, load_study
+from atlbench.study import Study
 from atlbench.targets.base import Split, TaskData
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "FT_VS_SCRATCH",
+    "MAX_EXAMPLES",
+    "PRE_VS_FT",
+    "CkaModels",
+    "artifact_key",
+    "attach_checkpoints",
+    "compare",
+    "compare_on_task",
+    "compute_cka",
+    "load_encoder_checkpoint",
+]
 
+KIND = CKA
 MAX_EXAMPLES = 500  # test examples per comparison: enough for stable CKA, cheap on a CPU
-STUDY_VERSION = 1  # bump when the estimator or data selection changes (new artifact keys)
-PRE_VS_FT = "pre_vs_finetuned"
-FT_VS_SCRATCH = "finetuned_vs_scratch"
-
-
-@dataclass
-class LayerStudyResult:
-    """What :func:`run_layer_study` did, for the sweep summary and tests."""
-
-    computed: list[str] = field(default_factory=list)  # artifact keys written now
-    existing: int = 0  # comparisons already in the store (resume)
-    skipped: list[str] = field(default_factory=list)  # one human-readable reason each
+STUDY_VERSION = CKA_VERSION  # part of every key: bump it when the estimator or data change
+artifact_key = cka_key  # (key a, key b, kind) -> the comparison's artifact key
 
 
 # --------------------------------------------------------------------------------------------
-# building blocks shared by the sweep hook and the CLI
+# building blocks shared by the sweep's tasks and the CLI
 # --------------------------------------------------------------------------------------------
 
 
@@ -129,14 +132,36 @@ def compare(
     )  # fmt: skip
 
 
+def compare_on_task(
+    model_a: Encoder,
+    model_b: Encoder,
+    task: TaskData,
+    split_name: str,
+    device: torch.device,
+    max_examples: int | None,
+    batch_size: int | None,
+    debiased: bool = False,
+) -> tuple[CKAResult, int]:
+    """CKA of two models over up to ``max_examples`` evenly spaced examples of a split, and the
+    split's size."""
+    split = task.split(split_name)
+    idx = spaced_indices(len(split), max_examples)
+    if len(idx) < 4:
+        raise AtlbenchError(
+            f"{task.id}/{split_name}: CKA needs at least 4 examples, got {len(idx)}"
+        )
+    data = batches(model_a, split.subset(idx), batch_size or len(idx))
+    return compare(model_a, model_b, data, device, debiased), len(split)
+
+
 # --------------------------------------------------------------------------------------------
-# the sweep hook
+# the sweep's CKA tasks
 # --------------------------------------------------------------------------------------------
 
 
 def _checkpoint_path(record: dict[str, Any], results_dir: Path) -> Path | None:
     """Where a cell's checkpoint is now: beside the store first (the results dir may have moved)."""
-    recorded = record.get("extra_checkpoint")
+    recorded = record.get("checkpoint")
     if not isinstance(recorded, str) or not recorded:
         return None
     beside = results_dir / "checkpoints" / str(record["key"]) / Path(recorded).name
@@ -146,87 +171,25 @@ def _checkpoint_path(record: dict[str, Any], results_dir: Path) -> Path | None:
     return None
 
 
-def _is_finetuned(study: Study, cell: Cell) -> bool:
-    return cell.role == TRANSFER and study.strategy(cell.strategy).saves_checkpoint
+def attach_checkpoints(
+    task: CkaTask, records: Mapping[str, Mapping[str, Any]], results_dir: Path
+) -> CkaTask | TaskSkipped:
+    """The task with the checkpoint of every cell it needs (in ``needs`` order), or why it cannot
+    run. The driver calls this once those cells are done."""
+    paths = []
+    for key in task.needs:
+        record = records.get(key)
+        path = _checkpoint_path(dict(record), results_dir) if record is not None else None
+        if path is None:
+            what = (
+                "no checkpoint kept" if key == task.cell.key else "scratch cell kept no checkpoint"
+            )
+            return TaskSkipped(f"{task.label}: {what}")
+        paths.append(str(path))
+    return replace(task, checkpoints=tuple(paths))
 
 
-def artifact_key(key_a: str, key_b: str, kind: str) -> str:
-    """Content hash of the two compared models' identities and the comparison kind."""
-    return content_hash({"a": key_a, "b": key_b, "kind": kind, "version": STUDY_VERSION}, 20)
-
-
-def run_layer_study(
-    store: Any,
-    study: Study,
-    plan: Plan,
-    results_dir: Path,
-    device: str | torch.device = "cpu",
-    max_examples: int | None = MAX_EXAMPLES,
-    batch_size: int | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> LayerStudyResult:
-    """Compute and store every missing CKA comparison of the plan's finished fine-tuned cells.
-
-    A comparison that fails (unreadable checkpoint, an architecture without auto layers) is
-    logged and skipped: CKA is a view on the results and must not cost the sweep its report.
-    """
-    from atlbench.timing import resolve_device
-
-    result = LayerStudyResult()
-    if not study.suite.cka:
-        return result
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    records = {r["key"]: r for r in store.records().to_dict("records")}
-    done = {k for k, r in records.items() if r.get("status") == "done"}
-    existing = {p.get("key") for p in store.artifacts("cka")}
-    scratch = {
-        (c.arch, c.target, c.budget, c.seed): c
-        for c in plan.cells
-        if c.key in done and c.role == BASELINE
-    }
-    models = _Models()
-    for cell in plan.cells:
-        if cell.key not in done or not _is_finetuned(study, cell):
-            continue
-        ft_path = _checkpoint_path(records[cell.key], results_dir)
-        if ft_path is None:
-            result.skipped.append(f"{cell.label}: no checkpoint kept")
-            continue
-        pairs: list[tuple[str, str, Any]] = [(PRE_VS_FT, f"pretrained:{cell.source_id}", None)]
-        other = scratch.get((cell.arch, cell.target, cell.budget, cell.seed))
-        if other is not None:
-            pairs.append((FT_VS_SCRATCH, other.key, other))
-        for kind, key_b, scratch_cell in pairs:
-            if kind == PRE_VS_FT:  # the pre-trained weights are identified by the source
-                key = artifact_key(content_hash(study.source(cell.source_id).fingerprint, 20),
-                                   cell.key, kind)  # fmt: skip
-            else:
-                key = artifact_key(cell.key, key_b, kind)
-            if key in existing:
-                result.existing += 1
-                continue
-            if progress is not None:
-                progress(f"CKA {kind}: {cell.label}")
-            try:
-                payload = _one_comparison(
-                    study, cell, ft_path, kind, scratch_cell, records, results_dir,
-                    models, dev, max_examples, batch_size,
-                )  # fmt: skip
-            except Exception as err:  # reported and skipped, never fatal
-                reason = f"{cell.label} ({kind}): {type(err).__name__}: {err}".splitlines()[0]
-                log.warning("CKA skipped: %s", reason)
-                result.skipped.append(reason)
-                continue
-            if payload is None:
-                result.skipped.append(f"{cell.label} ({kind}): scratch cell kept no checkpoint")
-                continue
-            store.put_artifact(key, "cka", payload | {"key": key})
-            existing.add(key)
-            result.computed.append(key)
-    return result
-
-
-class _Models:
+class CkaModels:
     """The pre-trained encoder of each source, kept for every cell, and the current cell's
     fine-tuned one, which both of its comparisons share (one load from disk per cell)."""
 
@@ -247,167 +210,44 @@ class _Models:
         return self._finetuned[1]
 
 
-def _one_comparison(
+def compute_cka(
     study: Study,
-    cell: Cell,
-    ft_path: Path,
-    kind: str,
-    scratch_cell: Any,
-    records: dict[str, dict[str, Any]],
-    results_dir: Path,
-    models: _Models,
+    task: CkaTask,
+    models: CkaModels,
     device: torch.device,
-    max_examples: int | None,
-    batch_size: int | None,
-) -> dict[str, Any] | None:
+    max_examples: int | None = MAX_EXAMPLES,
+    batch_size: int | None = None,
+) -> CkaArtifact:
+    """One comparison of a task whose checkpoints are attached; raises when it cannot be made."""
+    cell = task.cell
     source: Source = study.source(cell.source_id)
     pre = models.pretrained(cell.source_id, source)
-    finetuned = models.finetuned(cell.source_id, source, ft_path)
-    if kind == PRE_VS_FT:
-        model_a, model_b, cell_b = pre, finetuned, None
+    finetuned = models.finetuned(cell.source_id, source, Path(task.checkpoints[0]))
+    if task.kind == PRE_VS_FT:
+        model_a, model_b, cell_b = pre, finetuned, cell
     else:
-        path = _checkpoint_path(records[scratch_cell.key], results_dir)
-        if path is None:
-            return None
-        scratch_model = load_encoder_checkpoint(source.build(False), path)
-        model_a, model_b, cell_b = finetuned, scratch_model, scratch_cell
-    task = study.target(cell.target).load(cell.seed if study.suite.resample_splits else None)
-    res, n_split = _compare_on_task(
-        model_a, model_b, task, "test", device, max_examples, batch_size
+        assert task.scratch is not None  # the plan pairs every finetuned_vs_scratch task
+        scratch_model = load_encoder_checkpoint(source.build(False), Path(task.checkpoints[1]))
+        model_a, model_b, cell_b = finetuned, scratch_model, task.scratch
+    data = study.target(cell.target).load(cell.seed if study.suite.resample_splits else None)
+    res, n_split = compare_on_task(model_a, model_b, data, "test", device, max_examples, batch_size)
+    return CkaArtifact(
+        key=task.key,
+        source=cell.source,
+        target=cell.target,
+        strategy=cell.strategy,
+        budget=cell.budget.label,
+        seed=cell.seed,
+        kind=task.kind,
+        rows=res.layers_a,
+        cols=res.layers_b,
+        matrix=res.matrix.tolist(),
+        arch=cell.arch,
+        cell_a=cell.key if task.kind == FT_VS_SCRATCH else None,
+        cell_b=cell_b.key,
+        split="test",
+        n_examples=res.n_examples,
+        n_split=n_split,
+        estimator="linear CKA (biased HSIC)",
+        version=STUDY_VERSION,
     )
-    return {
-        "source": cell.source,
-        "target": cell.target,
-        "strategy": cell.strategy,
-        "budget": cell.budget.label,
-        "seed": cell.seed,
-        "kind": kind,
-        "rows": res.layers_a,
-        "cols": res.layers_b,
-        "matrix": res.matrix.tolist(),
-        "arch": cell.arch,
-        "cell_a": cell.key if kind == FT_VS_SCRATCH else None,
-        "cell_b": cell_b.key if cell_b is not None else cell.key,
-        "split": "test",
-        "n_examples": res.n_examples,
-        "n_split": n_split,
-        "estimator": "linear CKA (biased HSIC)",
-        "version": STUDY_VERSION,
-    }
-
-
-def _compare_on_task(
-    model_a: Encoder,
-    model_b: Encoder,
-    task: TaskData,
-    split_name: str,
-    device: torch.device,
-    max_examples: int | None,
-    batch_size: int | None,
-    debiased: bool = False,
-) -> tuple[CKAResult, int]:
-    split = task.split(split_name)
-    idx = spaced_indices(len(split), max_examples)
-    if len(idx) < 4:
-        raise AtlbenchError(
-            f"{task.id}/{split_name}: CKA needs at least 4 examples, got {len(idx)}"
-        )
-    data = batches(model_a, split.subset(idx), batch_size or len(idx))
-    return compare(model_a, model_b, data, device, debiased), len(split)
-
-
-# --------------------------------------------------------------------------------------------
-# `atlbench cka`
-# --------------------------------------------------------------------------------------------
-
-
-def _build(study: Study, source_id: str, pretrained: bool, checkpoint: Path | None) -> Encoder:
-    study.pick("source", [source_id])
-    encoder = study.source(source_id).build(pretrained)
-    if checkpoint is not None:
-        load_encoder_checkpoint(encoder, checkpoint)
-    return encoder.eval()
-
-
-def cka_command(
-    suite_path: str | Path,
-    a: str,
-    b: str,
-    target: str,
-    a_checkpoint: Path | None = None,
-    b_checkpoint: Path | None = None,
-    split: str = "test",
-    max_examples: int | None = 1000,
-    batch_size: int | None = 500,
-    debiased: bool = False,
-    out: Path = Path("cka"),
-    device: str | None = None,
-    echo: Callable[[str], None] = print,
-) -> CKAResult:
-    """``atlbench cka``: layer x layer CKA of two models on a target split, as CSV + SVG.
-
-    ``b`` may be ``scratch``: model A's architecture with random weights (or, with
-    ``b_checkpoint``, a scratch-trained checkpoint of it).
-    """
-    from atlbench.timing import resolve_device
-
-    study = load_study(suite_path)
-    if split not in ("train", "val", "test"):
-        raise AtlbenchError(f"--split must be train, val or test, not {split!r}")
-    study.pick("target", [target])
-    model_a = _build(study, a, True, a_checkpoint)
-    model_b = _build(study, a if b == "scratch" else b, b != "scratch", b_checkpoint)
-    task = study.target(target).load()
-    if model_a.modality != task.modality or model_b.modality != task.modality:
-        raise AtlbenchError(f"target {target!r} is {task.modality}; both models must read it")
-    dev = resolve_device(device or study.suite.device)
-    res, n_split = _compare_on_task(
-        model_a, model_b, task, split, dev, max_examples, batch_size, debiased
-    )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    frame = res.to_frame()
-    frame.index.name = f"{a} \\ {b}"
-    atomic_write_text(out / "cka.csv", frame.to_csv(float_format="%.6g"))
-    _heatmap(res, f"CKA {a} vs {b} on {target}/{split} (n={res.n_examples})", out / "cka.svg")
-    echo(f"linear CKA{' (debiased)' if debiased else ''} on {res.n_examples} of {n_split} "
-         f"{target}/{split} examples; wrote {out / 'cka.csv'} and {out / 'cka.svg'}")  # fmt: skip
-    for line in diagonal_lines(res):
-        echo(line)
-    return res
-
-
-def diagonal_lines(res: CKAResult) -> Iterator[str]:
-    """Layer-by-layer CKA where both models have the same layers (else the best match per row)."""
-    same = res.layers_a == res.layers_b
-    width = max(len(n) for n in res.layers_a)
-    yield f"{'layer':<{width}}  {'CKA' if same else 'best CKA (layer of B)'}"
-    for i, name in enumerate(res.layers_a):
-        row = res.matrix[i]
-        if same:
-            yield f"{name:<{width}}  {row[i]:.4f}"
-        elif np.isfinite(row).any():
-            j = int(np.nanargmax(row))
-            yield f"{name:<{width}}  {row[j]:.4f} ({res.layers_b[j]})"
-        else:
-            yield f"{name:<{width}}  nan"
-
-
-def _heatmap(res: CKAResult, title: str, path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    rows, cols = res.layers_a, res.layers_b
-    fig = Figure(figsize=(2.0 + 0.4 * len(cols), 1.6 + 0.35 * len(rows)))
-    ax = fig.subplots()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        image = ax.imshow(res.matrix, vmin=0, vmax=1, cmap="magma", origin="lower")
-    ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(rows)), rows, fontsize=7)
-    ax.set_xlabel("model B")
-    ax.set_ylabel("model A")
-    fig.colorbar(image, ax=ax, label="CKA")
-    ax.set_title(title, fontsize=9)
-    tmp = path.with_suffix(".svg.tmp")
-    fig.savefig(tmp, format="svg", bbox_inches="tight")
-    tmp.replace(path)

@@ -10,21 +10,29 @@ Roles: a *transfer* cell adapts a pre-trained source; the *baseline* cell trains
 architecture from scratch; a *random_init* cell runs a frozen strategy (probe, kNN) on a
 randomly initialised encoder of the architecture: the same algorithm without the source, which
 negative transfer is measured against (Wang et al. 2019).
+
+Beside the cells the plan holds every other unit of work as a task with a content key: estimator
+tasks, CKA comparisons, domain gaps and label mappings. They run through the same executors and
+are cached by key like cells. A CKA task reads the checkpoints of the cells it compares, so it
+``needs`` them: the driver dispatches it once those cells are done.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from atlbench.artifacts import CKA, DOMAIN_GAP, LABEL_MAPPING, cka_key, gap_key, mapping_key
 from atlbench.budgets import BudgetSpec
 from atlbench.cache import content_hash
+from atlbench.record import Role
 from atlbench.sources.base import Source
 from atlbench.strategies.base import StrategySpec
 from atlbench.study import Study
 
 METHOD_VERSION = 2  # 2: budgeted validation, tuned trials; bump when every result would change
-TRANSFER, BASELINE, RANDOM_INIT = "transfer", "baseline", "random_init"
+TRANSFER, BASELINE, RANDOM_INIT = Role.TRANSFER, Role.BASELINE, Role.RANDOM_INIT
+PRE_VS_FT, FT_VS_SCRATCH = "pre_vs_finetuned", "finetuned_vs_scratch"  # the CKA comparisons
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class Cell:
     budget: BudgetSpec
     seed: int
     arch: str
-    role: str = TRANSFER
+    role: Role = TRANSFER
 
     @property
     def pretrained(self) -> bool:
@@ -69,11 +77,73 @@ class EstimateTask:
     seed: int | None = None
 
 
+@dataclass(frozen=True)
+class CkaTask:
+    """Layer-wise CKA of a fine-tuned cell against its pre-trained source (``pre_vs_finetuned``)
+    or against the scratch cell of the same architecture, target, budget and seed
+    (``finetuned_vs_scratch``).
+
+    ``needs`` are the keys of the cells whose checkpoints it reads; the driver attaches their
+    paths (``checkpoints``, in ``needs`` order) once they are done. The key does not depend on
+    where the checkpoints are.
+    """
+
+    ARTIFACT: ClassVar[str] = CKA
+
+    key: str
+    kind: str  # PRE_VS_FT or FT_VS_SCRATCH
+    cell: Cell  # the fine-tuned cell
+    scratch: Cell | None = None  # the scratch cell of a finetuned_vs_scratch comparison
+    needs: tuple[str, ...] = ()
+    checkpoints: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.cell.label} ({self.kind})"
+
+
+@dataclass(frozen=True)
+class DomainGapTask:
+    """Distance of a target from the data its source was pre-trained on (needs no cell)."""
+
+    ARTIFACT: ClassVar[str] = DOMAIN_GAP
+
+    key: str
+    source: str  # the source id
+    target: str
+    needs: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"domain gap {self.source} -> {self.target}"
+
+
+@dataclass(frozen=True)
+class LabelMappingTask:
+    """Which source classes each target class lands on, for a source with a head."""
+
+    ARTIFACT: ClassVar[str] = LABEL_MAPPING
+
+    key: str
+    source: str  # the source id
+    target: str
+    needs: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"label mapping {self.source} -> {self.target}"
+
+
+ArtifactTask = CkaTask | DomainGapTask | LabelMappingTask
+Task = Cell | EstimateTask | ArtifactTask  # anything an executor runs
+
+
 @dataclass
 class Plan:
     cells: list[Cell]
     estimates: list[EstimateTask]
     skipped: list[str] = field(default_factory=list)  # incompatible pairs, said out loud
+    artifacts: list[ArtifactTask] = field(default_factory=list)  # in plan order, by kind
 
 
 def random_init_label(arch: str) -> str:
@@ -116,7 +186,55 @@ def build_plan(study: Study) -> Plan:
                             cells.setdefault(cell.key, cell)
         if readers and suite.estimators:
             estimates += _estimate_tasks(study, target.id, readers)
-    return Plan(list(cells.values()), estimates, skipped)
+    planned = list(cells.values())
+    artifacts: list[ArtifactTask] = [*_cka_tasks(study, planned), *_gap_tasks(study, planned)]
+    artifacts += _mapping_tasks(study, planned)
+    return Plan(planned, estimates, skipped, artifacts)
+
+
+def _cka_tasks(study: Study, cells: list[Cell]) -> list[CkaTask]:
+    """With ``cka: true``, two comparisons per fine-tuned cell (a transfer cell whose strategy
+    keeps a checkpoint): against its pre-trained source, whose weights its fingerprint
+    identifies, and against its scratch twin where the plan has one."""
+    if not study.suite.cka:
+        return []
+    scratch = {(c.arch, c.target, c.budget, c.seed): c for c in cells if c.role == BASELINE}
+    out = []
+    for cell in cells:
+        if cell.role != TRANSFER or not study.strategy(cell.strategy).saves_checkpoint:
+            continue
+        source_key = content_hash(study.source(cell.source_id).fingerprint, 20)
+        key = cka_key(source_key, cell.key, PRE_VS_FT)
+        out.append(CkaTask(key, PRE_VS_FT, cell, needs=(cell.key,)))
+        twin = scratch.get((cell.arch, cell.target, cell.budget, cell.seed))
+        if twin is not None:
+            key = cka_key(cell.key, twin.key, FT_VS_SCRATCH)
+            out.append(CkaTask(key, FT_VS_SCRATCH, cell, twin, needs=(cell.key, twin.key)))
+    return out
+
+
+def _gap_tasks(study: Study, cells: list[Cell]) -> list[DomainGapTask]:
+    """One per (source, target) of the transfer cells whose source knows its own task."""
+    out: dict[tuple[str, str], DomainGapTask] = {}
+    for cell in cells:
+        source = study.source(cell.source_id)
+        if not cell.pretrained or (source.pretrain_task is None and source.eval_on is None):
+            continue
+        if (cell.source_id, cell.target) not in out:
+            key = gap_key(source.fingerprint, study.target(cell.target).fingerprint)
+            out[cell.source_id, cell.target] = DomainGapTask(key, cell.source_id, cell.target)
+    return list(out.values())
+
+
+def _mapping_tasks(study: Study, cells: list[Cell]) -> list[LabelMappingTask]:
+    """One per (source, target) of the transfer cells; a source without a head maps nothing."""
+    out: dict[tuple[str, str], LabelMappingTask] = {}
+    for cell in cells:
+        if cell.pretrained and (cell.source_id, cell.target) not in out:
+            source, target = study.source(cell.source_id), study.target(cell.target)
+            key = mapping_key(source.fingerprint, target.fingerprint)
+            out[cell.source_id, cell.target] = LabelMappingTask(key, cell.source_id, cell.target)
+    return list(out.values())
 
 
 def _estimate_tasks(study: Study, target_id: str, sources: list[Source]) -> list[EstimateTask]:

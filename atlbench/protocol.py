@@ -16,6 +16,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# what a plug-in strategy needs for its ``default_search``; the rest serves the tuning engine
+__all__ = ["Dimension", "LogRange", "TrainingConfig"]
+
 
 class Strict(BaseModel):
     """Base for every suite section: unknown keys are errors, not silently ignored."""

@@ -16,11 +16,30 @@ components is listed once, in :mod:`atlbench.components`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 T = TypeVar("T")
+KindT = TypeVar("KindT", bound=type[Any])  # a registered class: source/target kind, strategy
+EstimatorFn = TypeVar("EstimatorFn", bound=Callable[..., Any])
+
+__all__ = [
+    "ESTIMATORS",
+    "EXECUTORS",
+    "REPORT_SECTIONS",
+    "SOURCE_KINDS",
+    "STRATEGIES",
+    "TARGET_KINDS",
+    "EstimatorSpec",
+    "Registry",
+    "register_estimator",
+    "register_executor",
+    "register_report_section",
+    "register_source",
+    "register_strategy",
+    "register_target",
+]
 
 
 class Registry(Generic[T]):
@@ -78,9 +97,9 @@ class Registry(Generic[T]):
         return len(self._items)
 
 
-def suggest(name: str, candidates: object) -> str:
+def suggest(name: str, candidates: Iterable[object]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest candidate, or a list of choices."""
-    options = [str(c) for c in candidates]  # type: ignore[attr-defined]
+    options = [str(c) for c in candidates]
     close = difflib.get_close_matches(str(name), options, n=1, cutoff=0.6)
     if close:
         return f" (did you mean {close[0]!r}?)"
@@ -96,19 +115,20 @@ TARGET_KINDS: Registry[Any] = Registry("target kind")  # TargetKind subclasses
 STRATEGIES: Registry[Any] = Registry("strategy")  # Strategy subclasses
 ESTIMATORS: Registry[EstimatorSpec] = Registry("estimator")
 EXECUTORS: Registry[Any] = Registry("executor")  # factories: ExecutorConfig -> executor
+REPORT_SECTIONS: Registry[Any] = Registry("report section")  # report Section subclasses
 
 
-def register_source(name: str) -> Callable[[T], T]:
+def register_source(name: str) -> Callable[[KindT], KindT]:
     """Class decorator for a source kind; the class's ``name`` is set to ``name``."""
     return _named(SOURCE_KINDS, name)
 
 
-def register_target(name: str) -> Callable[[T], T]:
+def register_target(name: str) -> Callable[[KindT], KindT]:
     """Class decorator for a target kind; the class's ``name`` is set to ``name``."""
     return _named(TARGET_KINDS, name)
 
 
-def register_strategy(name: str) -> Callable[[T], T]:
+def register_strategy(name: str) -> Callable[[KindT], KindT]:
     """Class decorator for an adaptation strategy; the class's ``name`` is set to ``name``."""
     return _named(STRATEGIES, name)
 
@@ -117,9 +137,20 @@ def register_executor(name: str) -> Callable[[T], T]:
     return EXECUTORS.register(name)
 
 
-def _named(registry: Registry[Any], name: str) -> Callable[[T], T]:
-    def decorator(cls: T) -> T:
-        cls.name = name  # type: ignore[attr-defined]
+def register_report_section(name: str, order: float) -> Callable[[KindT], KindT]:
+    """Class decorator for a report section: ``name`` is its anchor and ``order`` its place among
+    its siblings on the page (the built-in top-level sections use 10, 20, ... 100)."""
+
+    def decorator(cls: KindT) -> KindT:
+        cls.order = order
+        return _named(REPORT_SECTIONS, name)(cls)
+
+    return decorator
+
+
+def _named(registry: Registry[Any], name: str) -> Callable[[KindT], KindT]:
+    def decorator(cls: KindT) -> KindT:
+        cls.name = name
         registry.add(name, cls)
         return cls
 
@@ -145,15 +176,12 @@ class EstimatorSpec:
 
 def register_estimator(
     name: str, input: Literal["features", "probs"] = "features", set_level: bool = False
-) -> Callable[[T], T]:
+) -> Callable[[EstimatorFn], EstimatorFn]:
     """Function decorator: register ``fn`` as estimator ``name``; the function is unchanged."""
 
-    def decorator(fn: T) -> T:
+    def decorator(fn: EstimatorFn) -> EstimatorFn:
         doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
-        ESTIMATORS.add(
-            name,
-            EstimatorSpec(name, fn, input, doc[0] if doc else "", set_level),  # type: ignore[arg-type]
-        )
+        ESTIMATORS.add(name, EstimatorSpec(name, fn, input, doc[0] if doc else "", set_level))
         return fn
 
     return decorator

@@ -13,18 +13,30 @@ import platform
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from atlbench.artifacts import Artifact, TaskSkipped
 from atlbench.budgets import holdout_split, select_budget, stratified_folds
 from atlbench.cache import content_hash
 from atlbench.features import FeatureCache
-from atlbench.heap import trim
-from atlbench.plan import Cell, EstimateTask
+from atlbench.heap import bound_heap, trim
+from atlbench.plan import ArtifactTask, Cell, CkaTask, DomainGapTask, EstimateTask, Task
 from atlbench.protocol import TrainingConfig
+from atlbench.record import (
+    Artifacts,
+    CellRecord,
+    Cost,
+    Identity,
+    Metrics,
+    Provenance,
+    SelectionSummary,
+    Status,
+)
 from atlbench.registry import ESTIMATORS
 from atlbench.source_task import source_accuracy, source_task
 from atlbench.sources.base import Encoder, Source
@@ -34,7 +46,13 @@ from atlbench.targets.base import TaskData
 from atlbench.timing import device_label
 from atlbench.version import __version__
 
+if TYPE_CHECKING:
+    from atlbench.layer_study import CkaModels
+
 Progress = Callable[[str], None]
+CellResult = tuple[CellRecord, dict[str, list[int]] | None]  # the record, test predictions
+# what Worker.run_task returns, by task type: a cell's result, estimator rows, or an artifact
+TaskResult = CellResult | list[dict[str, Any]] | Artifact | TaskSkipped
 
 
 @lru_cache(maxsize=1)
@@ -89,24 +107,30 @@ def make_selection(
     return Selection(True, budget_idx, empty, folds=tuple(folds))
 
 
-def selection_summary(sel: Selection, n_budget: int) -> dict[str, Any]:
+def selection_summary(sel: Selection, n_budget: int, validation: str) -> SelectionSummary:
     """How many labels fitted and how many validated (the leaderboard shows both)."""
     if not sel.budgeted:
-        return {"selection": "validation split", "n_fit": n_budget, "n_val": 0}
-    if sel.folds:
-        return {"selection": f"{len(sel.folds)}-fold CV", "n_fit": n_budget, "n_val": n_budget}
-    return {"selection": "hold-out", "n_fit": len(sel.fit_idx), "n_val": len(sel.val_idx)}
+        method, n_fit, n_val = "validation split", n_budget, 0
+    elif sel.folds:
+        method, n_fit, n_val = f"{len(sel.folds)}-fold CV", n_budget, n_budget
+    else:
+        method, n_fit, n_val = "hold-out", len(sel.fit_idx), len(sel.val_idx)
+    return SelectionSummary(
+        validation=validation, selection=method, n_train=n_budget, n_fit=n_fit, n_val=n_val
+    )
 
 
 class Worker:
     """Per-process caches (features, encoders) shared by the cells this process runs."""
 
     def __init__(self, study: Study, device: torch.device) -> None:
+        bound_heap()  # opt-in (ATLBENCH_MMAP_THRESHOLD); every executor runs its cells in a Worker
         self.study = study
         self.device = device
         self.features = FeatureCache(device)
         self.encoders = EncoderCache()
         self._before: dict[str, float | None] = {}  # source-task accuracy of each source
+        self._cka_models: CkaModels | None = None  # encoders the CKA tasks of this process share
 
     def forgetting(self, cell: Cell, spec: StrategySpec, encoder: Encoder | None) -> dict[str, Any]:
         """Source-task accuracy of the source's own head before and after the cell's training
@@ -144,7 +168,7 @@ class Worker:
 
     def run_cell(
         self, cell: Cell, progress: Progress = lambda m: None, checkpoint_root: Any = None
-    ) -> tuple[dict[str, Any], dict[str, list[int]] | None]:
+    ) -> CellResult:
         """Run a cell; failures become a record with the error and traceback.
 
         Besides the record it returns the test predictions with the true labels
@@ -152,30 +176,30 @@ class Worker:
         the test set, and what paired comparisons pair.
         """
         started = time.perf_counter()
-        base = cell_identity(cell) | {
-            "suite": self.study.name,
-            "device": device_label(self.device),
-            "dtype": "bfloat16" if self.device.type == "cuda" else "float32",
-            "versions": package_versions(),
-            "created_at": time.time(),
-        }
+        provenance = Provenance(
+            suite=self.study.name,
+            device=device_label(self.device),
+            dtype="bfloat16" if self.device.type == "cuda" else "float32",
+            versions=package_versions(),
+            created_at=time.time(),
+        )
         try:
-            record, preds = self._run(cell, progress, checkpoint_root)
+            record, preds = self._run(cell, progress, checkpoint_root, provenance)
         except KeyboardInterrupt:
             raise
         except Exception as err:
-            record = base | {
-                "status": "failed",
-                "error": f"{type(err).__name__}: {err}".splitlines()[0][:500],
-                "traceback": traceback.format_exc(limit=20),
-                "wall_time_s": time.perf_counter() - started,
-            }
-            return record, None
+            failed = CellRecord(
+                identity=cell_labels(cell),
+                status=Status.FAILED,
+                cost=Cost(wall_time_s=time.perf_counter() - started),
+                provenance=provenance,
+                error=f"{type(err).__name__}: {err}".splitlines()[0][:500],
+                traceback=traceback.format_exc(limit=20),
+            )
+            return failed, None
         trim()  # the cell's trials are freed: hand their pages back before the next cell
-        return base | record | {
-            "status": "done",
-            "wall_time_s": time.perf_counter() - started,
-        }, preds
+        wall = replace(record.cost, wall_time_s=time.perf_counter() - started)
+        return replace(record, cost=wall), preds
 
     def _context(
         self,
@@ -184,7 +208,7 @@ class Worker:
         task: TaskData,
         progress: Progress,
         checkpoint_root: Any,
-    ) -> tuple[CellContext, list[float]]:
+    ) -> tuple[CellContext[Any], list[float]]:
         source = self.study.source(cell.source_id)
         budget_idx = select_budget(task.train.labels, cell.budget, cell.seed, f"{cell.target}: ")
         selection = make_selection(
@@ -216,8 +240,8 @@ class Worker:
         return ctx, feature_seconds
 
     def _run(
-        self, cell: Cell, progress: Progress, checkpoint_root: Any
-    ) -> tuple[dict[str, Any], dict[str, list[int]]]:
+        self, cell: Cell, progress: Progress, checkpoint_root: Any, provenance: Provenance
+    ) -> tuple[CellRecord, dict[str, list[int]]]:
         from sklearn.metrics import f1_score
 
         spec = self.study.strategy(cell.strategy)
@@ -237,29 +261,78 @@ class Worker:
         # features are charged at their original extraction cost, cached or not, so a cell's
         # cost does not depend on cache history
         feature_time = float(sum(feature_seconds))
-        record = {
-            "n_train": len(ctx.budget_idx),
-            **selection_summary(ctx.selection, len(ctx.budget_idx)),
-            "n_test": len(y_true),
-            "num_classes": task.num_classes,
-            "test_acc": float((pred == y_true).mean()),
-            "test_macro_f1": float(f1),
-            "val_acc": outcome.val_acc,
-            "trainable_params": outcome.trainable_params,
-            "total_params": outcome.total_params,
-            "trains_encoder": spec.trains_encoder,
-            "validation": self.study.suite.validation,
-            "hparams": outcome.hparams,
-            "trials": outcome.trials,
-            "n_trials": len(outcome.trials) if spec.trainable else 0,
-            "feature_time_s": feature_time,
-            "cost_s": strategy_seconds + feature_time,
-            "edge_flags": outcome.extra.pop("edge_flags", []),
-            **forgetting,
-            **outcome.timing,
-            **{f"extra_{k}": v for k, v in outcome.extra.items()},
-        }
+        tuning = outcome.tuning
+        if tuning.n_trials is None:  # a plug-in strategy that does not say: as the engine counts
+            tuning = replace(tuning, n_trials=len(outcome.trials) if spec.trainable else 0)
+        if tuning.edge_flags is None:
+            tuning = replace(tuning, edge_flags=[])
+        record = CellRecord(
+            identity=replace(cell_labels(cell), trains_encoder=spec.trains_encoder),
+            status=Status.DONE,
+            metrics=Metrics(
+                test_acc=float((pred == y_true).mean()),
+                test_macro_f1=float(f1),
+                val_acc=outcome.val_acc,
+                n_test=len(y_true),
+                num_classes=task.num_classes,
+            ),
+            selection=selection_summary(
+                ctx.selection, len(ctx.budget_idx), self.study.suite.validation
+            ),
+            cost=replace(
+                outcome.cost,
+                feature_time_s=feature_time,
+                cost_s=strategy_seconds + feature_time,
+                trainable_params=outcome.trainable_params,
+                total_params=outcome.total_params,
+            ),
+            tuning=tuning,
+            diagnostics=replace(outcome.diagnostics, **forgetting),
+            artifacts=Artifacts(checkpoint=outcome.checkpoint),
+            provenance=provenance,
+            strategy_facts=outcome.strategy_facts,
+        )
         return record, {"pred": pred.tolist(), "true": y_true.astype(int).tolist()}
+
+    # -- any task of the plan -------------------------------------------------------------------
+    def run_task(
+        self, task: Task, progress: Progress = lambda m: None, checkpoint_root: Any = None
+    ) -> TaskResult:
+        """Run any task of the plan: what every executor calls. Never raises for the task's own
+        failure: a cell becomes a failed record, an artifact task a :class:`TaskSkipped`."""
+        if isinstance(task, Cell):
+            return self.run_cell(task, progress, checkpoint_root)
+        if isinstance(task, EstimateTask):
+            return self.run_estimates(task)
+        return self.run_artifact(task)
+
+    def run_artifact(self, task: ArtifactTask) -> Artifact | TaskSkipped:
+        """A CKA comparison, domain gap or label mapping. These are views on the results: one
+        that fails is skipped with its reason and never costs the sweep its report."""
+        try:
+            result = self._artifact(task)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:
+            reason = f"{task.label}: {type(err).__name__}: {err}".splitlines()[0][:500]
+            return TaskSkipped(reason, error=True)
+        trim()
+        return result
+
+    def _artifact(self, task: ArtifactTask) -> Artifact | TaskSkipped:
+        if isinstance(task, CkaTask):
+            from atlbench import layer_study
+
+            if self._cka_models is None:
+                self._cka_models = layer_study.CkaModels()
+            return layer_study.compute_cka(self.study, task, self._cka_models, self.device)
+        if isinstance(task, DomainGapTask):
+            from atlbench import domain_gap
+
+            return domain_gap.compute_gap(self.study, task, self.features)
+        from atlbench import label_mapping
+
+        return label_mapping.compute_mapping(self.study, task, self.features)
 
     # -- estimators -----------------------------------------------------------------------------
     def run_estimates(self, task_: EstimateTask) -> list[dict[str, Any]]:
@@ -386,8 +459,14 @@ def _row_factory(task: EstimateTask, source: Source) -> Callable[..., dict[str, 
     return row
 
 
+def cell_labels(cell: Cell) -> Identity:
+    """A cell's identity group: the labels its record carries."""
+    return Identity(**cell_identity(cell))
+
+
 def cell_identity(cell: Cell) -> dict[str, Any]:
-    """The labels a record carries (the store re-labels them from the current plan)."""
+    """The labels a record carries, as the plan table stores them (the store re-labels records
+    from the current plan)."""
     return {
         "key": cell.key,
         "source": cell.source,

@@ -10,8 +10,8 @@ Three levels, from plain functions to model hooks:
   unbiased HSIC estimator of Song et al. (2012), which makes the sum over batches an unbiased
   estimate of the population HSIC, independent of the batch size.
 * :func:`cka_matrix` hooks named modules of two models and fills an L_a x L_b CKA matrix with one
-  forward pass per batch per model; :func:`auto_layers` picks the block outputs of timm and
-  Hugging Face models.
+  forward pass per batch per model; :func:`auto_layers` (from :mod:`atlbench.layer_features`,
+  which model code shares) picks the block outputs of timm and Hugging Face models.
 
 All reductions run in float64 on the device of the features (CUDA stays on CUDA; MPS, which has no
 float64, computes Grams in float32 and accumulates on the CPU). The model hooks multiply each
@@ -33,7 +33,6 @@ one architecture, runs their passes side by side on half the threads each (:func
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -43,6 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from atlbench.layer_features import auto_layers, first_tensor, pool_output
 
 __all__ = [
     "CKAResult",
@@ -56,13 +57,6 @@ __all__ = [
 ArrayLike = np.ndarray | torch.Tensor
 # a batch Gram and, when the features were centred first, the energy centring removed
 _GramPart = tuple[torch.Tensor, torch.Tensor | None]
-
-# Names of containers whose children are the network's blocks, in timm (``blocks``, ``stages``,
-# ``layers``) and Hugging Face (``encoder.layer``, ``layers``, GPT-2 ``h``, T5 ``block``).
-_BLOCK_CONTAINERS = frozenset({"layer", "layers", "blocks", "block", "h", "stages"})
-# Names of the module that turns raw input into the first block's input.
-_STEM_NAMES = ("stem", "embeddings", "patch_embed", "embed")
-_RESNET_STAGE = re.compile(r"layer\d+")
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,6 +478,7 @@ class MinibatchCKA:
         else:
             if xy.shape != self._xy.shape:
                 raise ValueError(f"batch has {tuple(xy.shape)} layers, expected {self.shape}")
+            assert self._xx is not None and self._yy is not None  # set together with _xy
             self._xy += xy
             self._xx += xx
             self._yy += yy
@@ -540,96 +535,6 @@ class CKAResult:
         return pd.DataFrame(self.matrix, index=self.layers_a, columns=self.layers_b)
 
 
-def auto_layers(model: nn.Module) -> list[str]:
-    """Names of a model's stem and blocks, in forward order.
-
-    Finds the shallowest block sequence: ResNet-style ``layerK`` stages (their blocks
-    ``layerK.i``, stem = the module just before ``layer1``, e.g. ``maxpool``) or a container
-    named ``blocks`` / ``stages`` / ``layers`` / ``layer`` / ``h`` / ``block`` (timm ViT and
-    ConvNeXt, Hugging Face ``encoder.layer``), with the nearest ``stem`` / ``embeddings`` /
-    ``patch_embed`` module first. The list doubles as layer groups for layer-wise learning rates.
-    """
-    named = dict(model.named_modules())
-    candidates: list[tuple[int, int, list[str], str]] = []  # depth, order, blocks, parent
-    for order, (name, mod) in enumerate(named.items()):
-        prefix = f"{name}." if name else ""
-        depth = name.count(".") + 1 if name else 0
-        children = list(mod.named_children())
-        stage_idx = [
-            i
-            for i, (c, m) in enumerate(children)
-            if _RESNET_STAGE.fullmatch(c) and isinstance(m, (nn.Sequential, nn.ModuleList))
-        ]
-        if len(stage_idx) >= 2:
-            blocks = [
-                f"{prefix}{children[i][0]}.{b}"
-                for i in stage_idx
-                for b, _ in children[i][1].named_children()
-            ]
-            stem = [f"{prefix}{children[stage_idx[0] - 1][0]}"] if stage_idx[0] > 0 else []
-            candidates.append((depth + 1, order, stem + blocks, name))
-        last = name.rsplit(".", 1)[-1]
-        if (
-            name
-            and last in _BLOCK_CONTAINERS
-            and isinstance(mod, (nn.Sequential, nn.ModuleList))
-            and len(mod) > 0
-        ):
-            blocks = [f"{name}.{c}" for c, _ in mod.named_children()]
-            candidates.append((depth, order, _stem_of(named, name) + blocks, name))
-    if not candidates:
-        top = [c for c, _ in model.named_children()]
-        raise ValueError(
-            f"auto_layers found no block sequence in {type(model).__name__} (top-level modules:"
-            f" {top}); pass layer names from model.named_modules() explicitly"
-        )
-    return min(candidates, key=lambda c: (c[0], c[1]))[2]
-
-
-def _stem_of(named: Mapping[str, nn.Module], container: str) -> list[str]:
-    parts = container.split(".")
-    for k in range(len(parts) - 1, -1, -1):
-        prefix = ".".join(parts[:k])
-        for stem in _STEM_NAMES:
-            candidate = f"{prefix}.{stem}" if prefix else stem
-            if candidate in named:
-                return [candidate]
-    return []
-
-
-def _first_tensor(out: Any) -> torch.Tensor | None:
-    """The first tensor of a module output (HF layers return tuples or ModelOutputs)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    values = out.values() if isinstance(out, Mapping) else out
-    if isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
-        for v in values:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
-
-
-def _pool(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Make a per-example feature vector.
-
-    3-D outputs are read as (batch, tokens, channels) and mean-pooled over tokens (over the
-    attention mask's real tokens when the batch has one): flattening would tie features to token
-    positions, which means nothing across padded sentences, and multiplies the width by the
-    sequence length. 4-D and larger maps (conv N x C x H x W, or channels-last) are flattened as in
-    Kornblith et al. and Nguyen et al., keeping spatial structure; linear CKA is invariant to the
-    permutation between layouts.
-    """
-    if t.ndim == 3:
-        if mask is not None and mask.shape == t.shape[:2]:
-            w = mask.to(t.device, t.dtype).unsqueeze(-1)
-            return (t * w).sum(1) / w.sum(1).clamp_min(1.0)
-        return t.mean(1)
-    if t.ndim == 1:
-        return t.unsqueeze(1)
-    return t.reshape(t.shape[0], -1)
-
-
 class _StopForward(BaseException):
     """Ends a hooked forward pass early (a BaseException, so ``except Exception`` in model code
     does not swallow it, as with ``asyncio.CancelledError``)."""
@@ -672,10 +577,10 @@ class _Recorder:
 
     def _hook(self, name: str) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            t = _first_tensor(output)
+            t = first_tensor(output)
             if t is None:
                 raise TypeError(f"layer {name!r} returned no tensor")
-            feat = _pool(t.detach(), self.mask)
+            feat = pool_output(t.detach(), self.mask)
             dtype = self._dtypes.get(feat.device)
             if dtype is None:
                 dtype = self._dtypes[feat.device] = _gram_dtype(feat.device, self.precision)
@@ -771,7 +676,7 @@ def _to_device(inputs: Any, device: torch.device) -> Any:
 
 
 def _batch_size(inputs: Any) -> int:
-    t = _first_tensor(inputs)
+    t = first_tensor(inputs)
     if t is None or t.ndim == 0:
         raise TypeError(f"cannot find a batch tensor in {type(inputs).__name__}")
     return int(t.shape[0])

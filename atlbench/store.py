@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from atlbench.errors import AtlbenchError
+from atlbench.record import DTYPES, CellRecord, RecordError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -109,6 +110,7 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.executescript(SCHEMA)
+            self._migrate_records()
             return
         if not self.path.is_file():
             raise AtlbenchError(
@@ -148,23 +150,55 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(sql, rows)
 
-    def put_cell(self, record: dict[str, Any], predictions: Any = None) -> None:
+    def put_cell(self, record: CellRecord, predictions: Any = None) -> None:
         """Insert or replace one cell's record atomically; ``predictions`` is the runner's
-        ``{"pred": [...], "true": [...]}`` (a bare list of predictions is accepted too)."""
+        ``{"pred": [...], "true": [...]}`` (a bare list of predictions is accepted too).
+
+        What is written is checked to read back as the same record, so a bad field fails here,
+        named, and never reaches the file."""
+        if not isinstance(record, CellRecord):
+            raise AtlbenchError(
+                f"{self.path}: a cell is stored as a CellRecord, got {type(record).__name__} "
+                "(CellRecord.from_row builds one from a flat dict)"
+            )
+        payload = record.to_json()
+        self._decode(record.key, payload)  # the write is validated as the read will be
         self._tx(
             "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (
-                    record["key"],
-                    record["status"],
-                    json.dumps(record, default=_json_default),
+                    record.key,
+                    record.status.value,
+                    json.dumps(payload, default=_json_default),
                     json.dumps(predictions) if predictions is not None else None,
-                    record.get("error"),
-                    record.get("traceback"),
+                    record.error,
+                    record.traceback,
                     time.time(),
                 )
             ],
         )
+
+    def _decode(self, key: str, payload: Any) -> CellRecord:
+        """A stored record as a :class:`CellRecord` (schema 1 migrated), or a one-line error
+        naming the cell and the field."""
+        try:
+            if not isinstance(payload, dict):
+                raise RecordError("record", f"expected a JSON object, got {payload!r}")
+            return CellRecord.from_json(payload)
+        except RecordError as err:
+            raise AtlbenchError(f"{self.path}: the record of cell {key}: {err}") from None
+
+    def _migrate_records(self) -> None:
+        """Rewrite records of an older schema (atlbench 0.2's flat dicts) in today's form, in
+        one transaction; a record that does not migrate stops the open, named."""
+        rows = self.conn.execute("SELECT key, record FROM cells").fetchall()
+        old = [(k, obj) for k, r in rows if "schema_version" not in (obj := json.loads(r))]
+        if not old:
+            return
+        updates = [
+            (json.dumps(self._decode(k, r).to_json(), default=_json_default), k) for k, r in old
+        ]
+        self._tx("UPDATE cells SET record = ? WHERE key = ?", updates)
 
     def put_estimates(self, rows: list[dict[str, Any]]) -> None:
         self._tx(
@@ -223,27 +257,48 @@ class Store:
         )
         return set(rows.fetchall())
 
-    def records(self, plan_only: bool = True) -> pd.DataFrame:
-        """All cell records as a DataFrame (by default only those in the current plan)."""
-        sql = "SELECT c.record FROM cells c"
+    def cells(self, plan_only: bool = True) -> list[CellRecord]:
+        """Every cell record, checked (by default those of the current plan, in plan order,
+        labelled with the ids the current suite gives them)."""
+        sql = "SELECT c.key, c.record FROM cells c"
         if plan_only:
             sql += " JOIN plan p ON p.key = c.key ORDER BY p.position"
-        rows = [json.loads(r[0]) for r in self.conn.execute(sql)]
+        out = [self._decode(key, json.loads(raw)) for key, raw in self.conn.execute(sql)]
         if plan_only:
-            labels = {
-                json.loads(r[0])["key"]: json.loads(r[0])
-                for r in self.conn.execute("SELECT cell FROM plan")
-            }
-            for row in rows:  # ids as the current suite names them
-                row.update({k: v for k, v in labels[row["key"]].items() if k != "key"})
-        return pd.DataFrame(rows)
+            labels = {}
+            for (raw,) in self.conn.execute("SELECT cell FROM plan"):
+                cell = json.loads(raw)
+                labels[cell["key"]] = cell
+            for i, record in enumerate(out):
+                try:
+                    out[i] = record.relabel(labels[record.key])
+                except RecordError as err:
+                    raise AtlbenchError(f"{self.path}: plan cell {record.key}: {err}") from None
+        return out
+
+    def records(self, plan_only: bool = True) -> pd.DataFrame:
+        """All cell records as one row each (:meth:`CellRecord.to_row`; by default only the
+        current plan), each record column with its dtype from :data:`atlbench.record.DTYPES`.
+
+        A field no record holds (an imported table's training facts, the error of a sweep
+        without failures) has no column, as views that leave out what was not measured expect;
+        strategy facts keep the dtype pandas infers.
+        """
+        rows = [record.to_row() for record in self.cells(plan_only)]
+        if not rows:
+            return pd.DataFrame(columns=list(DTYPES)).astype(DTYPES)
+        held = {c for row in rows for c, v in row.items() if v is not None}
+        frame = pd.DataFrame(rows)
+        frame = frame.drop(columns=[c for c in DTYPES if c not in held])
+        return frame.astype({c: t for c, t in DTYPES.items() if c in frame.columns})
 
     def predictions(self, key: str) -> list[int] | None:
         """A cell's test predictions, in test-split order."""
         payload = self._predictions(key)
         if payload is None:
             return None
-        return payload["pred"] if isinstance(payload, dict) else payload
+        pred: list[int] = payload["pred"] if isinstance(payload, dict) else payload
+        return pred
 
     def _predictions(self, key: str) -> Any:
         row = self.conn.execute("SELECT predictions FROM cells WHERE key = ?", (key,)).fetchone()
@@ -290,7 +345,8 @@ def export_records(store: Store, path: Path, predictions: bool = False) -> int:
         raise AtlbenchError(f"{path}: export to a .parquet or .csv file")
     frame = store.records()
     if predictions and not frame.empty:
-        frame["test_pred"] = [store.predictions(k) for k in frame["key"]]
+        preds = [store.predictions(k) for k in frame["key"]]
+        frame["test_pred"] = pd.Series(preds, index=frame.index, dtype=object)
     for column in frame.columns:
         if frame[column].map(lambda v: isinstance(v, (dict, list, tuple))).any():
             frame[column] = frame[column].map(lambda v: _flat_value(v, suffix))

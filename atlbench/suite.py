@@ -191,11 +191,14 @@ def _strategy_entry(name: str, cls: Any) -> type[BaseModel]:
     clash = ENTRY_KEYS & set(cls.Params.model_fields)
     if clash:
         raise ValueError(f"strategy {name!r}: params may not be called {sorted(clash)}")
-    return create_model(
-        f"{name}_strategy",
-        __base__=(StrategyEntry, cls.Params),
-        name=(Literal[name], ...),  # type: ignore[valid-type]
-    )
+    # field types built at run time: typed Any, they are no static type forms
+    fields: dict[str, Any] = {"name": (Literal[name], ...)}
+    return create_model(f"{name}_strategy", __base__=(StrategyEntry, cls.Params), **fields)
+
+
+def _kind_entry(model: str, base: type[BaseModel], kind: str, params: Any) -> type[BaseModel]:
+    fields: dict[str, Any] = {kind: (params, ...)}
+    return create_model(model, __base__=base, **fields)
 
 
 def _union(members: dict[str, type[BaseModel]], discriminator: Any) -> Any:
@@ -215,22 +218,25 @@ def suite_schema() -> type[SuiteBase]:
     )
     if state not in _SCHEMA:
         sources = {
-            k: create_model(f"{k}_source", __base__=SourceEntry, **{k: (kind.Params, ...)})
+            k: _kind_entry(f"{k}_source", SourceEntry, k, kind.Params)
             for k, kind in SOURCE_KINDS.items()
         }
         targets = {
-            k: create_model(f"{k}_target", __base__=TargetEntry, **{k: (kind.Params, ...)})
+            k: _kind_entry(f"{k}_target", TargetEntry, k, kind.Params)
             for k, kind in TARGET_KINDS.items()
         }
         strategies = {k: _strategy_entry(k, cls) for k, cls in STRATEGIES.items()}
+        # field types built at run time: typed Any, they are no static type forms
+        source: Any = _union(sources, _kind_of(SOURCE_KINDS))
+        target: Any = _union(targets, _kind_of(TARGET_KINDS))
+        strategy: Any = _union(strategies, _name_of)
+        fields: dict[str, Any] = {
+            "sources": (tuple[source, ...], ...),
+            "targets": (tuple[target, ...], ...),
+            "strategies": (tuple[strategy, ...], ...),
+        }
         _SCHEMA.clear()
-        _SCHEMA[state] = create_model(
-            "Suite",
-            __base__=SuiteBase,
-            sources=(tuple[_union(sources, _kind_of(SOURCE_KINDS)), ...], ...),
-            targets=(tuple[_union(targets, _kind_of(TARGET_KINDS)), ...], ...),
-            strategies=(tuple[_union(strategies, _name_of), ...], ...),
-        )
+        _SCHEMA[state] = create_model("Suite", __base__=SuiteBase, **fields)
     return _SCHEMA[state]
 
 

@@ -1,28 +1,47 @@
-"""The sweep driver: validate, plan, pre-flight, run pending cells, write records, export views.
+"""The sweep driver: validate, plan, pre-flight, dispatch pending tasks, write results and views.
 
+The driver plans, dispatches and writes; workers compute. Every unit of work is a task of the
+plan run by the executor: cells and estimator tasks first, then, in a second round, the CKA
+comparisons, domain gaps and label mappings (a CKA task reads the checkpoints of finished cells).
 The driver is the only writer of the store. Each finished cell is committed as it arrives, so an
-interrupted sweep loses at most the cells in flight and resumes where it stopped.
+interrupted sweep loses at most the tasks in flight and resumes where it stopped; a task whose
+result is stored (by content key) is never run again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atlbench.artifacts import TaskSkipped
 from atlbench.budgets import check_budgets
 from atlbench.cache import content_hash, safe_name
 from atlbench.errors import AtlbenchError, SourceError
-from atlbench.executors.base import StopSweep
+from atlbench.executors.base import Executor, StopSweep
 from atlbench.hub import hub_reachable
-from atlbench.layer_study import run_layer_study
-from atlbench.plan import Cell, EstimateTask, Plan, build_plan
-from atlbench.runner import cell_identity
+from atlbench.layer_study import attach_checkpoints
+from atlbench.plan import (
+    ArtifactTask,
+    Cell,
+    CkaTask,
+    DomainGapTask,
+    EstimateTask,
+    LabelMappingTask,
+    Plan,
+    Task,
+    build_plan,
+)
+from atlbench.record import CellRecord, Status
+from atlbench.runner import TaskResult, cell_identity
 from atlbench.store import Store, SweepLock
 from atlbench.study import Study, load_study, parse_study
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +60,15 @@ class SweepOptions:
 
 
 @dataclass
+class ArtifactRun:
+    """What the artifact round did: computed now, found stored, skipped (with the reason)."""
+
+    computed: list[str] = field(default_factory=list)  # artifact keys written now
+    existing: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SweepSummary:
     study: Study
     plan: Plan
@@ -51,6 +79,7 @@ class SweepSummary:
     skipped_failed: int = 0
     seconds: float = 0.0
     report_path: Path | None = None
+    artifacts: ArtifactRun = field(default_factory=ArtifactRun)
 
 
 def results_dir_for(study: Study, root: Path) -> Path:
@@ -123,7 +152,7 @@ def _open(source: Any, progress: Callable[[str], None] | None) -> None:
         raise SourceError(f"source {source.id!r} cannot be built: {first}") from None
 
 
-def make_executor(options: SweepOptions, study: Study) -> Any:
+def make_executor(options: SweepOptions, study: Study) -> Executor:
     """The executor named by ``--executor`` (registered in :mod:`atlbench.executors`)."""
     from atlbench.executors import ExecutorConfig, create_executor
 
@@ -163,16 +192,10 @@ def run_sweep(
     preflight(study, plan, None if options.quiet else ui.say, getattr(executor, "jobs", 1))
     with SweepLock(results_dir), Store.create(results_dir) as store:
         summary = _run_pending(store, study, plan, executor, options, ui, results_dir)
-        device = options.device or study.suite.device
-        progress = None if options.quiet else print
-        # CKA of fine-tuned cells and domain gaps run in the driver; stored ones are skipped
-        run_layer_study(store, study, plan, results_dir, device, progress=progress)
-        from atlbench.domain_gap import compute_domain_gaps
-
-        compute_domain_gaps(store, study, plan, device, progress=progress)
-        from atlbench.label_mapping import compute_label_mappings
-
-        compute_label_mappings(store, study, plan, device)
+        say = None if options.quiet else ui.say
+        summary.artifacts = run_artifact_tasks(
+            store, study, plan.artifacts, executor, results_dir, say
+        )
         from atlbench.report import write_outputs
 
         summary.report_path = write_outputs(store, results_dir, options.reports_root, study.name)
@@ -182,9 +205,10 @@ def run_sweep(
 
 
 def _run_pending(
-    store: Store, study: Study, plan: Plan, executor: Any, options: SweepOptions, ui: Any,
+    store: Store, study: Study, plan: Plan, executor: Executor, options: SweepOptions, ui: Any,
     results_dir: Path,
 ) -> SweepSummary:  # fmt: skip
+    """The first round: every pending estimator task and cell."""
     statuses = store.statuses()
     done = sum(1 for c in plan.cells if statuses.get(c.key) == "done")
     summary = SweepSummary(study, plan, results_dir, done)
@@ -199,32 +223,131 @@ def _run_pending(
         "source_keys", {content_hash(s.fingerprint): s.id for s in study.sources.values()}
     )
     store.set_meta("skipped_pairs", plan.skipped)
+    # the report shows the gaps and mappings of the current plan, not those of older suites
+    for kind, task_type in (("domain_gap", DomainGapTask), ("label_mapping", LabelMappingTask)):
+        store.set_meta(f"{kind}_keys", [t.key for t in plan.artifacts if isinstance(t, task_type)])
     pending, summary.skipped_failed = _pending(plan, statuses, options.retry_failed)
     done_estimates = store.estimate_keys()
     estimates = [
         t for t in plan.estimates if any((t.key, e) not in done_estimates for e in t.estimators)
     ]
 
-    def on_cell(cell: Cell, record: dict[str, Any], preds: list[int] | None) -> None:
-        store.put_cell(record, preds)
-        summary.ran += 1
-        ui.cell_done(cell, record)
-        if record["status"] != "done":
-            summary.failed.append((cell, record.get("error", "")))
-            if options.fail_fast:
-                raise StopSweep(record.get("error", ""))
+    def on_result(task: Task, result: TaskResult) -> None:
+        if isinstance(task, Cell):
+            assert isinstance(result, tuple)
+            record, preds = result
+            if not isinstance(record, CellRecord):  # an executor's record of a crashed worker
+                record = CellRecord.from_row(record)
+            store.put_cell(record, preds)
+            summary.ran += 1
+            ui.cell_done(task, record)
+            if record.status != Status.DONE:
+                summary.failed.append((task, record.error or ""))
+                if options.fail_fast:
+                    raise StopSweep(record.error or "")
+        else:
+            assert isinstance(task, EstimateTask) and isinstance(result, list)
+            store.put_estimates(result)
+            ui.estimates_done(task, result)
 
-    def on_estimates(task: EstimateTask, rows: list[dict[str, Any]]) -> None:
-        store.put_estimates(rows)
-        ui.estimates_done(task, rows)
-
+    # estimator tasks first: they warm the feature cache for the frozen strategies.
     # --fail-fast raises StopSweep: stop there, keep what finished
+    tasks: list[Task] = [*estimates, *pending]
     with ui.running(summary, pending, len(estimates)), contextlib.suppress(StopSweep):
-        executor.run(
-            study, pending, estimates, on_cell, on_estimates, ui.cell_progress,
-            results_dir / "checkpoints",
-        )  # fmt: skip
+        executor.run(study, tasks, on_result, ui.cell_progress, results_dir / "checkpoints")
     return summary
+
+
+def run_artifact_tasks(
+    store: Store,
+    study: Study,
+    tasks: Sequence[ArtifactTask],
+    executor: Executor,
+    results_dir: Path,
+    say: Callable[[str], None] | None = None,
+) -> ArtifactRun:
+    """The second round: run the artifact tasks whose result is not stored yet.
+
+    A task that needs cells runs only once they are done (a CKA task gets their checkpoints).
+    Results are written in the order of ``tasks`` whatever order they finish in, so the store,
+    and the report read from it, are the same with any executor. A task that fails or produces
+    nothing is skipped with its reason: it is a view on the results and must not cost the sweep
+    its report.
+    """
+    run = ArtifactRun()
+    stored = {k: {a.get("key"): a for a in store.artifacts(k)} for k in {t.ARTIFACT for t in tasks}}
+    statuses = store.statuses()
+    records: dict[str, dict[str, Any]] | None = None
+    todo: dict[str, ArtifactTask] = {}
+    for task in tasks:
+        old = stored[task.ARTIFACT].get(task.key)
+        if old is not None:
+            run.existing += 1
+            _relabel(store, task, old)
+            continue
+        unfinished = [k for k in task.needs if statuses.get(k) != "done"]
+        if unfinished:
+            state = statuses.get(unfinished[0]) or "not run"
+            run.skipped.append(f"{task.label}: cell {unfinished[0]} {state}")
+            continue
+        if isinstance(task, CkaTask):
+            if records is None:
+                rows = store.records().to_dict("records")
+                records = {str(r["key"]): {str(k): v for k, v in r.items()} for r in rows}
+            attached = attach_checkpoints(task, records, results_dir)
+            if isinstance(attached, TaskSkipped):
+                run.skipped.append(attached.reason)
+                continue
+            task = attached
+        todo.setdefault(task.key, task)  # two ids of the same content: one task
+    order = _InOrder(list(todo))
+
+    def on_result(task: Task, result: TaskResult) -> None:
+        for artifact in order.ready(task.key, result):
+            if isinstance(artifact, TaskSkipped):
+                if artifact.error:
+                    log.warning("skipped: %s", artifact.reason)
+                run.skipped.append(artifact.reason)
+                continue
+            assert not isinstance(artifact, (tuple, list))  # an artifact task's result
+            store.put_artifact(artifact.key, artifact.KIND, artifact.payload())
+            run.computed.append(artifact.key)
+            line = artifact.summary_line()
+            if say is not None and line is not None:
+                say(line)
+
+    executor.run(study, list(todo.values()), on_result, _no_progress, results_dir / "checkpoints")
+    return run
+
+
+def _relabel(store: Store, task: ArtifactTask, old: dict[str, Any]) -> None:
+    """A stored domain gap whose ids were renamed in the suite (same content, same key) takes the
+    current names, so the report shows them."""
+    if not isinstance(task, DomainGapTask):
+        return
+    current = {"source": task.source, "target": task.target}
+    if any(old.get(k) != v for k, v in current.items()):
+        store.put_artifact(task.key, task.ARTIFACT, old | current)
+
+
+class _InOrder:
+    """Hands results on in the order of their keys, whatever order they arrive in."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self._keys, self._next = keys, 0
+        self._held: dict[str, TaskResult] = {}
+
+    def ready(self, key: str, result: TaskResult) -> list[TaskResult]:
+        self._held[key] = result
+        out = []
+        while self._next < len(self._keys) and self._keys[self._next] in self._held:
+            out.append(self._held.pop(self._keys[self._next]))
+            self._next += 1
+        return out
+
+
+def _no_progress(cell: Cell, message: str) -> None:
+    """Artifact tasks report their result, not their steps."""
 
 
 def _pending(plan: Plan, statuses: dict[str, str], retry_failed: bool) -> tuple[list[Cell], int]:

@@ -41,10 +41,10 @@ from atlbench.timing import DeviceClock
 class Classifier(nn.Module):
     """An encoder plus a fresh linear head for the target classes."""
 
-    def __init__(self, encoder: nn.Module, num_classes: int, feature_dim: int | None = None):
+    def __init__(self, encoder: Encoder, num_classes: int, feature_dim: int | None = None):
         super().__init__()
-        self.encoder = encoder
-        dim = feature_dim if feature_dim is not None else int(encoder.feature_dim)  # type: ignore[arg-type]
+        self.encoder: Encoder = encoder
+        dim = feature_dim if feature_dim is not None else int(encoder.feature_dim)
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, batch: Any) -> torch.Tensor:
@@ -343,7 +343,7 @@ def snapshot_changes(model: nn.Module, base: dict[str, torch.Tensor]) -> dict[st
     A run keeps a snapshot for its best epoch and one while suspended; a frozen backbone is most
     of the model and never changes, so copying it for every trial of a stage multiplied memory
     by the trial count. ``base`` is never written to, so sharing its tensors is safe."""
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         b = base.get(k)
         same = (
@@ -353,7 +353,7 @@ def snapshot_changes(model: nn.Module, base: dict[str, torch.Tensor]) -> dict[st
             and b.device == v.device
             and torch.equal(b, v)
         )
-        out[k] = b if same else v.detach().clone()  # type: ignore[assignment]
+        out[k] = b if b is not None and same else v.detach().clone()
     return out
 
 
@@ -532,8 +532,10 @@ class TrainingRun:
             self.on_epoch_start(self.epoch)
         train_mode(model)
         order = np.concatenate([self.rng.permutation(len(self.train)) for _ in range(self.passes)])
-        regulariser = (lambda: self.extra_loss(model)) if self.extra_loss is not None else None
-        correct = seen = 0
+        extra_loss = self.extra_loss
+        regulariser = (lambda: extra_loss(model)) if extra_loss is not None else None
+        correct: int | torch.Tensor = 0  # a device tensor once counted: read once per epoch
+        seen = 0
         batches = iter(self.train.batches(cfg.batch_size, order, pin=device.type == "cuda"))
         with self.clock.section("train"):
             for step in itertools.count():

@@ -30,6 +30,7 @@ from torch import nn
 from atlbench.frozen_prefix import ACTIVATIONS, PREFIX_KEY, frozen_blocks
 from atlbench.inputs import prepare_all, take, transform_for
 from atlbench.protocol import describe_space, design, edge_flags, halving_rungs
+from atlbench.record import Cost, Diagnostics, Tuning
 from atlbench.sources.base import Encoder
 from atlbench.strategies.base import CellContext, CellOutcome, count_params
 from atlbench.timing import PeakMemory
@@ -306,17 +307,19 @@ def tune(strategy: Tunable, ctx: CellContext) -> CellOutcome:
             strategy, ctx, model, inputs, memory
         )
     best = results[winner]
-    extra = _extra(strategy, ctx, model, best, results, final) | {"prefix_cache": prefix_note}
+    facts = strategy.describe(ctx)
+    checkpoint = save_checkpoint(strategy, model, ctx) if ctx.checkpoint_dir is not None else None
     _, total = count_params(model)
     return CellOutcome(
         test_pred=logits.argmax(1).astype(np.int64),
         val_acc=best.fit.best_val_acc,
-        hparams=ctx.params.model_dump() | dict(best.trial),  # searched values, not None
-        trials=[_trial_row(r) for r in results],
-        timing=_timing(best.fit, final, selection_time, rate, memory),
+        tuning=_tuning(ctx, best, results, final),
+        cost=_cost(best.fit, final, selection_time, rate, memory, prefix_note),
         trainable_params=updated_params(model),
         total_params=total,
-        extra=extra,
+        diagnostics=_diagnostics(best.fit),
+        checkpoint=checkpoint,
+        strategy_facts=facts,
         encoder=model.encoder,  # type: ignore[arg-type]
     )
 
@@ -333,58 +336,59 @@ def _trial_row(result: TrialResult) -> dict[str, Any]:
     }
 
 
-def _timing(
-    best: FitResult, final: FitResult, selection: float, eval_rate: float, memory: PeakMemory
-) -> dict[str, float]:
-    return {
-        "train_time_s": final.train_time_s,
-        "data_wait_s": final.data_wait_s,  # of train_time_s: waiting for batches, not computing
-        "compute_time_s": final.train_time_s - final.data_wait_s,
-        "selection_time_s": selection,
-        "time_to_best_s": best.time_to_best_s,
-        "time_to_90pct_s": best.time_to_90pct_s,
-        "train_samples_per_s": best.train_samples_per_s,
-        "eval_samples_per_s": eval_rate,
-        "warmup_time_s": best.warmup_time_s,
-        "compile_time_s": best.compile_time_s,
-        "epochs": float(final.epochs_run),
-        "best_epoch": float(best.best_epoch + 1),
-        "peak_mem_mb": memory.peak_mb(),
-    }
-
-
-def _extra(
-    strategy: Tunable,
-    ctx: CellContext,
-    model: Classifier,
-    best: TrialResult,
-    results: list[TrialResult],
+def _cost(
+    best: FitResult,
     final: FitResult,
-) -> dict[str, Any]:
+    selection: float,
+    eval_rate: float,
+    memory: PeakMemory,
+    prefix_note: str,
+) -> Cost:
+    return Cost(
+        train_time_s=final.train_time_s,
+        data_wait_s=final.data_wait_s,  # of train_time_s: waiting for batches, not computing
+        compute_time_s=final.train_time_s - final.data_wait_s,
+        selection_time_s=selection,
+        time_to_best_s=best.time_to_best_s,
+        time_to_90pct_s=best.time_to_90pct_s,
+        train_samples_per_s=best.train_samples_per_s,
+        eval_samples_per_s=eval_rate,
+        warmup_time_s=best.warmup_time_s,
+        compile_time_s=best.compile_time_s,
+        peak_mem_mb=memory.peak_mb(),
+        prefix_cache=prefix_note,
+    )
+
+
+def _tuning(
+    ctx: CellContext, best: TrialResult, results: list[TrialResult], final: FitResult
+) -> Tuning:
+    """The chosen values, every trial, and flags for a choice on the edge of its space."""
     cfg = ctx.training
     flags = edge_flags(ctx.search, best.trial, cfg.trials)
     if best.fit.best_epoch + 1 >= cfg.max_epochs:
         flags.append(f"still improving at max_epochs ({cfg.max_epochs})")
-    fit = best.fit
-    out: dict[str, Any] = {
-        "edge_flags": flags,
-        "search": describe_space(ctx.search),
-        "schedule": cfg.schedule,
-        "n_trials": len(results),
-        "retrain_epochs": final.epochs_run if final is not fit else 0,
-        "micro_batch": final.micro_batch or cfg.batch_size,
-        "oom_retries": final.oom_retries,
-        # overfitting diagnostics of the selected run (train batches vs validation)
-        "val_curve": fit.val_history,
-        "train_curve": fit.train_history,
-        "train_val_gap": fit.train_history[fit.best_epoch] - fit.best_val_acc
-        if fit.train_history
-        else float("nan"),
-    }
-    out |= strategy.describe(ctx)
-    if ctx.checkpoint_dir is not None:
-        out["checkpoint"] = save_checkpoint(strategy, model, ctx)
-    return out
+    return Tuning(
+        hparams=ctx.params.model_dump() | dict(best.trial),  # searched values, not None
+        trials=[_trial_row(r) for r in results],
+        n_trials=len(results),
+        edge_flags=flags,
+        search=describe_space(ctx.search),
+        schedule=cfg.schedule,
+        epochs=final.epochs_run,
+        best_epoch=best.fit.best_epoch + 1,
+        retrain_epochs=final.epochs_run if final is not best.fit else 0,
+        micro_batch=final.micro_batch or cfg.batch_size,
+        oom_retries=final.oom_retries,
+    )
+
+
+def _diagnostics(fit: FitResult) -> Diagnostics:
+    """Overfitting diagnostics of the selected run (training batches vs validation)."""
+    gap = (
+        fit.train_history[fit.best_epoch] - fit.best_val_acc if fit.train_history else float("nan")
+    )
+    return Diagnostics(train_val_gap=gap, val_curve=fit.val_history, train_curve=fit.train_history)
 
 
 def save_checkpoint(strategy: Tunable, model: Classifier, ctx: CellContext) -> str:

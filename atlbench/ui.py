@@ -33,6 +33,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from atlbench.record import CellRecord, Status
+
 
 def _clock(seconds: float) -> str:
     seconds = max(0, round(seconds))
@@ -172,22 +174,21 @@ class SweepUI:
         if self._progress is not None:
             self._progress.update(self._task, detail=escape(f"{cell.label}: {message}"))
 
-    def cell_done(self, cell: Any, record: dict[str, Any]) -> None:
-        acc, wall = record.get("test_acc"), record.get("wall_time_s", 0.0)
-        self._finished(cell.strategy, float(wall or 0.0))
+    def cell_done(self, cell: Any, record: CellRecord) -> None:
+        acc, wall = record.metrics.test_acc, record.cost.wall_time_s or 0.0
+        done = record.status == Status.DONE
+        self._finished(cell.strategy, wall)
         eta = self.eta_s()
-        self.event("cell_done", key=cell.key, cell=cell.label, status=record["status"],
+        self.event("cell_done", key=cell.key, cell=cell.label, status=record.status.value,
                    test_acc=acc, wall_time_s=wall, done=self._done, total=self._total, eta_s=eta,
-                   eta_is_floor=self.eta_is_floor(), error=record.get("error"))  # fmt: skip
+                   eta_is_floor=self.eta_is_floor(), error=record.error)  # fmt: skip
         if self._progress is not None:
             self._progress.advance(self._task)
-            if record["status"] != "done":
-                what = escape(f"{cell.label}: {record.get('error')}")
+            if not done:
+                what = escape(f"{cell.label}: {record.error}")
                 self._progress.console.print(f"[red]failed[/] {what}")
         elif not self.quiet:
-            what = (
-                f"acc {acc:.3f}" if record["status"] == "done" else f"FAILED {record.get('error')}"
-            )
+            what = f"acc {acc:.3f}" if done and acc is not None else f"FAILED {record.error}"
             floor = "at least " if self.eta_is_floor() else ""
             eta_text = f", ETA {floor}{_clock(eta)}" if eta is not None else ""
             print(f"[{self._done}/{self._total}] {cell.label}: {what} in {wall:.1f} s{eta_text}",
@@ -229,6 +230,7 @@ class SweepUI:
         if best is not None and len(best):
             table = Table("target", "budget", "best recipe", "acc [95% CI]", "vs scratch training",
                           title="Highest mean per target and budget")  # fmt: skip
+            row: Any  # a leaderboard row: the stubs type every field as any pandas scalar
             for row in best.itertuples():
                 ci = "" if row.ci_low != row.ci_low else f" [{row.ci_low:.3f}, {row.ci_high:.3f}]"
                 gain = (

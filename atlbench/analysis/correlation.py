@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,10 @@ def ground_truth(
     means = means.sort_values([*keys, metric, "strategy"], ascending=[True] * 3 + [False, True])
     best = means.drop_duplicates(keys)[[*keys, "strategy"]]
     out = per_seed.merge(best, on=[*keys, "strategy"]).rename(columns={metric: "truth"})
-    return out[TRUTH_COLUMNS].sort_values(["target", "budget", "source", "seed"], ignore_index=True)
+    table: pd.DataFrame = out[TRUTH_COLUMNS].sort_values(
+        ["target", "budget", "source", "seed"], ignore_index=True
+    )
+    return table
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -135,7 +139,7 @@ def _seed_bootstrap(
         warnings.simplefilter("ignore", RuntimeWarning)  # a source with none of the drawn seeds
         for _ in range(n_boot):
             idx = rng.integers(0, k, size=k)
-            multiset = tuple(sorted(idx.tolist()))
+            multiset = tuple(sorted(np.asarray(idx).tolist()))
             if multiset not in seen:
                 sm, tm = np.nanmean(s[:, idx], axis=1), np.nanmean(t[:, idx], axis=1)
                 ok = np.isfinite(sm) & np.isfinite(tm)
@@ -185,7 +189,7 @@ def estimator_agreement(
         if records is None:
             raise ValueError("records are needed unless truth is given as a DataFrame")
         gt = ground_truth(records, truth, metric)[[*keys, "truth"]]
-    gt = gt.groupby(keys, as_index=False)["truth"].mean()
+    gt = cast(pd.DataFrame, gt.groupby(keys, as_index=False)["truth"].mean())  # a frame
     sc = scores.assign(score=pd.to_numeric(scores["score"], errors="coerce"))
     sc = sc.loc[np.isfinite(sc["score"].to_numpy(dtype=float))]
     sc = sc.groupby([*keys, "estimator"], as_index=False)["score"].mean()

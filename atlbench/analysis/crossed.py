@@ -58,7 +58,8 @@ class CrossedMean:
 
     @property
     def var(self) -> np.ndarray:
-        return self.se_seed**2 + self.se_example**2
+        var: np.ndarray = self.se_seed**2 + self.se_example**2
+        return var
 
     @property
     def satterthwaite(self) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ def _subsample(x: np.ndarray, max_samples: int | None, rng: np.random.Generator)
 def _sq_dists(z: np.ndarray) -> np.ndarray:
     """Pairwise squared Euclidean distances, clipped at 0 against round-off."""
     sq = np.einsum("ij,ij->i", z, z)
-    d = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
+    d: np.ndarray = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
     np.maximum(d, 0.0, out=d)
     np.fill_diagonal(d, 0.0)
     return d

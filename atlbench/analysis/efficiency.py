@@ -8,6 +8,7 @@ try many settings and make frozen-feature recipes look free.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from atlbench.analysis.records import (
     require_columns,
     with_roles,
 )
+from atlbench.record import Verdict
 
 MIN_COST_S = 60.0
 """Below a minute a cell's cost is mostly fixed overhead (start-up, data loading, cached features,
@@ -44,7 +46,7 @@ def device_kind(device: pd.Series) -> pd.Series:
 def cell_cost_seconds(rows: pd.DataFrame) -> pd.Series:
     """A cell's whole cost in seconds: its ``cost_s`` column (NaN where not recorded)."""
     require_columns(rows, ["cost_s"], "cell cost")
-    return pd.to_numeric(rows["cost_s"], errors="coerce").astype(float)
+    return rows["cost_s"].astype(float)
 
 
 def gain_per_hour(
@@ -181,9 +183,9 @@ def _crossing(n: np.ndarray, curves: np.ndarray, targets: np.ndarray) -> tuple[n
     where linear interpolation in n overstates the labels needed.
     """
     reached = curves >= targets[:, None]
-    never = ~reached.any(axis=1)
+    never = np.asarray(~reached.any(axis=1))
     first = np.argmax(reached, axis=1)
-    at_first = ~never & (first == 0)
+    at_first: np.ndarray = ~never & (first == 0)
     needed = np.full(targets.shape, np.inf)
     needed[at_first] = n[0]
     mid = ~never & ~at_first
@@ -210,7 +212,8 @@ def _replicate_means(
         per_seed = np.repeat(values[:, None], n_boot, axis=1)
     k = per_seed.shape[0]
     idx = rng.integers(0, k, size=(n_boot, k))
-    return per_seed[idx, np.arange(n_boot)[:, None]].mean(axis=1)
+    means: np.ndarray = per_seed[idx, np.arange(n_boot)[:, None]].mean(axis=1)
+    return means
 
 
 def labels_saved(
@@ -226,7 +229,7 @@ def labels_saved(
     """Labels a transfer recipe saves: how many labels trained scratch needs to match its mean.
 
     Only for recipes significantly above scratch training (``paired_gains(..., "scratch")``
-    verdict "above scratch training (significant)", same ``correct``, ``alpha`` and
+    verdict ``Verdict.ABOVE_SCRATCH_SIGNIFICANT``, same ``correct``, ``alpha`` and
     ``correction``); otherwise NaN with the verdict as reason. Scratch's learning curve for the
     same (arch, target) is its seed-mean ``metric`` against mean ``n_train`` over the measured
     budgets, interpolated linearly in log(n); the first crossing of the transfer mean is
@@ -249,12 +252,11 @@ def labels_saved(
     transfer = rows.loc[rows["role"].eq(TRANSFER)]
     if transfer.empty:
         return pd.DataFrame(columns=cols)
-    gains = paired_gains(
-        records, correct, "scratch", metric, level, alpha, correction=correction
-    ).set_index(GROUP)
+    gains = paired_gains(records, correct, "scratch", metric, level, alpha, correction=correction)
+    verdicts = {tuple(k): v for k, v in zip(gains[GROUP].to_numpy(), gains["verdict"], strict=True)}
     use = correct if metric == "test_acc" else None
     base = rows.loc[rows["role"].eq(BASELINE)]
-    curves: dict[tuple, list[pd.DataFrame]] = {}
+    curves: dict[tuple[Any, ...], list[pd.DataFrame]] = {}
     for key, grp in base.groupby(["arch", "target"], sort=False):
         budgets = [b for _, b in grp.groupby("budget", sort=False)]
         curves[key] = sorted(budgets, key=lambda b: float(b["n_train"].mean()))
@@ -265,11 +267,11 @@ def labels_saved(
         arch, target = grp["arch"].iloc[0], key[1]
         n_train = float(grp["n_train"].median())
         mean = float(grp[metric].mean())
-        verdict = gains.loc[key, "verdict"] if key in gains.index else "no scratch run"
+        verdict = verdicts.get(key, Verdict.NO_SCRATCH_RUN)
         row = [*key, arch, round(n_train), mean, verdict]
         blank = [np.nan] * 4
         curve = curves.get((arch, target))
-        if verdict != "above scratch training (significant)":
+        if verdict != Verdict.ABOVE_SCRATCH_SIGNIFICANT:
             out.append([*row, *blank, "", f"gain over scratch training: {verdict}"])
             continue
         if curve is None:
@@ -296,18 +298,16 @@ def labels_saved(
             correctness_rows(list(c["key"]), list(c[metric]), use) if "key" in c else "no key"
             for c in cells
         ]
-        crossed = (
-            all(isinstance(m, np.ndarray) for m in mats)
-            and len({m.shape[1] for m in mats if isinstance(m, np.ndarray)}) == 1
-        )
+        arrays = [m for m in mats if isinstance(m, np.ndarray)]
+        crossed = len(arrays) == len(mats) and len({m.shape[1] for m in arrays}) == 1
         weights = None
         if crossed:
-            m_ex = mats[0].shape[1]
+            m_ex = arrays[0].shape[1]
             weights = rng.multinomial(m_ex, np.full(m_ex, 1.0 / m_ex), size=n_bootstrap)
         reps = [
             _replicate_means(
                 c[metric].to_numpy(dtype=float),
-                mat if crossed else None,
+                mat if crossed and isinstance(mat, np.ndarray) else None,
                 weights,
                 n_bootstrap,
                 rng,

@@ -38,13 +38,13 @@ def forgetting_table(records: pd.DataFrame, level: float = 0.95) -> pd.DataFrame
     if records.empty or "forgetting" not in records:
         return pd.DataFrame(columns=FORGETTING_COLUMNS)
     rows = done_rows(records)
-    rows = rows[pd.to_numeric(rows["forgetting"], errors="coerce").notna()]
+    rows = rows[rows["forgetting"].notna()]
     out = []
     for key, grp in rows.groupby(GROUP, sort=False):
-        drop = grp["forgetting"].astype(float).to_numpy()
+        drop = grp["forgetting"].to_numpy(dtype=float)
         low, high = _t_interval(drop, level)
-        before = float(grp["source_acc_before"].astype(float).mean())
-        after = float(grp["source_acc_after"].astype(float).mean())
+        before = float(grp["source_acc_before"].mean())
+        after = float(grp["source_acc_after"].mean())
         out.append([*key, len(drop), before, after, float(drop.mean()), low, high])
     table = pd.DataFrame(out, columns=FORGETTING_COLUMNS)
     return budget_order(table) if out else table
@@ -53,15 +53,14 @@ def forgetting_table(records: pd.DataFrame, level: float = 0.95) -> pd.DataFrame
 def overfit_flags(records: pd.DataFrame, gap: float = GAP) -> pd.DataFrame:
     """Per trainable cell: the train/validation gap, whether validation peaked early, the flag."""
     cols = [*GROUP, "seed", "train_val_gap", "peaked_early", "overfit"]
-    if records.empty or "extra_train_val_gap" not in records:
+    if records.empty or "train_val_gap" not in records:
         return pd.DataFrame(columns=cols)
     rows = done_rows(records)
-    rows = rows[pd.to_numeric(rows["extra_train_val_gap"], errors="coerce").notna()].copy()
+    rows = rows[rows["train_val_gap"].notna()].copy()
     if rows.empty:
         return pd.DataFrame(columns=cols)
-    best = pd.to_numeric(rows["best_epoch"], errors="coerce")
-    curves = rows["extra_val_curve"].map(lambda c: len(c) if isinstance(c, list) else np.nan)
-    rows["train_val_gap"] = rows["extra_train_val_gap"].astype(float)
+    best = rows["best_epoch"].astype("float64")
+    curves = rows["val_curve"].map(lambda c: len(c) if isinstance(c, list) else np.nan)
     rows["peaked_early"] = (best <= 0.5 * curves) & (curves >= 4)
     rows["overfit"] = (rows["train_val_gap"] > gap) & rows["peaked_early"]
     return rows[cols].reset_index(drop=True)

@@ -24,6 +24,7 @@ an equivalence test (TOST) against a margin the suite sets.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,27 +34,34 @@ from atlbench.analysis.inference import interval, p_value, tost_pvalue
 from atlbench.analysis.multitest import CORRECTIONS, adjust_pvalues
 from atlbench.analysis.pairing import check_comparison, difference_matrix, paired_runs
 from atlbench.analysis.records import GROUP, RECOMMENDED_SEEDS, budget_order
+from atlbench.record import Verdict
 
 INTERVAL_CROSSED = "seeds + test examples (crossed ANOVA: Satterthwaite t CI, Behrens-Fisher p)"
 INTERVAL_SEEDS = "seeds only (test-set variance not covered)"
-WORDS = {
-    "same_algorithm": ("positive", "negative", "no baseline"),
-    "scratch": ("above scratch training", "below scratch training", "no scratch run"),
+# per comparison: (above, significant), (above, nominal), (below, significant), (below, nominal),
+# and the verdict of a recipe without a partner
+_SIDES: dict[str, tuple[Verdict, Verdict, Verdict, Verdict, Verdict]] = {
+    "same_algorithm": (
+        Verdict.POSITIVE_SIGNIFICANT,
+        Verdict.POSITIVE_NOMINAL,
+        Verdict.NEGATIVE_SIGNIFICANT,
+        Verdict.NEGATIVE_NOMINAL,
+        Verdict.NO_BASELINE,
+    ),
+    "scratch": (
+        Verdict.ABOVE_SCRATCH_SIGNIFICANT,
+        Verdict.ABOVE_SCRATCH_NOMINAL,
+        Verdict.BELOW_SCRATCH_SIGNIFICANT,
+        Verdict.BELOW_SCRATCH_NOMINAL,
+        Verdict.NO_SCRATCH_RUN,
+    ),
 }
-VERDICTS = {
-    comparison: (
-        f"{pos} (significant)",
-        f"{pos} (nominal)",
-        f"{neg} (significant)",
-        f"{neg} (nominal)",
-        "not significant",
-        "equivalent",
-        "undetermined",
-        "too few seeds",
-        none,
-    )
-    for comparison, (pos, neg, none) in WORDS.items()
+_EITHER = (Verdict.NOT_SIGNIFICANT, Verdict.EQUIVALENT, Verdict.UNDETERMINED, Verdict.TOO_FEW_SEEDS)
+VERDICTS: dict[str, tuple[Verdict, ...]] = {
+    comparison: (*sides[:4], *_EITHER, sides[4]) for comparison, sides in _SIDES.items()
 }
+"""Every verdict a comparison can give."""
+_BELOW = frozenset(v for sides in _SIDES.values() for v in sides[2:4])
 GAIN_COLUMNS = [
     *GROUP,
     "arch",
@@ -135,20 +143,22 @@ def _verdict(
     p_adj: float,
     p_eq_adj: float,
     alpha: float,
-) -> str:
-    pos, neg, none = WORDS[comparison]
+) -> Verdict:
+    above, above_nominal, below, below_nominal, none = _SIDES[comparison]
     if n == 0:
         return none
     if n < 2:
-        return "too few seeds"
+        return Verdict.TOO_FEW_SEEDS
     if undetermined:
-        return "undetermined"
+        return Verdict.UNDETERMINED
     if low > 0 or high < 0:
-        strength = "significant" if np.isfinite(p_adj) and p_adj < alpha else "nominal"
-        return f"{pos if low > 0 else neg} ({strength})"
+        significant = bool(np.isfinite(p_adj) and p_adj < alpha)
+        if low > 0:
+            return above if significant else above_nominal
+        return below if significant else below_nominal
     if np.isfinite(p_eq_adj) and p_eq_adj < alpha:
-        return "equivalent"
-    return "not significant"
+        return Verdict.EQUIVALENT
+    return Verdict.NOT_SIGNIFICANT
 
 
 def paired_gains(
@@ -209,7 +219,7 @@ def paired_gains(
         paired = grp.loc[grp["baseline_value"].notna()]
         n = len(paired)
         first = paired.iloc[0] if n else grp.iloc[0]
-        row = dict(zip(GROUP, key, strict=True))
+        row: dict[str, Any] = dict(zip(GROUP, key, strict=True))
         row |= {
             "arch": first["arch"],
             "n_pairs": n,
@@ -222,7 +232,8 @@ def paired_gains(
             "n_train": grp["n_train"].median() if "n_train" in grp else np.nan,
         }
         notes: list[str] = []
-        parts, label, undetermined = (np.nan,) * 6, "", False
+        parts: tuple[float, ...] = (np.nan,) * 6
+        label, undetermined = "", False
         if n == 0:
             frozen = comparison == "same_algorithm" and not row["trains_encoder"]
             notes.append(_NO_RANDOM_INIT if frozen else _NO_BASELINE)
@@ -240,37 +251,42 @@ def paired_gains(
         rows.append(row)
     out = pd.DataFrame(rows)
     gain = out["gain_mean"].to_numpy(dtype=float)
-    parts = [out[c].to_numpy(dtype=float) for c in _PART_NAMES[:4]]
+    s1, d1, s2, d2 = (out[c].to_numpy(dtype=float) for c in _PART_NAMES[:4])
     ci_se, ci_df = out["ci_se"].to_numpy(dtype=float), out["ci_df"].to_numpy(dtype=float)
     low, high = interval(gain, ci_se, ci_df, level=level)
     # A difference of two accuracies lies in [-1, 1]: clipping drops only impossible values, so
     # coverage is unchanged (a t-interval over 3 seeds reached +105 points in the text study).
     out["gain_ci_low"], out["gain_ci_high"] = np.clip(low, -1.0, 1.0), np.clip(high, -1.0, 1.0)
-    out["p_value"] = p_value(gain, *parts)
+    out["p_value"] = p_value(gain, s1, d1, s2, d2)
     out["p_adj"] = adjust_pvalues(out["p_value"].to_numpy(), correction)
     out["correction"] = CORRECTIONS[correction]
     if margin is not None:
-        out["p_equivalence"] = tost_pvalue(gain, *parts, margin=margin)
+        out["p_equivalence"] = tost_pvalue(gain, s1, d1, s2, d2, margin=margin)
         p_eq_adj = adjust_pvalues(out["p_equivalence"].to_numpy(), correction)
     else:
         out["p_equivalence"] = np.nan
         p_eq_adj = np.full(len(out), np.nan)
     verdicts, notes_out = [], []
-    for k, row in enumerate(out.itertuples(index=False)):
+    n_pairs, p_adj = out["n_pairs"].to_numpy(dtype=int), out["p_adj"].to_numpy(dtype=float)
+    undetermined_rows = out["is_undetermined"].to_numpy(dtype=bool)
+    frozen_rows = ~out["trains_encoder"].to_numpy(dtype=bool)
+    notes_lists: list[list[str]] = list(out["notes_list"])
+    for k in range(len(out)):
         verdict = _verdict(
             comparison,
-            int(row.n_pairs),
-            bool(row.is_undetermined),
+            int(n_pairs[k]),
+            bool(undetermined_rows[k]),
             float(low[k]),
             float(high[k]),
-            float(row.p_adj),
+            float(p_adj[k]),
             float(p_eq_adj[k]),
             alpha,
         )
-        notes = list(row.notes_list)
-        if verdict.endswith(")") and np.isfinite(p_eq_adj[k]) and p_eq_adj[k] < alpha:
+        notes = list(notes_lists[k])
+        directed = verdict in _SIDES[comparison][:4]  # the interval excludes zero
+        if directed and np.isfinite(p_eq_adj[k]) and p_eq_adj[k] < alpha:
             notes.append(f"also inside +/-{margin:g} by TOST: the difference is small")
-        if comparison == "scratch" and verdict.startswith("below") and not row.trains_encoder:
+        if comparison == "scratch" and verdict in _BELOW and frozen_rows[k]:
             notes.append(
                 "a frozen recipe against trained scratch: not evidence of negative transfer "
                 "(see the same_algorithm comparison)"

@@ -20,6 +20,7 @@ scales are undefined or both zero (no spread: nothing to test, never p = 0).
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import chdtri, ndtr, stdtr, stdtrit
 
 
@@ -40,21 +41,22 @@ _BLOCK = 2_000_000  # doubles per block of the product rule (16 MB)
 
 def _cdf(df: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Student t CDF; ``stdtr`` gives the normal CDF for df = inf."""
-    return stdtr(df, x)
+    return np.asarray(stdtr(df, x), dtype=float)
 
 
 def _ppf(df: np.ndarray, q: np.ndarray) -> np.ndarray:
-    return stdtrit(df, q)
+    return np.asarray(stdtrit(df, q), dtype=float)
 
 
-def _arrays(*values: object) -> list[np.ndarray]:
+def _arrays(*values: ArrayLike) -> list[np.ndarray]:
     return [np.array(v, dtype=float) for v in np.broadcast_arrays(*values)]
 
 
 def _valid(s1: np.ndarray, d1: np.ndarray, s2: np.ndarray, d2: np.ndarray) -> np.ndarray:
     ok1 = np.isfinite(s1) & (s1 >= 0) & ((s1 == 0) | (d1 > 0))
     ok2 = np.isfinite(s2) & (s2 >= 0) & ((s2 == 0) | (d2 > 0))
-    return ok1 & ok2 & (s1 + s2 > 0)
+    valid: np.ndarray = ok1 & ok2 & (s1 + s2 > 0)
+    return valid
 
 
 def _kind(df: float) -> str:
@@ -119,11 +121,11 @@ def _inverse_chi2(df: np.ndarray, u: np.ndarray) -> np.ndarray:
     """``d / V`` at chi-square upper-tail probabilities ``u``, per row (1 for d = inf)."""
     if np.all(np.isinf(df)):
         return np.ones((df.size, u.size))
-    return df[:, None] / chdtri(df[:, None], u[None, :])
+    return np.asarray(df[:, None] / chdtri(df[:, None], u[None, :]), dtype=float)
 
 
 def error_sf(
-    x: object, s1: object, d1: object, s2: object = 0.0, d2: object = np.inf
+    x: ArrayLike, s1: ArrayLike, d1: ArrayLike, s2: ArrayLike = 0.0, d2: ArrayLike = np.inf
 ) -> np.ndarray:
     """P(s1 * T(d1) + s2 * T(d2) > x), T independent Student t (``d = inf``: normal)."""
     x_, s1_, d1_, s2_, d2_ = (a.ravel() for a in _arrays(x, s1, d1, s2, d2))
@@ -141,7 +143,7 @@ def error_sf(
 
 
 def error_quantile(
-    tail: object, s1: object, d1: object, s2: object = 0.0, d2: object = np.inf
+    tail: ArrayLike, s1: ArrayLike, d1: ArrayLike, s2: ArrayLike = 0.0, d2: ArrayLike = np.inf
 ) -> np.ndarray:
     """The x > 0 with ``error_sf(x) = tail`` (tail < 1/2): safeguarded Newton in a bracket.
 
@@ -182,11 +184,11 @@ def error_quantile(
 
 
 def interval(
-    estimate: object,
-    s1: object,
-    d1: object,
-    s2: object = 0.0,
-    d2: object = np.inf,
+    estimate: ArrayLike,
+    s1: ArrayLike,
+    d1: ArrayLike,
+    s2: ArrayLike = 0.0,
+    d2: ArrayLike = np.inf,
     level: float = 0.95,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided ``level`` interval ``estimate -/+ x`` with ``P(|W| > x) = 1 - level``."""
@@ -198,7 +200,7 @@ def interval(
 
 
 def p_value(
-    estimate: object, s1: object, d1: object, s2: object = 0.0, d2: object = np.inf
+    estimate: ArrayLike, s1: ArrayLike, d1: ArrayLike, s2: ArrayLike = 0.0, d2: ArrayLike = np.inf
 ) -> np.ndarray:
     """Two-sided p-value of H0: true value = 0, ``2 P(W > |estimate|)`` (capped at 1)."""
     est = np.asarray(estimate, dtype=float)
@@ -206,11 +208,11 @@ def p_value(
 
 
 def tost_pvalue(
-    estimate: object,
-    s1: object,
-    d1: object,
-    s2: object = 0.0,
-    d2: object = np.inf,
+    estimate: ArrayLike,
+    s1: ArrayLike,
+    d1: ArrayLike,
+    s2: ArrayLike = 0.0,
+    d2: ArrayLike = np.inf,
     *,
     margin: float,
 ) -> np.ndarray:
@@ -225,4 +227,5 @@ def tost_pvalue(
     est = np.asarray(estimate, dtype=float)
     lower = error_sf(est + margin, s1, d1, s2, d2)
     upper = error_sf(margin - est, s1, d1, s2, d2)
-    return np.maximum(lower, upper)
+    p: np.ndarray = np.maximum(lower, upper)
+    return p

@@ -182,4 +182,5 @@ def difference_matrix(
         base_rows.append(mean)
     if len({r.size for r in base_rows} | {arm.shape[1]}) > 1:
         return "transfer and partner cells scored different numbers of test examples"
-    return arm - np.vstack(base_rows)
+    diff: np.ndarray = arm - np.vstack(base_rows)
+    return diff

@@ -1,8 +1,11 @@
 """Which rows of the records frame may enter a statistic, and what role each one plays.
 
-A cell's role is read from its ``role`` column ("transfer", "baseline", "random_init"), never from
+A cell's role is read from its ``role`` column (a :class:`~atlbench.record.Role`), never from
 its strategy label: a suite may call its from-scratch baseline "scratch-long", and a strategy
 that happens to be labelled "scratch" but runs on a pre-trained source is a transfer cell.
+
+The frame comes from :meth:`atlbench.store.Store.records`, so every column has the dtype
+:data:`atlbench.record.DTYPES` gives it: numbers are numbers, flags are booleans.
 """
 
 from __future__ import annotations
@@ -10,20 +13,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-GROUP = ["source", "target", "strategy", "budget"]
-TRANSFER, BASELINE, RANDOM_INIT = "transfer", "baseline", "random_init"
-ROLES = (TRANSFER, BASELINE, RANDOM_INIT)
-RECOMMENDED_SEEDS = 5
+from atlbench.record import Role, Status
 
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f", ""}
+GROUP = ["source", "target", "strategy", "budget"]
+TRANSFER, BASELINE, RANDOM_INIT = Role.TRANSFER, Role.BASELINE, Role.RANDOM_INIT
+ROLES = tuple(Role)
+RECOMMENDED_SEEDS = 5
 
 
 def done_rows(records: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Rows that may enter a statistic: finished cells with a finite value of ``metric``."""
-    value = pd.to_numeric(records[metric], errors="coerce").to_numpy(dtype=float)
-    ok = records["status"].eq("done").to_numpy() & np.isfinite(value)
-    out = records.loc[ok].copy()
+    value = records[metric].to_numpy(dtype=float, na_value=np.nan)
+    ok = records["status"].eq(Status.DONE).to_numpy() & np.isfinite(value)
+    out: pd.DataFrame = records.loc[ok].copy()
     out[metric] = value[ok]
     return out
 
@@ -35,35 +37,16 @@ def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
         raise ValueError(f"{what} needs the column(s) {missing}; got {sorted(frame.columns)}")
 
 
-def as_bool(values: pd.Series) -> pd.Series:
-    """Booleans from a column that may hold bools, 0/1 or strings ("True", "false").
-
-    ``astype(bool)`` would turn the string "False" into True; unknown values raise.
-    """
-
-    def one(v: object) -> bool:
-        if isinstance(v, bool | np.bool_):
-            return bool(v)
-        if isinstance(v, int | float | np.integer | np.floating) and v in (0, 1):
-            return bool(v)
-        text = str(v).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError(f"cannot read {v!r} as a boolean")
-
-    return values.map(one).astype(bool)
-
-
 def with_roles(rows: pd.DataFrame) -> pd.DataFrame:
-    """Check the ``role`` column and normalise ``trains_encoder`` to bool."""
+    """Check the ``role`` column, and that every row says whether it trains the encoder."""
     require_columns(rows, ["role", "trains_encoder"], "pairing by role")
     bad = sorted(set(rows["role"].astype(str)) - set(ROLES))
     if bad:
-        raise ValueError(f"unknown role(s) {bad}; expected one of {list(ROLES)}")
+        raise ValueError(f"unknown role(s) {bad}; expected one of {[str(r) for r in ROLES]}")
+    if rows["trains_encoder"].isna().any():
+        raise ValueError("pairing by role needs trains_encoder on every finished cell")
     out = rows.copy()
-    out["trains_encoder"] = as_bool(out["trains_encoder"])
+    out["trains_encoder"] = out["trains_encoder"].astype(bool)
     return out
 
 

@@ -16,6 +16,7 @@ mean pairwise Kendall tau between the rankings it produces on different seeds an
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,8 @@ KEYS = ["source", "target", "budget", "seed"]
 def _finite(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     values = pd.to_numeric(frame[column], errors="coerce")
     frame = frame.assign(**{column: values})
-    return frame.loc[np.isfinite(values.to_numpy(dtype=float))]
+    finite: pd.DataFrame = frame.loc[np.isfinite(values.to_numpy(dtype=float))]
+    return finite
 
 
 def history_scores(truth: pd.DataFrame, at: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -69,7 +71,11 @@ def history_scores(truth: pd.DataFrame, at: pd.DataFrame | None = None) -> pd.Da
     """
     require_columns(truth, [*KEYS, "truth"], "history_scores")
     measured = _finite(truth, "truth")
-    means = measured.groupby(["source", "target", "budget"], as_index=False)["truth"].mean()
+    # as_index=False: a frame (the stubs type it as a Series)
+    means = cast(
+        pd.DataFrame,
+        measured.groupby(["source", "target", "budget"], as_index=False)["truth"].mean(),
+    )
     totals = means.groupby(["source", "budget"], as_index=False).agg(
         total=("truth", "sum"), count=("truth", "size")
     )
@@ -144,9 +150,12 @@ def estimator_stability(estimates: pd.DataFrame) -> pd.DataFrame:
         "estimator_stability",
     )
     scores = _finite(estimates, "score")
-    scores = scores.groupby(["target", "estimator", "budget", "seed", "source"], as_index=False)[
-        "score"
-    ].mean()
+    scores = cast(
+        pd.DataFrame,
+        scores.groupby(["target", "estimator", "budget", "seed", "source"], as_index=False)[
+            "score"
+        ].mean(),
+    )
     rows = []
     for (target, estimator), grp in scores.groupby(["target", "estimator"], sort=True):
         seed_taus, seed_short, reasons = [], 0, []

@@ -24,6 +24,7 @@ from atlbench.analysis.inference import interval
 from atlbench.analysis.multitest import adjust_pvalues, benjamini_hochberg, holm
 from atlbench.analysis.pairing import COMPARISONS, PAIR_KEYS, correctness_rows, paired_runs
 from atlbench.analysis.records import GROUP, RECOMMENDED_SEEDS, budget_order, done_rows
+from atlbench.record import Verdict
 
 __all__ = [
     "COMPARISONS",
@@ -92,7 +93,7 @@ def _arm_interval(
     values = grp[metric].to_numpy(dtype=float)
     n, mean = values.size, float(values.mean())
     if n < 2:
-        return np.nan, np.nan, "too few seeds"
+        return np.nan, np.nan, Verdict.TOO_FEW_SEEDS.value  # no interval: the verdict's words
     reason = ""
     if correct is not None and metric == "test_acc":
         keys = list(grp["key"]) if "key" in grp else [None] * n
@@ -113,7 +114,7 @@ def _arm_interval(
 
 def _median_int(values: pd.Series) -> int | float:
     """Median label count as an int (NaN when none is recorded)."""
-    med = float(pd.to_numeric(values, errors="coerce").median())
+    med = float(values.astype("float64").median())
     return round(med) if np.isfinite(med) else np.nan
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import pandas as pd
 from atlbench.cache import content_hash
 from atlbench.errors import AtlbenchError
 from atlbench.published import Table, model_metadata, read_table
+from atlbench.record import CellRecord, Role
 from atlbench.store import Store
 
 VALUE_COLUMNS = ("test_acc", "accuracy", "value")
@@ -128,7 +129,7 @@ def _metadata(keys: pd.DataFrame, frame: pd.DataFrame, origin: str) -> tuple[pd.
     rows, filled = [], set()
     shipped = model_metadata().set_index("source")
     for column in METADATA:
-        given: dict[str, float] = {}
+        given: dict[Hashable, float] = {}
         if column in frame:
             values = _numeric(frame, column, origin)
             per = pd.DataFrame({"source": keys["source"], "v": values}).dropna()
@@ -142,9 +143,11 @@ def _metadata(keys: pd.DataFrame, frame: pd.DataFrame, origin: str) -> tuple[pd.
         for source in sources:
             if source in given:
                 rows.append((source, column, float(given[source])))
-            elif source in shipped.index and pd.notna(shipped.at[source, column]):
-                rows.append((source, column, float(shipped.at[source, column])))
-                filled.add(source)
+            elif source in shipped.index:
+                known: Any = shipped.at[source, column]  # a number or NaN: numeric column
+                if pd.notna(known):
+                    rows.append((source, column, float(known)))
+                    filled.add(source)
     note = ""
     if filled:
         note = (
@@ -250,7 +253,7 @@ def _truth(cells: pd.DataFrame, truth: str | None, origin: str) -> str:
     )
 
 
-def _cell_key(row: dict[str, Any]) -> str:
+def _cell_key(row: dict[Hashable, Any]) -> str:
     return content_hash(["import", *(row[k] for k in KEYS)])
 
 
@@ -273,7 +276,7 @@ def _records(imported: Imported) -> tuple[list[dict[str, Any]], list[dict[str, A
             "target": row["target"],
             "strategy": row["strategy"],
             "strategy_name": row["strategy"],
-            "role": "transfer",
+            "role": Role.TRANSFER,
             "budget": str(row["budget"]),
             "seed": int(row["seed"]),
         }
@@ -340,7 +343,7 @@ def write_store(imported: Imported, into: Path) -> None:
             store.set_meta("estimate_labels", labels)
             store.set_meta("source_keys", {_source_key(s): s for s in imported.cells["source"]})
             for record in records:
-                store.put_cell(record)
+                store.put_cell(CellRecord.from_row(record))
             if rows:
                 store.put_estimates(rows)
         if into.exists():

@@ -189,14 +189,15 @@ def _render(
         "max",
         title="Leave one target out: weighted tau against measured fine-tuning",
     )
-    for r in summary.itertuples():
+    row: Any  # a summary row: the stubs type every field as any pandas scalar
+    for row in summary.itertuples():
         check.add_row(
-            escape(str(r.method)),
-            r.kind,
-            str(r.n_targets),
-            f"{r.mean_tau:.3f}",
-            f"{r.min_tau:.3f}",
-            f"{r.max_tau:.3f}",
+            escape(str(row.method)),
+            row.kind,
+            str(row.n_targets),
+            f"{row.mean_tau:.3f}",
+            f"{row.min_tau:.3f}",
+            f"{row.max_tau:.3f}",
         )
     console.print(check)
     echo(verdict(summary, model.budget))

@@ -16,6 +16,7 @@ import secrets
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class NpyWriter:
         block = np.ascontiguousarray(block, dtype=self.dtype)
         assert block.shape[1:] == self.shape[1:], (block.shape, self.shape)
         assert 0 <= start <= self.shape[0] - len(block)
-        _pwrite_all(self._fd, memoryview(block).cast("B"), self.offset + start * self.row_bytes)
+        _pwrite_all(self._fd, block.data.cast("B"), self.offset + start * self.row_bytes)
 
     def write_rows(self, rows: np.ndarray, block: np.ndarray) -> None:
         """Row ``rows[i]`` of the array is ``block[i]`` (rows in any order)."""
@@ -130,7 +131,7 @@ def open_npy(
     path: Path,
     shape: tuple[int, ...] | None = None,
     dtype: np.dtype | type | None = None,
-    mode: str = "r",
+    mode: Literal["r", "r+", "c"] = "r",
 ) -> np.memmap | None:
     """``np.load(path, mmap_mode=mode)`` when the file is whole and is what the caller expects
     (``shape``, ``dtype``), else None (missing, short or of another shape: rebuild it).

@@ -43,7 +43,7 @@ class NpyRows:
         starts = np.concatenate([[0], breaks]).tolist()
         stops = [*breaks.tolist(), len(positions)]
         for a, b in zip(starts, stops, strict=True):
-            buffer = memoryview(out[a:b]).cast("B")
+            buffer = out[a:b].data.cast("B")
             offset = self.offset + int(positions[a]) * self.row_bytes
             while len(buffer):
                 got = os.preadv(fd, [buffer], offset)

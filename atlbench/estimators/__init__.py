@@ -26,7 +26,7 @@ from atlbench.estimators.ncti import ncti, ncti_terms
 from atlbench.estimators.ped import ped, ped_features, ped_logme, ped_sfda
 from atlbench.estimators.sfda import sfda, sfda_log_probs, sfda_prob
 from atlbench.estimators.transrate import transrate
-from atlbench.registry import ESTIMATORS, EstimatorSpec
+from atlbench.registry import ESTIMATORS, EstimatorSpec, register_estimator
 
 __all__ = [
     "ESTIMATORS",
@@ -52,6 +52,7 @@ __all__ = [
     "ped_features",
     "ped_logme",
     "ped_sfda",
+    "register_estimator",
     "sfda",
     "sfda_log_probs",
     "sfda_prob",

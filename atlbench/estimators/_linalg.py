@@ -74,7 +74,7 @@ class GramSum:
     """Accumulates ``sum_b a_b^T a_b`` over row blocks (BLAS syrk with beta = 1 on the CPU)."""
 
     def __init__(self) -> None:
-        self._c: object = None
+        self._c: np.ndarray | torch.Tensor | None = None  # numpy on the CPU (syrk), else torch
 
     def add(self, a: torch.Tensor) -> None:
         if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64):
@@ -87,7 +87,8 @@ class GramSum:
         elif self._c is None:
             self._c = a.T @ a
         else:
-            self._c.addmm_(a.T, a)  # type: ignore[attr-defined]
+            assert isinstance(self._c, torch.Tensor)  # blocks of one matrix share a device
+            self._c.addmm_(a.T, a)
 
     def result(self) -> torch.Tensor:
         """The full symmetric sum as float64."""
@@ -95,7 +96,8 @@ class GramSum:
             c = self._c.astype(np.float64)  # upper triangle filled, lower zero
             c += np.triu(c, 1).T
             return torch.from_numpy(c)
-        return self._c.to(F64)  # type: ignore[union-attr]
+        assert self._c is not None, "no rows were added"
+        return self._c.to(F64)
 
 
 @dataclass(frozen=True)
@@ -130,10 +132,10 @@ def moments(f: torch.Tensor, y: torch.Tensor | None = None, c: int = 0) -> Momen
     for rows in row_blocks(f):
         fc = f[rows] - shift_f
         acc.add(fc)
-        if sums is None:
+        if sums is None or y is None:  # both or neither
             resid += column_sums(fc)
         else:
-            sums.index_add_(0, y[rows], fc)  # type: ignore[index]
+            sums.index_add_(0, y[rows], fc)
     if sums is not None:
         resid = sums.to(F64).sum(0)
     scatter = acc.result() - torch.outer(resid, resid) / n

@@ -100,11 +100,11 @@ def _projected_targets(
     else:
         shift = column_sums(f) / n
         fc = f - shift.to(f.dtype)
-        rows = gram(fc, outer=True).to(F64)
+        centred = gram(fc, outer=True).to(F64)  # (F - 1 shift^T)(F - 1 shift^T)^T
         s = fc.to(F64) @ shift
-        g = rows + s[:, None] + s[None, :] + float(shift @ shift)  # F F^T
+        g = centred + s[:, None] + s[None, :] + float(shift @ shift)  # F F^T
         lam, u = eigh(g)
-        keep = lam > rank_threshold(lam, float(torch.trace(rows)), n, d, f.dtype)
+        keep = lam > rank_threshold(lam, float(torch.trace(centred)), n, d, f.dtype)
         lam, u = lam[keep], u[:, keep]
         if y is None:
             assert labels is not None
@@ -227,7 +227,8 @@ def logme_details(
     """LogME with per-class alphas/betas/evidences, iteration count and convergence flag."""
     f, y, c = features_and_labels(features, labels, dtype=input_dtype(features))
     sigma, z, out = _projected_targets(f, y, None, c)
-    return _logme_core(sigma, z, out, *f.shape, tol, max_iter)
+    n, d = f.shape
+    return _logme_core(sigma, z, out, n, d, tol, max_iter)
 
 
 @register_estimator("logme", input="features")
@@ -250,7 +251,8 @@ def logme_regression_details(
     if t.shape[0] != f.shape[0]:
         raise ValueError(f"targets has {t.shape[0]} rows but features has {f.shape[0]}")
     sigma, z, out = _projected_targets(f, None, t, t.shape[1])
-    return _logme_core(sigma, z, out, *f.shape, tol, max_iter)
+    n, d = f.shape
+    return _logme_core(sigma, z, out, n, d, tol, max_iter)
 
 
 def logme_regression(

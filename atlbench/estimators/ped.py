@@ -120,7 +120,7 @@ def ped(
     **kwargs: Any,
 ) -> float:
     """``estimator`` on the PED-moved features (keyword arguments go to :func:`ped_features`)."""
-    return estimator(ped_features(features, labels, **kwargs), labels)  # type: ignore[arg-type]
+    return estimator(ped_features(features, labels, **kwargs), labels)
 
 
 @register_estimator("ped_logme", input="features")

@@ -1,19 +1,26 @@
-"""The executor contract: run cells somewhere, hand each finished record back to the driver."""
+"""The executor contract: run the plan's tasks somewhere, hand each result back to the driver.
+
+A task is anything :meth:`atlbench.runner.Worker.run_task` runs: a cell, an estimator task, a
+CKA comparison, a domain gap or a label mapping. An executor runs the tasks it is given in any
+order, in any process, and calls ``on_result(task, result)`` in the driver's process once per task,
+as each finishes; a task whose process died gets the failure result of its type
+(:func:`atlbench.executors.remote.failure_result`). The driver alone writes the store.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from atlbench.errors import AtlbenchError
-from atlbench.plan import Cell, EstimateTask
+from atlbench.plan import Cell, Task
 from atlbench.registry import EXECUTORS
+from atlbench.runner import TaskResult
 from atlbench.study import Study
 
-OnCell = Callable[[Cell, dict[str, Any], list[int] | None], None]
-OnEstimates = Callable[[EstimateTask, list[dict[str, Any]]], None]
+OnResult = Callable[[Task, TaskResult], None]
 OnProgress = Callable[[Cell, str], None]
 
 
@@ -25,12 +32,10 @@ class Executor(Protocol):
     def run(
         self,
         study: Study,
-        cells: list[Cell],
-        estimates: list[EstimateTask],
-        on_cell: OnCell,
-        on_estimates: OnEstimates,
+        tasks: Sequence[Task],
+        on_result: OnResult,
         on_progress: OnProgress,
-        checkpoint_root: Path | None,
+        checkpoint_root: Path | None = None,
     ) -> None: ...
 
 
@@ -44,10 +49,11 @@ class ExecutorConfig:
     jobs: int | None = 1  # worker processes of the local executor; None: one per core (max 4)
 
 
-def create_executor(name: str, config: ExecutorConfig) -> Any:
+def create_executor(name: str, config: ExecutorConfig) -> Executor:
     """Build the executor registered as ``name``; unknown names are a one-line user error."""
     if name not in EXECUTORS:
         raise AtlbenchError(EXECUTORS.unknown_message(name))
     if config.address is not None and name != "ray":
         raise AtlbenchError(f"--address applies to --executor ray only (got --executor {name})")
-    return EXECUTORS.get(name)(config)
+    executor: Executor = EXECUTORS.get(name)(config)
+    return executor

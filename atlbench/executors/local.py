@@ -1,7 +1,7 @@
-"""Run cells on this machine: in this process, or in a small pool of worker processes.
+"""Run the plan's tasks on this machine: in this process, or in a small pool of worker processes.
 
-With ``jobs: 1`` cells run one after another in this process (GPU-friendly, no pickling). With
-``--jobs N`` on a CPU, N worker processes each run cells with ``cores / N`` torch threads: the
+With ``jobs: 1`` tasks run one after another in this process (GPU-friendly, no pickling). With
+``--jobs N`` on a CPU, N worker processes each run tasks with ``cores / N`` torch threads: the
 small models of a CPU study spend much of a step on per-operation overhead, which more threads do
 not shorten, so two processes of one thread train about 1.35x faster on two cores than one
 process of two. Each process keeps its own feature and encoder caches (the on-disk feature cache
@@ -15,21 +15,16 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from atlbench.executors.base import OnCell, OnEstimates, OnProgress
-from atlbench.executors.remote import (
-    deliver,
-    remote_call,
-    remote_cell,
-    remote_estimates,
-    study_payload,
-)
+from atlbench.executors.base import ExecutorConfig, OnProgress, OnResult
+from atlbench.executors.remote import deliver, remote_call, remote_task, study_payload
 from atlbench.executors.remote import worker_env as make_worker_env
-from atlbench.plan import Cell, EstimateTask
+from atlbench.plan import Cell, Task
 from atlbench.registry import register_executor
-from atlbench.runner import Worker
+from atlbench.runner import TaskResult, Worker
 from atlbench.study import Study
 from atlbench.timing import resolve_device
 
@@ -90,7 +85,8 @@ def parallel_calls(calls: list[tuple[Any, tuple[Any, ...]]], jobs: int) -> list[
 
 
 class LocalExecutor:
-    """Estimator tasks first (they warm the feature cache), then cells in plan order."""
+    """Tasks in the order given (the driver puts estimator tasks first: they warm the feature
+    cache); with a pool, started in that order and handed back as they finish."""
 
     def __init__(self, device: str = "auto", jobs: int | None = 1) -> None:
         self.device = resolve_device(device)
@@ -99,57 +95,52 @@ class LocalExecutor:
     def run(
         self,
         study: Study,
-        cells: list[Cell],
-        estimates: list[EstimateTask],
-        on_cell: OnCell,
-        on_estimates: OnEstimates,
+        tasks: Sequence[Task],
+        on_result: OnResult,
         on_progress: OnProgress,
         checkpoint_root: Path | None = None,
     ) -> None:
-        if self.jobs > 1 and self.device.type == "cpu" and len(cells) + len(estimates) > 1:
-            self._run_pool(study, cells, estimates, on_cell, on_estimates, checkpoint_root)
+        if self.jobs > 1 and self.device.type == "cpu" and len(tasks) > 1:
+            self._run_pool(study, tasks, on_result, checkpoint_root)
             return
         worker = Worker(study, self.device)
-        for task in estimates:
-            on_estimates(task, worker.run_estimates(task))
-        for cell in cells:
-            record, preds = worker.run_cell(
-                cell, lambda message, c=cell: on_progress(c, message), checkpoint_root
-            )
-            on_cell(cell, record, preds)
+        for task in tasks:
+            progress = (lambda m, c=task: on_progress(c, m)) if isinstance(task, Cell) else _quiet
+            on_result(task, worker.run_task(task, progress, checkpoint_root))
 
     def _run_pool(
         self,
         study: Study,
-        cells: list[Cell],
-        estimates: list[EstimateTask],
-        on_cell: OnCell,
-        on_estimates: OnEstimates,
+        tasks: Sequence[Task],
+        on_result: OnResult,
         checkpoint_root: Path | None,
     ) -> None:
-        """Submit everything in plan order; hand each result to the driver as it finishes."""
+        """Submit everything in order; hand each result to the driver as it finishes."""
         payload, env, cwd = study_payload(study), make_worker_env(), os.getcwd()
         ckpt = str(checkpoint_root.resolve()) if checkpoint_root is not None else None
         with _pool(self.jobs) as pool:
-            futures: dict[cf.Future[Any], Cell | EstimateTask] = {}
-            for task in estimates:
-                futures[pool.submit(remote_estimates, payload, "cpu", task, env, cwd)] = task
-            for cell in cells:
-                futures[pool.submit(remote_cell, payload, "cpu", cell, ckpt, env, cwd)] = cell
+            futures = {
+                pool.submit(remote_task, payload, "cpu", task, ckpt, env, cwd): task
+                for task in tasks
+            }
             try:
                 for future in cf.as_completed(futures):
-                    unit = futures[future]
+                    result: TaskResult | BaseException
                     try:
                         result = future.result()
                     except Exception as err:  # the worker process died
                         result = err
-                    deliver(unit, result, study.name, on_cell, on_estimates)
+                    deliver(futures[future], result, study.name, on_result)
             except BaseException:  # --fail-fast, Ctrl-C: drop what has not started
                 for future in futures:
                     future.cancel()
                 raise
 
 
+def _quiet(message: str) -> None:
+    """Progress of a task that is not a cell: the driver shows its result, not its steps."""
+
+
 @register_executor("local")
-def _local(config: Any) -> LocalExecutor:
+def _local(config: ExecutorConfig) -> LocalExecutor:
     return LocalExecutor(config.device, config.jobs)

@@ -1,10 +1,13 @@
-"""Run cells as Ray tasks, on this machine or on a cluster: ``--executor ray [--address ...]``.
+"""Run the plan's tasks as Ray tasks, on this machine or on a cluster: ``--executor ray``.
+
+Cells, estimator tasks, CKA comparisons, domain gaps and label mappings are all Ray tasks of one
+remote function (:func:`atlbench.executors.remote.remote_task`).
 
 * **Where.** Without ``--address`` a private Ray instance is started on this machine, bound to
   127.0.0.1 with no dashboard, and shut down at the end. ``--address auto`` (or ``HOST:PORT``) joins
   a cluster started with ``ray start``. If Ray is already initialised in this process (a notebook,
   a test), that instance is used and left running.
-* **Resources.** Each cell and each estimator pair is one task asking for 1 CPU, plus 1 GPU when the
+* **Resources.** Each task of the plan is one Ray task asking for 1 CPU, plus 1 GPU when the
   driver's device resolves to CUDA. The suite schema has no executor settings on purpose: a suite
   means the same study wherever it runs. Ray sets ``OMP_NUM_THREADS=1`` in CPU tasks, so a machine
   with N cores runs N cells at once.
@@ -13,22 +16,24 @@
   multi-node cluster it must be a path every node sees (NFS or similar), as must any folder, CSV
   or checkpoint path in the suite, and every node needs atlbench and its dependencies installed.
   Concurrent writers of one cache entry are safe: entries are written atomically and checksummed.
-* **One writer.** Tasks return ``(record, predictions)``; the driver consumes them with
-  ``ray.wait`` as they complete and commits each at once, so a driver crash loses at most the
-  cells in flight. A task whose worker process dies is retried once, then recorded as failed.
+* **One writer.** Tasks return their results (a cell's ``(record, predictions)``, an artifact);
+  the driver consumes them with ``ray.wait`` as they complete and commits each at once, so a
+  driver crash loses at most the tasks in flight. A task whose worker process dies is retried
+  once, then recorded as failed.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from atlbench.errors import AtlbenchError
-from atlbench.executors.base import OnCell, OnEstimates, OnProgress
-from atlbench.executors.remote import deliver, remote_cell, remote_estimates, study_payload
+from atlbench.executors.base import ExecutorConfig, OnProgress, OnResult
+from atlbench.executors.remote import deliver, remote_task, study_payload
 from atlbench.executors.remote import worker_env as make_worker_env
-from atlbench.plan import Cell, EstimateTask
+from atlbench.plan import Task
 from atlbench.registry import register_executor
 from atlbench.study import Study
 from atlbench.timing import resolve_device
@@ -46,7 +51,7 @@ def import_ray() -> Any:
 
 
 class RayExecutor:
-    """Cells as Ray tasks; results streamed back to the driver as they finish."""
+    """The plan's tasks as Ray tasks; results streamed back to the driver as they finish."""
 
     def __init__(
         self,
@@ -82,19 +87,17 @@ class RayExecutor:
     def run(
         self,
         study: Study,
-        cells: list[Cell],
-        estimates: list[EstimateTask],
-        on_cell: OnCell,
-        on_estimates: OnEstimates,
+        tasks: Sequence[Task],
+        on_result: OnResult,
         on_progress: OnProgress,
         checkpoint_root: Path | None = None,
     ) -> None:
         ray = import_ray()
-        if not cells and not estimates:
+        if not tasks:
             return
         started_here = self._connect(ray)
         try:
-            self._run(ray, study, cells, estimates, on_cell, on_estimates, checkpoint_root)
+            self._run(ray, study, tasks, on_result, checkpoint_root)
         finally:
             if started_here:
                 ray.shutdown()
@@ -103,48 +106,41 @@ class RayExecutor:
         self,
         ray: Any,
         study: Study,
-        cells: list[Cell],
-        estimates: list[EstimateTask],
-        on_cell: OnCell,
-        on_estimates: OnEstimates,
+        tasks: Sequence[Task],
+        on_result: OnResult,
         checkpoint_root: Path | None,
     ) -> None:
         cuda = self.device.type == "cuda"
         device = "cuda" if cuda else "cpu"  # a GPU task sees its own GPU as cuda:0
+        env = make_worker_env()
         options = {
             "num_cpus": 1,
             "num_gpus": 1 if cuda else 0,
             "max_retries": self.max_retries,
-            "runtime_env": {"env_vars": make_worker_env()},
+            "runtime_env": {"env_vars": env},
         }
-        env = options["runtime_env"]["env_vars"]
         cwd = os.getcwd()
         ckpt = str(checkpoint_root.resolve()) if checkpoint_root is not None else None
-        cell_task = ray.remote(remote_cell).options(**options)
-        estimate_task = ray.remote(remote_estimates).options(**options)
+        remote = ray.remote(remote_task).options(**options)
         suite_ref = ray.put(study_payload(study))
-        # estimator pairs first: they warm the shared feature cache for the frozen strategies
-        units: dict[Any, Cell | EstimateTask] = {}
-        for task in estimates:
-            units[estimate_task.remote(suite_ref, device, task, env, cwd)] = task
-        for cell in cells:
-            units[cell_task.remote(suite_ref, device, cell, ckpt, env, cwd)] = cell
+        # submitted in the driver's order: estimator tasks first warm the shared feature cache
+        units = {remote.remote(suite_ref, device, task, ckpt, env, cwd): task for task in tasks}
         pending = list(units)
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
                 for ref in ready:
-                    unit = units.pop(ref)
+                    task = units.pop(ref)
                     try:
                         result = ray.get(ref)
                     except Exception as err:  # the worker died, or Ray lost the task
                         result = err
-                    deliver(unit, result, study.name, on_cell, on_estimates)
+                    deliver(task, result, study.name, on_result)
         finally:
             for ref in pending:  # --fail-fast, Ctrl-C or a driver error: stop what is left
                 ray.cancel(ref, force=False)
 
 
 @register_executor("ray")
-def _ray(config: Any) -> RayExecutor:
+def _ray(config: ExecutorConfig) -> RayExecutor:
     return RayExecutor(config.device, address=config.address)

@@ -1,8 +1,8 @@
-"""What a remote process runs for the ``ray`` and ``slurm`` executors.
+"""What a worker process runs for the local pool, ``ray`` and ``slurm`` executors.
 
-The helpers below they rebuild a :class:`~atlbench.runner.Worker`
-once per process (so its feature and encoder caches serve every cell the process gets) and turn a
-crash that escapes ``Worker.run_cell`` into a failed record instead of a lost cell.
+The helpers below rebuild a :class:`~atlbench.runner.Worker` once per process (so its feature and
+encoder caches serve every task the process gets), and turn a crash that escapes
+``Worker.run_task`` into the failure result of the task's type instead of a lost task.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from atlbench.plan import Cell, EstimateTask
-    from atlbench.runner import Worker
+    from atlbench.plan import Cell, EstimateTask, Task
+    from atlbench.runner import TaskResult, Worker
     from atlbench.study import Study
 
 
@@ -82,26 +82,18 @@ def process_worker(payload: dict[str, Any], device: str) -> Worker:
     return _WORKERS[key]
 
 
-def remote_cell(
+def remote_task(
     payload: dict[str, Any],
     device: str,
-    cell: Cell,
+    task: Task,
     checkpoint_root: str | None,
     env: dict[str, str],
     cwd: str | None,
-) -> tuple[dict[str, Any], list[int] | None]:
-    """Run one cell in whatever process this is; never raises for a cell's own failure."""
+) -> TaskResult:
+    """Run one task of the plan in whatever process this is; never raises for its own failure."""
     _apply_env(env, cwd)
     root = Path(checkpoint_root) if checkpoint_root else None
-    return process_worker(payload, device).run_cell(cell, lambda message: None, root)
-
-
-def remote_estimates(
-    payload: dict[str, Any], device: str, task: EstimateTask, env: dict[str, str], cwd: str | None
-) -> list[dict[str, Any]]:
-    """All estimators of one estimator task in whatever process this is."""
-    _apply_env(env, cwd)
-    return process_worker(payload, device).run_estimates(task)
+    return process_worker(payload, device).run_task(task, lambda message: None, root)
 
 
 def remote_call(fn: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str],
@@ -151,35 +143,43 @@ def crashed_estimates(task: EstimateTask, error: BaseException | str) -> list[di
     ]
 
 
-def deliver(
-    unit: Cell | EstimateTask,
-    result: Any,
-    suite_name: str,
-    on_cell: Callable[..., None],
-    on_estimates: Callable[..., None],
-) -> None:
-    """Hand a remote unit's result, or the exception that replaced it, to the driver."""
-    from atlbench.plan import Cell
+def failure_result(task: Task, suite_name: str, error: BaseException | str) -> TaskResult:
+    """What a task whose process died (or whose job system lost it) hands the driver: a failed
+    record, failed estimator rows, or a skipped artifact, so the next run retries it."""
+    from atlbench.artifacts import TaskSkipped
+    from atlbench.plan import Cell, EstimateTask
+    from atlbench.record import CellRecord
 
-    if isinstance(unit, Cell):
-        if isinstance(result, BaseException):
-            on_cell(unit, crashed_record(unit, suite_name, result), None)
-        else:
-            on_cell(unit, *result)
-    elif isinstance(result, BaseException):
-        on_estimates(unit, crashed_estimates(unit, result))
-    else:
-        on_estimates(unit, result)
+    if isinstance(task, Cell):
+        return CellRecord.from_row(crashed_record(task, suite_name, error)), None
+    if isinstance(task, EstimateTask):
+        return crashed_estimates(task, error)
+    message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+    first = (message.strip().splitlines() or ["worker failed"])[0][:500]
+    return TaskSkipped(f"{task.label}: {first}", error=True)
+
+
+def deliver(
+    task: Task,
+    result: TaskResult | BaseException,
+    suite_name: str,
+    on_result: Callable[[Task, TaskResult], None],
+) -> None:
+    """Hand a task's result, or the failure that replaced the exception of a dead process, to
+    the driver."""
+    if isinstance(result, BaseException):
+        result = failure_result(task, suite_name, result)
+    on_result(task, result)
 
 
 __all__ = [
     "crashed_estimates",
     "crashed_record",
     "deliver",
+    "failure_result",
     "process_worker",
     "remote_call",
-    "remote_cell",
-    "remote_estimates",
+    "remote_task",
     "study_payload",
     "worker_env",
 ]

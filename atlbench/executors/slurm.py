@@ -1,7 +1,8 @@
-"""Run cells as one SLURM job array through submitit: ``--executor slurm``.
+"""Run the plan's tasks as one SLURM job array through submitit: ``--executor slurm``.
 
-The driver (on a login node) submits every pending cell and estimator pair as one job array with
-``executor.map_array``, polls the jobs, and writes each record as its job finishes: it stays the
+The driver (on a login node) submits the tasks it is given (cells and estimator tasks, then in a
+second array the CKA comparisons, domain gaps and label mappings) as one job array with
+``executor.map_array``, polls the jobs, and writes each result as its job finishes: it stays the
 only writer of the store. Job logs and submitit's pickles go to ``<results dir>/slurm``.
 
 Cluster settings come from environment variables, not the suite (a suite means the same study on
@@ -33,14 +34,15 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from atlbench.errors import AtlbenchError
-from atlbench.executors.base import OnCell, OnEstimates, OnProgress
-from atlbench.executors.remote import deliver, remote_cell, remote_estimates, study_payload
+from atlbench.executors.base import ExecutorConfig, OnProgress, OnResult
+from atlbench.executors.remote import deliver, remote_task, study_payload
 from atlbench.executors.remote import worker_env as make_worker_env
-from atlbench.plan import Cell, EstimateTask
+from atlbench.plan import Task
 from atlbench.registry import register_executor
 from atlbench.study import Study
 
@@ -71,23 +73,8 @@ def _env_float(name: str, default: float) -> float:
         raise AtlbenchError(f"{name}={raw!r}: expected a number") from None
 
 
-def run_unit(
-    kind: str,
-    payload: dict[str, Any],
-    device: str,
-    unit: Cell | EstimateTask,
-    checkpoint_root: str | None,
-    env: dict[str, str],
-    cwd: str | None,
-) -> Any:
-    """The function each array job runs (pickled by submitit)."""
-    if kind == "cell":
-        return remote_cell(payload, device, unit, checkpoint_root, env, cwd)  # type: ignore[arg-type]
-    return remote_estimates(payload, device, unit, env, cwd)  # type: ignore[arg-type]
-
-
 class SlurmExecutor:
-    """Cells as one submitit job array; pass ``executor`` to run on anything submitit drives."""
+    """Tasks as one submitit job array; pass ``executor`` to run on anything submitit drives."""
 
     def __init__(
         self,
@@ -144,31 +131,28 @@ class SlurmExecutor:
     def run(
         self,
         study: Study,
-        cells: list[Cell],
-        estimates: list[EstimateTask],
-        on_cell: OnCell,
-        on_estimates: OnEstimates,
+        tasks: Sequence[Task],
+        on_result: OnResult,
         on_progress: OnProgress,
         checkpoint_root: Path | None = None,
     ) -> None:
-        if not cells and not estimates:
+        if not tasks:
             return
         executor = self.make_submitit_executor()
-        units: list[Cell | EstimateTask] = [*estimates, *cells]
         env = make_worker_env()
         ckpt = str(checkpoint_root.resolve()) if checkpoint_root is not None else None
-        n = len(units)
+        n = len(tasks)
+        # each array job runs remote_task (pickled by submitit) on one task
         jobs = executor.map_array(
-            run_unit,
-            ["cell" if isinstance(u, Cell) else "estimates" for u in units],
+            remote_task,
             [study_payload(study)] * n,
             [self._job_device()] * n,
-            units,
+            list(tasks),
             [ckpt] * n,
             [env] * n,
             [os.getcwd()] * n,
         )
-        pending = dict(zip(jobs, units, strict=True))
+        pending = dict(zip(jobs, tasks, strict=True))
         poll = self.poll_s if self.poll_s is not None else _env_float("ATLBENCH_SLURM_POLL_S", 5.0)
         try:
             while pending:
@@ -177,28 +161,22 @@ class SlurmExecutor:
                     time.sleep(poll)
                     continue
                 for job in finished:
-                    self._deliver(job, pending.pop(job), study.name, on_cell, on_estimates)
+                    self._deliver(job, pending.pop(job), study.name, on_result)
         finally:
             for job in pending:  # --fail-fast, Ctrl-C or a driver error: cancel what is left
                 with contextlib.suppress(Exception):  # it may already have finished
                     job.cancel(check=False)
 
     @staticmethod
-    def _deliver(
-        job: Any,
-        unit: Cell | EstimateTask,
-        suite_name: str,
-        on_cell: OnCell,
-        on_estimates: OnEstimates,
-    ) -> None:
+    def _deliver(job: Any, task: Task, suite_name: str, on_result: OnResult) -> None:
         try:
             result = job.result()
         except Exception as err:  # job killed, timed out, node lost, or unpicklable result
             result = err
-        deliver(unit, result, suite_name, on_cell, on_estimates)
+        deliver(task, result, suite_name, on_result)
 
 
 @register_executor("slurm")
-def _slurm(config: Any) -> SlurmExecutor:
+def _slurm(config: ExecutorConfig) -> SlurmExecutor:
     folder = config.results_dir / "slurm" if config.results_dir is not None else None
     return SlurmExecutor(config.device, folder=folder)

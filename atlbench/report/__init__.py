@@ -11,43 +11,24 @@ from typing import Any
 
 from atlbench.cache import atomic_write_text, safe_name
 
-CSV_FILES = ("leaderboard", "estimators", "negative_transfer", "timing")
-
 
 def write_csvs(views: Any, results_dir: Path) -> dict[str, Path]:
-    """The four stable CSVs (columns documented in README and ``atlbench.report.views``)."""
-    tables = {
-        "leaderboard": views.leaderboard,
-        "estimators": views.estimators_csv,
-        "negative_transfer": views.negative_transfer,
-        "timing": views.timing,
-    }
+    """Every registered section's CSV (``<csv>.csv``), name -> path. A section with
+    ``csv_always`` writes its file even without rows (leaderboard, estimators,
+    negative_transfer, timing: their columns are documented in the README); the others only
+    when they have rows."""
+    from atlbench.report.sections import ordered
+
     paths = {}
-    for name, frame in tables.items():
-        path = Path(results_dir) / f"{name}.csv"
+    for section in ordered():
+        if section.csv is None:
+            continue
+        frame = section().csv_frame(views)
+        if frame is None or (not len(frame) and not section.csv_always):
+            continue
+        path = Path(results_dir) / f"{section.csv}.csv"
         atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
-        paths[name] = path
-    timing = views.timing_summary
-    if len(timing):
-        path = Path(results_dir) / "timing_summary.csv"
-        atomic_write_text(path, timing.to_csv(index=False, float_format="%.6g"))
-        paths["timing_summary"] = path
-    cka = views.cka_table()
-    if len(cka):
-        path = Path(results_dir) / "cka.csv"
-        atomic_write_text(path, cka.to_csv(index=False, float_format="%.6g"))
-        paths["cka"] = path
-    for name in ("forgetting", "label_mapping"):
-        frame = getattr(views, name)
-        if len(frame):
-            path = Path(results_dir) / f"{name}.csv"
-            atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
-            paths[name] = path
-    gap = views.domain_gap
-    if len(gap):
-        path = Path(results_dir) / "domain_gap.csv"
-        atomic_write_text(path, gap.to_csv(index=False, float_format="%.6g"))
-        paths["domain_gap"] = path
+        paths[section.csv] = path
     return paths
 
 

@@ -91,13 +91,14 @@ def gain_heatmaps(gains: pd.DataFrame) -> dict[str, Figure]:
             index="recipe", columns="target", values="verdict", aggfunc="first"
         )
         fig, ax = figure((1.8 + 1.3 * values.shape[1], 1.0 + 0.42 * values.shape[0]))
-        limit = float(np.nanmax(np.abs(values.to_numpy()))) or 1.0
-        image = ax.imshow(values.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        grid = values.to_numpy()
+        limit = float(np.nanmax(np.abs(grid))) or 1.0
+        image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         ax.set_xticks(range(values.shape[1]), values.columns, rotation=30, ha="right")
         ax.set_yticks(range(values.shape[0]), values.index, fontsize=7)
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
-                value, verdict = values.iat[i, j], str(verdicts.iat[i, j])
+                value, verdict = grid[i, j], str(verdicts.iat[i, j])
                 if not np.isfinite(value):
                     continue
                 mark = "**" if SIGNIFICANT in verdict else "*" if NOMINAL in verdict else ""
@@ -195,6 +196,7 @@ def domain_gap_plot(gap: pd.DataFrame) -> Figure | None:
     fig, ax = figure((6.0, 3.6))
     for target, grp in pts.groupby("target", sort=False):
         ax.scatter(grp["mmd"], grp["gain"] * 100, label=str(target), s=30)
+        row: Any  # the stubs type every field of a row as any pandas scalar
         for row in grp.itertuples():
             ax.annotate(str(row.source), (row.mmd, row.gain * 100), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")  # fmt: skip

@@ -5,6 +5,14 @@ Each kind (timm, hf, checkpoint, zoo) registers itself in its own module with
 re-exports the shared types, so importing it loads no model library.
 """
 
-from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions
+from atlbench.registry import register_source
+from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions, images_to_tensor
 
-__all__ = ["Encoder", "Source", "SourceKind", "SourceOptions"]
+__all__ = [
+    "Encoder",
+    "Source",
+    "SourceKind",
+    "SourceOptions",
+    "images_to_tensor",
+    "register_source",
+]

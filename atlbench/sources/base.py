@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from torch import nn
 from atlbench.datapipe import ImageRows, ImageTransform, normalise_images
 
 Batch = Any  # a tensor (images) or a dict of tensors (tokenised text)
+Progress = Callable[[str], None]
 
 
 class Encoder(nn.Module):
@@ -110,8 +111,8 @@ class Source:
     modality: str
     arch: str
     fingerprint: dict[str, Any]
-    params: Any = None
-    builder: Any = field(repr=False, default=None)
+    params: BaseModel | None = None  # the source kind's validated params model
+    builder: Callable[[bool], Encoder] | None = field(repr=False, default=None)
     # the built-in task (BuiltinParams fields) the source was pre-trained on, if known
     pretrain_task: dict[str, Any] | None = None
     reported_accuracy: float | None = None
@@ -121,34 +122,41 @@ class Source:
     eval_on: str | None = None
     # what pre-flight runs instead of a plain build (the zoo pre-trains here, with progress);
     # picklable, so pre-flight can run several in worker processes at once
-    opener: Any = field(repr=False, default=None)
+    opener: Callable[[Progress | None], object] | None = field(repr=False, default=None)
     # True when the opener has nothing left to do (its result is cached)
-    opened: Any = field(repr=False, default=None)
+    opened: Callable[[], bool] | None = field(repr=False, default=None)
 
     def build(self, pretrained: bool = True) -> Encoder:
         """A fresh encoder: pre-trained weights, or random init of the same architecture."""
+        if self.builder is None:
+            raise TypeError(f"source {self.id!r} has no builder")
         return self.builder(pretrained)
 
-    def open(self, progress: Callable[[str], None] | None = None) -> None:
+    def open(self, progress: Progress | None = None) -> None:
         """Pre-flight: load the pre-trained weights once, so a bad source fails before any work."""
         if self.opener is not None:
             self.opener(progress)
         self.build(True)
 
 
-class SourceKind:
+# a source kind's params model (``TimmParams``, ``ZooParams``, ...)
+SourceParamsT = TypeVar("SourceParamsT", bound=BaseModel)
+
+
+class SourceKind(Generic[SourceParamsT]):
     """One kind of source (timm, hf, checkpoint, zoo): its suite params and how to resolve them.
 
-    Subclasses register with ``@register_source("name")`` in their own module and implement
-    :meth:`resolve`, which turns validated params into a :class:`Source` (content fingerprint
-    included) without loading any weights.
+    Subclasses register with ``@register_source("name")`` in their own module, name their params
+    model (``class TimmSource(SourceKind[TimmParams])`` with ``Params = TimmParams``) and
+    implement :meth:`resolve`, which turns validated params into a :class:`Source` (content
+    fingerprint included) without loading any weights.
     """
 
     name: ClassVar[str]
-    Params: ClassVar[type[BaseModel]]
+    Params: ClassVar[type[SourceParamsT]]
 
     @classmethod
-    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
+    def resolve(cls, source_id: str, params: SourceParamsT, options: SourceOptions) -> Source:
         raise NotImplementedError
 
 

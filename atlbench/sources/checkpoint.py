@@ -6,7 +6,6 @@ No pickles from strangers: ``.pt``/``.pth`` files load with ``torch.load(weights
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -77,7 +76,7 @@ def apply_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], ori
 
 
 @register_source("checkpoint")
-class CheckpointSource(SourceKind):
+class CheckpointSource(SourceKind[CheckpointParams]):
     """``checkpoint: {arch, path}``: a timm architecture with weights from a local file.
 
     The fingerprint is the file's sha256 (memoised by stat), not its path or mtime: ``touch``
@@ -88,8 +87,8 @@ class CheckpointSource(SourceKind):
     Params = CheckpointParams
 
     @classmethod
-    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
-        p: CheckpointParams = params
+    def resolve(cls, source_id: str, params: CheckpointParams, options: SourceOptions) -> Source:
+        p = params
 
         def builder(pretrained: bool) -> Encoder:
             encoder = create_timm(p.arch, False, num_classes=p.num_classes, input_size=p.input_size)

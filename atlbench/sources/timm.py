@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -72,6 +72,19 @@ class TimmParams(BaseModel):
         return f"{self.arch}.{self.pretrained_tag}" if self.pretrained_tag else self.arch
 
 
+class TimmModel(Protocol):
+    """What atlbench calls on a timm model: every timm classifier has these, but no common base
+    class declares them (``timm.create_model`` returns a plain ``nn.Module``)."""
+
+    num_features: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor: ...
+
+    def get_classifier(self) -> torch.nn.Module: ...
+
+
 class TimmEncoder(Encoder):
     """Wraps a timm classifier: pooled pre-logits are the features, its head the source head."""
 
@@ -84,7 +97,7 @@ class TimmEncoder(Encoder):
         self.input_size = input_size
         self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
-        self.feature_dim = int(model.num_features)
+        self.feature_dim = int(self.timm_model.num_features)
         self.has_source_head = keep_source_head and getattr(model, "num_classes", 0) > 0
 
     def prepare(self, inputs: Any) -> torch.Tensor:
@@ -96,20 +109,28 @@ class TimmEncoder(Encoder):
     def preprocessing(self) -> tuple[Any, ...]:
         return ("image", self.input_size, self.mean, self.std)
 
+    @property
+    def timm_model(self) -> TimmModel:
+        """:attr:`model` seen through the methods every timm model has."""
+        return cast(TimmModel, self.model)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.model.forward_features(x)
-        return self.model.forward_head(features, pre_logits=True)
+        features = self.timm_model.forward_features(x)
+        return self.timm_model.forward_head(features, pre_logits=True)
 
     def source_logits(self, features: torch.Tensor) -> torch.Tensor | None:
         if not self.has_source_head:
             return None
-        return self.model.get_classifier()(features)
+        head: torch.Tensor = self.timm_model.get_classifier()(features)
+        return head
 
     def source_head(self) -> torch.nn.Module | None:
-        return self.model.get_classifier() if getattr(self.model, "num_classes", 0) > 0 else None
+        if getattr(self.model, "num_classes", 0) > 0:
+            return self.timm_model.get_classifier()
+        return None
 
     def layer_names(self) -> list[str]:
-        from atlbench.similarity import auto_layers
+        from atlbench.layer_features import auto_layers
 
         return [f"model.{name}" for name in auto_layers(self.model)]
 
@@ -177,14 +198,14 @@ def timm_arch_label(arch: str, input_size: int | None) -> str:
 
 
 @register_source("timm")
-class TimmSource(SourceKind):
+class TimmSource(SourceKind[TimmParams]):
     """``timm: {arch, pretrained, input_size, pretrained_tag}``: weights from the hub."""
 
     Params = TimmParams
 
     @classmethod
-    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
-        p: TimmParams = params
+    def resolve(cls, source_id: str, params: TimmParams, options: SourceOptions) -> Source:
+        p = params
 
         def builder(pretrained: bool) -> Encoder:
             return create_timm(

@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from atlbench.cache import atomic_write_bytes, atomic_write_text, cache_dir, content_hash
 from atlbench.protocol import TrainingConfig
 from atlbench.registry import register_source
-from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions
-from atlbench.sources.timm import _known_arch, create_timm, timm_arch_label
-from atlbench.sources.zoo_text import TEXT_ARCHS, create_zoo_text, text_arch_label
+from atlbench.sources.base import Encoder, Progress, Source, SourceKind, SourceOptions
+from atlbench.sources.timm import TimmEncoder, _known_arch, create_timm, timm_arch_label
+from atlbench.sources.zoo_text import TEXT_ARCHS, ZooTextEncoder, create_zoo_text, text_arch_label
 from atlbench.targets.base import TaskData
 from atlbench.targets.builtin import BuiltinParams, load_builtin, task_modality
 from atlbench.train import Classifier, PreparedSplit, fit, predict_logits
@@ -116,7 +116,7 @@ def pretrain_data(params: ZooParams) -> TaskData:
     return load_builtin("zoo-pretrain", params.pretrain_on)
 
 
-def _create(params: ZooParams, num_classes: int | None) -> Encoder:
+def _create(params: ZooParams, num_classes: int | None) -> TimmEncoder | ZooTextEncoder:
     """The recipe's architecture with random weights (and a source head of ``num_classes``)."""
     if params.modality == "text":
         return create_zoo_text(params.arch, params.layers, params.max_length, num_classes)
@@ -125,16 +125,17 @@ def _create(params: ZooParams, num_classes: int | None) -> Encoder:
     )
 
 
-def _state(encoder: Encoder, head: torch.nn.Module | None) -> dict[str, torch.Tensor]:
+def _state(
+    encoder: TimmEncoder | ZooTextEncoder, head: torch.nn.Module | None
+) -> dict[str, torch.Tensor]:
     """The backbone (built without a source head) as ``encoder.*``, the head as ``head.*``."""
-    model: torch.nn.Module = encoder.model  # type: ignore[assignment]
-    state = {f"encoder.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    state = {f"encoder.{k}": v.contiguous() for k, v in encoder.model.state_dict().items()}
     if head is not None:
         state |= {f"head.{k}": v.contiguous() for k, v in head.state_dict().items()}
     return state
 
 
-def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
+def pretrain(params: ZooParams, progress: Progress | None = None) -> dict[str, Any]:
     """Train the recipe on its built-in task; write weights and a metadata side-car atomically.
 
     With ``epochs: 0`` nothing is trained: the seeded random weights are cached as they are.
@@ -145,11 +146,11 @@ def pretrain(params: ZooParams, progress: Any = None) -> dict[str, Any]:
     if weights_path.exists() and meta_path.exists():
         try:
             blob = weights_path.read_bytes()
-            meta = json.loads(meta_path.read_text())
-            if meta.get("weights_sha256") != hashlib.sha256(blob).hexdigest():
+            cached: dict[str, Any] = json.loads(meta_path.read_text())
+            if cached.get("weights_sha256") != hashlib.sha256(blob).hexdigest():
                 raise ValueError("checksum mismatch")
             load(blob)
-            return meta
+            return cached
         except Exception:  # torn, flipped or corrupt entry: recompute, never trust
             log.warning("zoo cache entry %s is corrupt; re-training", weights_path.name)
     if params.pretrain_on is None:
@@ -232,7 +233,7 @@ def build_zoo(params: ZooParams, pretrained: bool) -> Encoder:
     backbone = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     head = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
     # timm models hold their classifier inside: it is loaded from ``head.*`` below
-    encoder.model.load_state_dict(backbone, strict=params.modality == "text")  # type: ignore[union-attr]
+    encoder.model.load_state_dict(backbone, strict=params.modality == "text")
     source_head = encoder.source_head()
     if head and source_head is not None:
         source_head.load_state_dict(head)
@@ -240,7 +241,7 @@ def build_zoo(params: ZooParams, pretrained: bool) -> Encoder:
 
 
 @register_source("zoo")
-class ZooSource(SourceKind):
+class ZooSource(SourceKind[ZooParams]):
     """``zoo: {arch, pretrain_on, epochs, ...}``: a small model pre-trained here, offline, once.
 
     Training is deterministic, so the recipe (with the zoo and generator versions) identifies the
@@ -251,8 +252,8 @@ class ZooSource(SourceKind):
     Params = ZooParams
 
     @classmethod
-    def resolve(cls, source_id: str, params: Any, options: SourceOptions) -> Source:
-        p: ZooParams = params
+    def resolve(cls, source_id: str, params: ZooParams, options: SourceOptions) -> Source:
+        p = params
         return Source(
             id=source_id,
             kind=cls.name,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from atlbench.budgets import BudgetSpec
 from atlbench.protocol import Dimension, TrainingConfig, describe_space
+from atlbench.record import Cost, Diagnostics, Tuning
 from atlbench.sources.base import Encoder, Source
 from atlbench.targets.base import Split, TaskData
 
@@ -30,6 +31,11 @@ class StrategyParams(BaseModel):
     """Base for per-strategy suite parameters; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A strategy's own params model: in ``Strategy[ParamsT]`` the context's ``params`` is a ``ParamsT``,
+# so a strategy reads its knobs typed, with no cast, and mypy checks ``Params`` against it.
+ParamsT = TypeVar("ParamsT", bound=StrategyParams)
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,9 @@ class Selection:
 
 
 @dataclass
-class CellContext:
-    """Everything a strategy may use for one cell; built by the runner."""
+class CellContext(Generic[ParamsT]):
+    """Everything a strategy may use for one cell; built by the runner. ``params`` is the
+    strategy's validated params model."""
 
     source: Source
     task: TaskData  # labels the strategy may not read are -1 (see TaskData.masked)
@@ -61,7 +68,7 @@ class CellContext:
     device: torch.device
     training: TrainingConfig
     search: dict[str, Dimension]
-    params: Any
+    params: ParamsT
     pretrained: bool  # False: the random-init twin of the source's architecture
     features: Callable[[str], np.ndarray]
     build_encoder: Callable[[bool], Encoder]
@@ -110,26 +117,49 @@ def _take(inputs: Any, idx: np.ndarray) -> Any:
 
 @dataclass
 class CellOutcome:
-    """What a strategy returns; the runner adds metrics, provenance and the key."""
+    """What a strategy returns, in the record's own types (:mod:`atlbench.record`); the runner
+    adds identity, metrics, selection, provenance and the cost of features.
+
+    ``strategy_facts`` is the one free-form part: facts of this strategy alone (the chosen LoRA
+    modules, the LP-FT probe's C), stored and shown under their own names.
+    """
 
     test_pred: np.ndarray
     val_acc: float
-    hparams: dict[str, Any]
-    trials: list[dict[str, Any]]
-    timing: dict[str, float]
+    tuning: Tuning  # the chosen values, every trial, how the search ran
+    cost: Cost  # the strategy's own clocks, throughput and memory
     trainable_params: int
     total_params: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
+    checkpoint: str | None = None  # the kept fine-tuned encoder (safetensors)
+    strategy_facts: dict[str, Any] = field(default_factory=dict)
     # the trained encoder, for measurements after the cell (forgetting); never stored
     encoder: Encoder | None = field(default=None, repr=False)
 
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return self.tuning.hparams or {}
 
-class Strategy:
-    """An adaptation strategy. Subclasses register with ``@register_strategy`` and set
-    ``Params`` and capabilities; they implement :meth:`run`."""
+    @property
+    def trials(self) -> list[dict[str, Any]]:
+        return self.tuning.trials or []
+
+
+class _ParamsDefault:
+    """Where a strategy that sets no ``Params`` finds its (empty) params model at run time; a
+    generic class variable cannot have a default of its own."""
+
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+
+
+class Strategy(_ParamsDefault, Generic[ParamsT]):
+    """An adaptation strategy. Subclasses register with ``@register_strategy``, name their
+    params model twice (``class Knn(Strategy[KnnParams])`` with ``Params = KnnParams``: the type
+    argument for the checker, ``Params`` for suite validation) and set capabilities; they
+    implement :meth:`run`."""
 
     name: ClassVar[str]
-    Params: ClassVar[type[StrategyParams]] = StrategyParams
+    Params: ClassVar[type[ParamsT]]
     version: ClassVar[int] = 1  # bump when results would change, so old cells are not reused
     # -- capabilities ---------------------------------------------------------------------------
     is_baseline: ClassVar[bool] = False  # the from-scratch baseline every gain is measured against
@@ -138,7 +168,7 @@ class Strategy:
     default_search: ClassVar[dict[str, Dimension]] = {}
 
     @classmethod
-    def trains_encoder(cls, params: Any) -> bool:
+    def trains_encoder(cls, params: ParamsT) -> bool:
         """Whether the backbone's weights change (frozen strategies: never)."""
         return cls.trainable
 
@@ -149,7 +179,7 @@ class Strategy:
         return None
 
     @classmethod
-    def target_group(cls, params: Any) -> tuple[str, ...]:
+    def target_group(cls, params: ParamsT) -> tuple[str, ...]:
         """Suite targets trained jointly by this strategy; empty: every target on its own.
 
         With a group, the strategy runs only on the group's targets, and a cell on one of them
@@ -157,7 +187,7 @@ class Strategy:
         """
         return ()
 
-    def run(self, ctx: CellContext) -> CellOutcome:
+    def run(self, ctx: CellContext[ParamsT]) -> CellOutcome:
         raise NotImplementedError
 
 
@@ -166,7 +196,7 @@ class StrategySpec:
     """A resolved suite strategy: validated params, its own training and search space, roles."""
 
     label: str
-    cls: type[Strategy]
+    cls: type[Strategy[Any]]
     params: StrategyParams
     training: TrainingConfig
     search: dict[str, Dimension]
@@ -221,7 +251,7 @@ class StrategySpec:
             out["search"] = describe_space(self.search)
         return out
 
-    def make(self) -> Strategy:
+    def make(self) -> Strategy[Any]:
         return self.cls()
 
 

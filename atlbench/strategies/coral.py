@@ -61,7 +61,7 @@ def coral_term(
     return loss
 
 
-def unlabelled_pool(ctx: CellContext, batch: int) -> np.ndarray:
+def unlabelled_pool(ctx: CellContext[Any], batch: int) -> np.ndarray:
     """Train indices outside the budget (their inputs only), capped at a seeded ``64 * batch``."""
     rest = np.setdiff1d(np.arange(len(ctx.task.train)), ctx.budget_idx)
     if len(rest) < 4 or len(ctx.budget_idx) < 4:
@@ -76,7 +76,7 @@ def unlabelled_pool(ctx: CellContext, batch: int) -> np.ndarray:
 
 
 @register_strategy("coral")
-class Coral(FinetuneFamily):
+class Coral(FinetuneFamily[CoralParams]):
     """Fine-tune like ``finetune`` plus the CORAL term on the unlabelled remainder of train."""
 
     Params = CoralParams
@@ -87,13 +87,13 @@ class Coral(FinetuneFamily):
         self.pool = 0
 
     def extra_loss(
-        self, ctx: CellContext, model: Classifier, trial: Trial, train: PreparedSplit
+        self, ctx: CellContext[CoralParams], model: Classifier, trial: Trial, train: PreparedSplit
     ) -> LossTerm | None:
-        p: CoralParams = ctx.params
+        p = ctx.params
         if self.unlabelled is None:
             rest = unlabelled_pool(ctx, p.coral_batch)
             inputs = ctx.task.train.subset(rest)  # labels stay hidden (-1): never read
-            self.unlabelled, self.pool = PreparedSplit(model.encoder, inputs), len(rest)  # type: ignore[arg-type]
+            self.unlabelled, self.pool = PreparedSplit(model.encoder, inputs), len(rest)
         coral = coral_term(
             train, self.unlabelled, p.coral_batch, p.coral_weight, ctx.seed, ctx.device, model
         )
@@ -102,5 +102,5 @@ class Coral(FinetuneFamily):
             return coral
         return lambda m: coral(m) + l2sp(m)
 
-    def describe(self, ctx: CellContext) -> dict[str, Any]:
+    def describe(self, ctx: CellContext[CoralParams]) -> dict[str, Any]:
         return {"n_unlabelled": self.pool}

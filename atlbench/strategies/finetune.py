@@ -8,7 +8,7 @@ the searched rate (a random initialisation was called "negative (significant)" t
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import Field
@@ -35,7 +35,7 @@ class ScratchParams(StrategyParams):
 
 # The same learning-rate range as scratch: neither side is cut off by a narrower space; the
 # backbone multiplier lets the search find the small backbone rates fine-tuning often prefers.
-FINETUNE_SEARCH = {
+FINETUNE_SEARCH: dict[str, Dimension] = {
     "lr": LogRange(low=3e-4, high=1e-2),
     "backbone_lr_mult": LogRange(low=0.03, high=1.0),
 }
@@ -60,12 +60,12 @@ def block_index(names: list[str], blocks: list[str]) -> list[int]:
     return [dense[v] for v in raw]
 
 
-def finetune_groups(model: Classifier, p: Any, mult: float) -> list[dict[str, Any]]:
+def finetune_groups(model: Classifier, p: FinetuneParams, mult: float) -> list[dict[str, Any]]:
     """Parameter groups: head at full LR, backbone blocks at ``mult`` (possibly decayed) LRs.
 
     Blocks below the trained top (``layers: K`` or ``head``) are left out, i.e. frozen.
     """
-    encoder: Encoder = model.encoder  # type: ignore[assignment]
+    encoder = model.encoder
     named = list(encoder.named_parameters())
     idx = block_index([n for n, _ in named], encoder.layer_names())
     n_blocks = max(idx) + 1
@@ -95,9 +95,9 @@ def l2sp_penalty(model: Classifier, alpha: float) -> LossTerm:
         n: p.detach().clone() for n, p in model.encoder.named_parameters() if p.requires_grad
     }
 
-    def penalty(m: torch.nn.Module) -> torch.Tensor:
-        total = torch.zeros((), device=next(m.parameters()).device)
-        for n, prm in m.encoder.named_parameters():  # type: ignore[union-attr]
+    def penalty(_: torch.nn.Module) -> torch.Tensor:  # the trainer passes ``model`` back
+        total = torch.zeros((), device=next(model.parameters()).device)
+        for n, prm in model.encoder.named_parameters():
             if n in anchors and prm.requires_grad:
                 total = total + (prm - anchors[n].to(prm.device)).pow(2).sum()
         return 0.5 * alpha * total
@@ -105,40 +105,56 @@ def l2sp_penalty(model: Classifier, alpha: float) -> LossTerm:
     return penalty
 
 
-class FinetuneFamily(TrainableStrategy):
+# the params of a fine-tuning strategy: FinetuneParams or a model that extends it
+FinetuneParamsT = TypeVar("FinetuneParamsT", bound=FinetuneParams)
+
+
+class _FinetuneParamsDefault:
+    """A fine-tuning strategy that names no ``Params`` takes :class:`FinetuneParams`."""
+
+    Params: ClassVar[type[StrategyParams]] = FinetuneParams
+
+
+class FinetuneFamily(_FinetuneParamsDefault, TrainableStrategy[FinetuneParamsT]):
     """Shared by every strategy that fine-tunes a backbone with a new head."""
 
-    Params = FinetuneParams
+    Params: ClassVar[type[FinetuneParamsT]]
     default_search = FINETUNE_SEARCH
 
     @classmethod
-    def trains_encoder(cls, params: Any) -> bool:
+    def trains_encoder(cls, params: FinetuneParamsT) -> bool:
         return params.layers != "head"
 
     def param_groups(
-        self, ctx: CellContext, model: Classifier, trial: Trial
+        self, ctx: CellContext[FinetuneParamsT], model: Classifier, trial: Trial
     ) -> list[dict[str, Any]]:
         p = ctx.params
         mult = trial.get("backbone_lr_mult", p.backbone_lr_mult)
         return finetune_groups(model, p, 1.0 if mult is None else float(mult))
 
     def extra_loss(
-        self, ctx: CellContext, model: Classifier, trial: Trial, train: PreparedSplit
+        self,
+        ctx: CellContext[FinetuneParamsT],
+        model: Classifier,
+        trial: Trial,
+        train: PreparedSplit,
     ) -> LossTerm | None:
         alpha = float(trial.get("l2sp", ctx.params.l2sp))
         return l2sp_penalty(model, alpha) if alpha > 0 and ctx.pretrained else None
 
 
 @register_strategy("finetune")
-class Finetune(FinetuneFamily):
+class Finetune(FinetuneFamily[FinetuneParams]):
     """Fine-tune a pre-trained backbone with a new head; the backbone LR multiplier is searched."""
+
+    Params = FinetuneParams
 
     caches_frozen_prefix: ClassVar[bool] = True  # nothing but the trained top reads the encoder
     version = 4  # 3: tuned backbone LR, budgeted validation, halving; 4: scratch's LR range
 
 
 @register_strategy("scratch")
-class Scratch(TrainableStrategy):
+class Scratch(TrainableStrategy[ScratchParams]):
     """Same architecture, random init, same number of trials: the baseline transfer must beat.
 
     Its own search space reaches higher learning rates than fine-tuning's: training from scratch
@@ -150,5 +166,5 @@ class Scratch(TrainableStrategy):
     version = 2
     default_search: ClassVar[dict[str, Dimension]] = {"lr": LogRange(low=3e-4, high=1e-2)}
 
-    def encoder(self, ctx: CellContext) -> Encoder:
+    def encoder(self, ctx: CellContext[ScratchParams]) -> Encoder:
         return ctx.build_encoder(False)

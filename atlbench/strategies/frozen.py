@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
+from atlbench.record import Cost, Tuning
 from atlbench.registry import register_strategy
 from atlbench.strategies.base import CellContext, CellOutcome, Strategy, StrategyParams
 
@@ -134,7 +135,7 @@ def cross_validate(
     return int(np.argmax(means)), means
 
 
-def frozen_data(ctx: CellContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frozen_data(ctx: CellContext[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Budget features and labels, and the test features."""
     return ctx.features("train")[ctx.budget_idx], ctx.budget_labels, ctx.features("test")
 
@@ -146,28 +147,23 @@ def _outcome(
     return CellOutcome(
         test_pred=np.asarray(pred),
         val_acc=val_acc,
-        hparams=hparams,
-        trials=grid,
-        timing={
-            "train_time_s": seconds,
-            "selection_time_s": seconds,
-            "eval_samples_per_s": eval_rate,
-        },
+        tuning=Tuning(hparams=hparams, trials=grid, n_trials=0, edge_flags=[]),
+        cost=Cost(train_time_s=seconds, selection_time_s=seconds, eval_samples_per_s=eval_rate),
         trainable_params=n_params,
         total_params=n_params,
     )
 
 
 @register_strategy("linear_probe")
-class LinearProbe(Strategy):
+class LinearProbe(Strategy[LinearProbeParams]):
     """L2-regularised multinomial logistic regression (L-BFGS), strength chosen within budget."""
 
     Params = LinearProbeParams
     reads_features = True
     version = 3  # 3: budgeted cross-validation
 
-    def run(self, ctx: CellContext) -> CellOutcome:
-        p: LinearProbeParams = ctx.params
+    def run(self, ctx: CellContext[LinearProbeParams]) -> CellOutcome:
+        p = ctx.params
         x, y, x_te = frozen_data(ctx)
         t0 = time.perf_counter()
         if ctx.selection.budgeted:
@@ -201,17 +197,17 @@ class KNNParams(StrategyParams):
 
 
 @register_strategy("knn")
-class KNN(Strategy):
+class KNN(Strategy[KNNParams]):
     """k-nearest neighbours on frozen features; k chosen within the budget."""
 
     Params = KNNParams
     reads_features = True
     version = 2  # 2: budgeted cross-validation
 
-    def run(self, ctx: CellContext) -> CellOutcome:
+    def run(self, ctx: CellContext[KNNParams]) -> CellOutcome:
         from sklearn.neighbors import KNeighborsClassifier
 
-        p: KNNParams = ctx.params
+        p = ctx.params
         x, y, x_te = frozen_data(ctx)
         t0 = time.perf_counter()
 

@@ -136,7 +136,7 @@ def merged_copy(encoder: Encoder) -> Encoder:
 
 
 @register_strategy("ia3")
-class IA3(TrainableStrategy):
+class IA3(TrainableStrategy[IA3Params]):
     """(IA)^3 vectors in a frozen backbone + a new linear head; nothing else trains.
 
     ``trains_encoder`` is True (the default): merged, the vectors change the backbone's weights,
@@ -153,13 +153,13 @@ class IA3(TrainableStrategy):
     def __init__(self) -> None:
         self.chosen: dict[str, Any] = {}
 
-    def encoder(self, ctx: CellContext) -> Encoder:
+    def encoder(self, ctx: CellContext[IA3Params]) -> Encoder:
         adapted, targets, ff, rule = inject_ia3(ctx.build_encoder(ctx.pretrained), ctx.params)
         self.chosen = {"ia3_rule": rule, "ia3_modules": len(targets), "ia3_feedforward": len(ff)}
         return adapted
 
     def param_groups(
-        self, ctx: CellContext, model: Classifier, trial: Trial
+        self, ctx: CellContext[IA3Params], model: Classifier, trial: Trial
     ) -> list[dict[str, Any]]:
         vectors = mark_ia3_trainable(model.encoder)
         return [
@@ -170,5 +170,5 @@ class IA3(TrainableStrategy):
     def export_encoder(self, encoder: Encoder) -> Encoder:
         return merged_copy(encoder)
 
-    def describe(self, ctx: CellContext) -> dict[str, Any]:
+    def describe(self, ctx: CellContext[IA3Params]) -> dict[str, Any]:
         return dict(self.chosen)

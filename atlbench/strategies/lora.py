@@ -44,7 +44,8 @@ def backbone_of(encoder: Encoder) -> nn.Module:
 def _excluded(backbone: nn.Module) -> set[str]:
     """Source-task heads and poolers: never adapted (their output is not the features)."""
     skip: set[str] = set()
-    classifier = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+    get_classifier = getattr(backbone, "get_classifier", None)  # timm models have one
+    classifier = get_classifier() if callable(get_classifier) else None
     for name, module in backbone.named_modules():
         if (classifier is not None and module is classifier) or name.split(".")[0] == "pooler":
             skip.add(name)
@@ -93,7 +94,11 @@ def inject_lora(encoder: Encoder, p: LoRAParams) -> tuple[Encoder, list[str], st
     else:
         targets, rule = list(p.targets), "suite"
     config = LoraConfig(
-        r=p.rank, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=targets, bias="none"
+        r=p.rank,
+        lora_alpha=p.alpha,  # type: ignore[arg-type]  # peft says int; a float alpha works the same
+        lora_dropout=p.dropout,
+        target_modules=targets,
+        bias="none",
     )
     adapted = inject_adapter_in_model(config, backbone)
     if backbone is not encoder:
@@ -132,7 +137,7 @@ def mark_lora_trainable(encoder: nn.Module) -> list[nn.Parameter]:
 
 
 @register_strategy("lora")
-class LoRA(TrainableStrategy):
+class LoRA(TrainableStrategy[LoRAParams]):
     """Low-rank adapters in the backbone + a new linear head; nothing else trains."""
 
     Params = LoRAParams
@@ -142,13 +147,13 @@ class LoRA(TrainableStrategy):
     def __init__(self) -> None:
         self.chosen: dict[str, Any] = {}
 
-    def encoder(self, ctx: CellContext) -> Encoder:
+    def encoder(self, ctx: CellContext[LoRAParams]) -> Encoder:
         adapted, targets, rule = inject_lora(ctx.build_encoder(ctx.pretrained), ctx.params)
         self.chosen = {"lora_rule": rule, "lora_modules": len(targets)}
         return adapted
 
     def param_groups(
-        self, ctx: CellContext, model: Classifier, trial: Trial
+        self, ctx: CellContext[LoRAParams], model: Classifier, trial: Trial
     ) -> list[dict[str, Any]]:
         adapters = mark_lora_trainable(model.encoder)
         return [
@@ -159,5 +164,5 @@ class LoRA(TrainableStrategy):
     def export_encoder(self, encoder: Encoder) -> Encoder:
         return merged_copy(encoder)
 
-    def describe(self, ctx: CellContext) -> dict[str, Any]:
+    def describe(self, ctx: CellContext[LoRAParams]) -> dict[str, Any]:
         return dict(self.chosen)

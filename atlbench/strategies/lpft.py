@@ -36,7 +36,7 @@ def set_head(model: Classifier, probe: ProbeFit, num_classes: int) -> None:
 
 
 @register_strategy("lp_ft")
-class LPFT(FinetuneFamily):
+class LPFT(FinetuneFamily[LPFTParams]):
     """Linear probe on cached frozen features (C chosen on the selection split), then fine-tune.
 
     Selection: the probe is fitted on the selection stage's labels and its C chosen on the
@@ -52,8 +52,10 @@ class LPFT(FinetuneFamily):
     def __init__(self) -> None:
         self.probe: ProbeFit | None = None
 
-    def prepare_model(self, ctx: CellContext, model: Classifier, labelled: np.ndarray) -> None:
-        p: LPFTParams = ctx.params
+    def prepare_model(
+        self, ctx: CellContext[LPFTParams], model: Classifier, labelled: np.ndarray
+    ) -> None:
+        p = ctx.params
         x = ctx.features("train")[labelled]
         y = ctx.labels(labelled)
         if self.probe is None:  # the selection stage chooses C
@@ -64,6 +66,6 @@ class LPFT(FinetuneFamily):
             probe = fit_probe(x, y, None, None, [self.probe.c], p.probe_max_iter)
         set_head(model, probe, ctx.task.num_classes)
 
-    def describe(self, ctx: CellContext) -> dict[str, Any]:
+    def describe(self, ctx: CellContext[LPFTParams]) -> dict[str, Any]:
         assert self.probe is not None
         return {"probe_C": self.probe.c, "probe_val_acc": self.probe.val_acc}

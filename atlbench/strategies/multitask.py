@@ -77,7 +77,7 @@ def auxiliary_term(
 
 
 @register_strategy("multitask")
-class MultiTask(FinetuneFamily):
+class MultiTask(FinetuneFamily[MultiTaskParams]):
     """Fine-tune like ``finetune`` while training on the other targets of a group alongside."""
 
     Params = MultiTaskParams
@@ -88,11 +88,11 @@ class MultiTask(FinetuneFamily):
         self.sizes: dict[str, int] = {}
 
     @classmethod
-    def target_group(cls, params: Any) -> tuple[str, ...]:
+    def target_group(cls, params: MultiTaskParams) -> tuple[str, ...]:
         return tuple(params.group)
 
-    def model(self, ctx: CellContext, encoder: Encoder) -> Classifier:
-        p: MultiTaskParams = ctx.params
+    def model(self, ctx: CellContext[MultiTaskParams], encoder: Encoder) -> Classifier:
+        p = ctx.params
         if not ctx.related:
             raise ValueError("multitask needs the other targets of its group; none were given")
         for target_id, task in ctx.related.items():
@@ -106,22 +106,26 @@ class MultiTask(FinetuneFamily):
         return MultiHeadClassifier(encoder, ctx.task.num_classes, classes)
 
     def param_groups(
-        self, ctx: CellContext, model: Classifier, trial: Trial
+        self, ctx: CellContext[MultiTaskParams], model: Classifier, trial: Trial
     ) -> list[dict[str, Any]]:
         assert isinstance(model, MultiHeadClassifier)
         aux = {"params": list(model.aux_heads.parameters()), "lr_mult": 1.0, "name": "aux_heads"}
         return [*super().param_groups(ctx, model, trial), aux]
 
     def extra_loss(
-        self, ctx: CellContext, model: Classifier, trial: Trial, train: PreparedSplit
+        self,
+        ctx: CellContext[MultiTaskParams],
+        model: Classifier,
+        trial: Trial,
+        train: PreparedSplit,
     ) -> LossTerm | None:
         assert isinstance(model, MultiHeadClassifier)
-        p: MultiTaskParams = ctx.params
+        p = ctx.params
         aux = auxiliary_term(
             model, self.aux, ctx.training.batch_size, p.aux_weight, ctx.seed, ctx.device
         )
         l2sp = super().extra_loss(ctx, model, trial, train)
         return aux if l2sp is None else (lambda m: aux(m) + l2sp(m))
 
-    def describe(self, ctx: CellContext) -> dict[str, Any]:
+    def describe(self, ctx: CellContext[MultiTaskParams]) -> dict[str, Any]:
         return {"aux_train_sizes": dict(self.sizes)}

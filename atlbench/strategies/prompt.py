@@ -22,7 +22,7 @@ Both take the virtual tokens as the first ``n_tokens`` positions of the sequence
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from pydantic import Field
@@ -30,11 +30,14 @@ from torch import nn
 
 from atlbench.protocol import Dimension, LogRange
 from atlbench.registry import register_strategy
-from atlbench.sources.base import Encoder
+from atlbench.sources.base import Encoder, Source
 from atlbench.sources.hf import HFTextEncoder
-from atlbench.strategies.base import CellContext, StrategyParams
+from atlbench.strategies.base import CellContext, ParamsT, StrategyParams
 from atlbench.strategies.trainable import TrainableStrategy, Trial
 from atlbench.train import Classifier
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 # Continuous prompts move at larger rates than weights: Lester et al. train theirs at 0.3 with
 # Adafactor (a step relative to the parameter's scale), about 1e-2 in AdamW terms for embeddings
@@ -110,7 +113,9 @@ def initial_prompt(encoder: HFTextEncoder, n_tokens: int, init: str, seed: int) 
     """Lester et al.'s initialisations: embeddings of ``n_tokens`` distinct vocabulary tokens
     (special tokens excluded) drawn with ``seed``, or uniform in [-0.5, 0.5]."""
     gen = torch.Generator().manual_seed(seed)
-    table = encoder.model.get_input_embeddings().weight.detach()
+    weight = encoder.model.get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor)  # a Parameter, not a submodule
+    table = weight.detach()
     if init == "random":
         return torch.rand(n_tokens, table.shape[1], generator=gen) - 0.5
     special = set(getattr(encoder.tokenizer, "all_special_ids", []))
@@ -129,6 +134,8 @@ class PrefixTunedTextEncoder(HFTextEncoder):
     ``model`` (the backbone, under the source encoder's state-dict keys) and ``prefix_encoder``,
     so the state dict holds each weight once and ``forward(batch)`` keeps the encoder contract.
     """
+
+    peft_model: PeftModel
 
     def __init__(self, base: HFTextEncoder, n_tokens: int, projection_dim: int | None, seed: int):
         from peft import PrefixTuningConfig, get_peft_model
@@ -173,7 +180,14 @@ class PrefixParams(StrategyParams):
     projection_dim: int | None = Field(None, ge=1, le=65_536)
 
 
-class ContinuousPromptStrategy(TrainableStrategy):
+@runtime_checkable
+class PromptedEncoder(Protocol):
+    """An encoder whose only trained parameters are its own prompts (the backbone is frozen)."""
+
+    def trained_parameters(self) -> list[nn.Parameter]: ...
+
+
+class ContinuousPromptStrategy(TrainableStrategy[ParamsT]):
     """Shared by the prompt-based strategies: the encoder's own trained parameters plus the head.
 
     ``trains_encoder`` is True although the backbone's weights stay bit-identical: the features
@@ -189,17 +203,19 @@ class ContinuousPromptStrategy(TrainableStrategy):
     default_search: ClassVar[dict[str, Dimension]] = PROMPT_SEARCH
 
     @classmethod
-    def trains_encoder(cls, params: Any) -> bool:
+    def trains_encoder(cls, params: ParamsT) -> bool:
         return True
 
     @classmethod
-    def supports(cls, source: Any) -> str | None:
+    def supports(cls, source: Source) -> str | None:
         return None if source.modality == "text" else f"{cls.name} needs a text encoder"
 
     def param_groups(
-        self, ctx: CellContext, model: Classifier, trial: Trial
+        self, ctx: CellContext[ParamsT], model: Classifier, trial: Trial
     ) -> list[dict[str, Any]]:
-        prompts = model.encoder.trained_parameters()  # type: ignore[operator]
+        encoder = model.encoder
+        assert isinstance(encoder, PromptedEncoder), "a prompt strategy built this encoder"
+        prompts = encoder.trained_parameters()
         return [
             {"params": prompts, "lr_mult": 1.0, "name": "prompt"},
             {"params": list(model.head.parameters()), "lr_mult": 1.0, "name": "head"},
@@ -207,34 +223,34 @@ class ContinuousPromptStrategy(TrainableStrategy):
 
 
 @register_strategy("prompt_tuning")
-class PromptTuning(ContinuousPromptStrategy):
+class PromptTuning(ContinuousPromptStrategy[PromptParams]):
     """Soft prompt (Lester et al. 2021) before the input embeddings of a frozen HF text encoder,
     plus a new linear head; prompt positions are excluded from the pooled features."""
 
     Params = PromptParams
 
-    def encoder(self, ctx: CellContext) -> Encoder:
-        p: PromptParams = ctx.params
+    def encoder(self, ctx: CellContext[PromptParams]) -> Encoder:
+        p = ctx.params
         base = text_encoder(ctx.build_encoder(ctx.pretrained), self.name)
         check_positions(base, p.n_tokens, self.name)
         return PromptTunedTextEncoder(base, initial_prompt(base, p.n_tokens, p.init, ctx.seed))
 
-    def describe(self, ctx: CellContext) -> dict[str, Any]:
+    def describe(self, ctx: CellContext[PromptParams]) -> dict[str, Any]:
         return {"prompt_tokens": ctx.params.n_tokens}
 
 
 @register_strategy("prefix_tuning")
-class PrefixTuning(ContinuousPromptStrategy):
+class PrefixTuning(ContinuousPromptStrategy[PrefixParams]):
     """Trained key/value prefixes at every attention layer (Li & Liang 2021, through peft) of a
     frozen HF text encoder, plus a new linear head."""
 
     Params = PrefixParams
 
-    def encoder(self, ctx: CellContext) -> Encoder:
-        p: PrefixParams = ctx.params
+    def encoder(self, ctx: CellContext[PrefixParams]) -> Encoder:
+        p = ctx.params
         base = text_encoder(ctx.build_encoder(ctx.pretrained), self.name)
         check_positions(base, p.n_tokens, self.name)
         return PrefixTunedTextEncoder(base, p.n_tokens, p.projection_dim, ctx.seed)
 
-    def describe(self, ctx: CellContext) -> dict[str, Any]:
+    def describe(self, ctx: CellContext[PrefixParams]) -> dict[str, Any]:
         return {"prefix_tokens": ctx.params.n_tokens}

@@ -16,14 +16,14 @@ import numpy as np
 
 from atlbench.protocol import Dimension, LogRange
 from atlbench.sources.base import Encoder
-from atlbench.strategies.base import CellContext, CellOutcome, Strategy
+from atlbench.strategies.base import CellContext, CellOutcome, ParamsT, Strategy
 from atlbench.train import Classifier, PreparedSplit
 from atlbench.tuning import LossTerm, Trial, tune
 
 __all__ = ["LossTerm", "TrainableStrategy", "Trial"]
 
 
-class TrainableStrategy(Strategy):
+class TrainableStrategy(Strategy[ParamsT]):
     """Template for trainable strategies; :meth:`run` is the shared tuning protocol."""
 
     trainable: ClassVar[bool] = True
@@ -33,37 +33,43 @@ class TrainableStrategy(Strategy):
     # Every trainable strategy searches its learning rate; subclasses add their own knobs.
     default_search: ClassVar[dict[str, Dimension]] = {"lr": LogRange(low=3e-4, high=3e-3)}
 
-    def run(self, ctx: CellContext) -> CellOutcome:
+    def run(self, ctx: CellContext[ParamsT]) -> CellOutcome:
         return tune(self, ctx)
 
     # -- template methods -------------------------------------------------------------------
-    def encoder(self, ctx: CellContext) -> Encoder:
+    def encoder(self, ctx: CellContext[ParamsT]) -> Encoder:
         """The encoder to train: pre-trained weights, or random init for the baseline/twin."""
         return ctx.build_encoder(ctx.pretrained)
 
-    def model(self, ctx: CellContext, encoder: Encoder) -> Classifier:
+    def model(self, ctx: CellContext[ParamsT], encoder: Encoder) -> Classifier:
         """The network: the encoder plus a new head (multi-task adds heads)."""
         return Classifier(encoder, ctx.task.num_classes)
 
-    def prepare_model(self, ctx: CellContext, model: Classifier, labelled: np.ndarray) -> None:
+    def prepare_model(
+        self, ctx: CellContext[ParamsT], model: Classifier, labelled: np.ndarray
+    ) -> None:
         """Set the weights every run of a stage starts from, given the labels it may use
         (LP-FT fits its probe head here); ``labelled`` are train-split indices."""
 
     def param_groups(
-        self, ctx: CellContext, model: Classifier, trial: Trial
+        self, ctx: CellContext[ParamsT], model: Classifier, trial: Trial
     ) -> list[dict[str, Any]]:
         """Optimizer groups with an ``lr_mult`` each; parameters left out are frozen."""
         return [{"params": list(model.parameters()), "lr_mult": 1.0, "name": "all"}]
 
     def extra_loss(
-        self, ctx: CellContext, model: Classifier, trial: Trial, train: PreparedSplit
+        self, ctx: CellContext[ParamsT], model: Classifier, trial: Trial, train: PreparedSplit
     ) -> LossTerm | None:
         """A term added to every step's loss (L2-SP, CORAL, auxiliary tasks); ``train`` is the
         labelled data of the current stage."""
         return None
 
     def epoch_hook(
-        self, ctx: CellContext, model: Classifier, groups: list[dict[str, Any]], trial: Trial
+        self,
+        ctx: CellContext[ParamsT],
+        model: Classifier,
+        groups: list[dict[str, Any]],
+        trial: Trial,
     ) -> Callable[[int], None] | None:
         """Called at the start of every epoch with the epoch index (gradual unfreezing)."""
         return None
@@ -72,6 +78,6 @@ class TrainableStrategy(Strategy):
         """The encoder a checkpoint stores (LoRA merges its adapters back)."""
         return encoder
 
-    def describe(self, ctx: CellContext) -> dict[str, Any]:
+    def describe(self, ctx: CellContext[ParamsT]) -> dict[str, Any]:
         """Strategy-specific facts for the record (chosen LoRA modules, probe C, ...)."""
         return {}

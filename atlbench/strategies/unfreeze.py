@@ -49,7 +49,7 @@ def unfreeze_schedule(groups: list[dict[str, Any]], every: int) -> Callable[[int
 
 
 @register_strategy("gradual_unfreeze")
-class GradualUnfreeze(FinetuneFamily):
+class GradualUnfreeze(FinetuneFamily[GradualUnfreezeParams]):
     """Fine-tune, opening the backbone top-down: a block group every ``unfreeze_every`` epochs."""
 
     version = 3  # 3: tuned, budgeted selection, frozen groups in eval mode
@@ -57,6 +57,10 @@ class GradualUnfreeze(FinetuneFamily):
     default_search: ClassVar[dict[str, Dimension]] = {"lr": LogRange(low=3e-4, high=3e-3)}
 
     def epoch_hook(
-        self, ctx: CellContext, model: Classifier, groups: list[dict[str, Any]], trial: Trial
+        self,
+        ctx: CellContext[GradualUnfreezeParams],
+        model: Classifier,
+        groups: list[dict[str, Any]],
+        trial: Trial,
     ) -> Callable[[int], None] | None:
         return unfreeze_schedule(groups, ctx.params.unfreeze_every)

@@ -11,24 +11,27 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from atlbench.registry import register_strategy
-from atlbench.sources.base import Encoder
+from atlbench.sources.base import Encoder, Source
 from atlbench.sources.timm import TimmEncoder
 from atlbench.strategies.base import CellContext, StrategyParams
 from atlbench.strategies.prompt import ContinuousPromptStrategy
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 
 class VPTParams(StrategyParams):
     n_tokens: int = Field(10, ge=1, le=1024)
 
 
-def vit_of(encoder: Encoder) -> nn.Module:
+def vit_of(encoder: Encoder) -> VisionTransformer:
     """The timm ``VisionTransformer`` inside ``encoder``, or a ValueError: VPT needs a ViT."""
     from timm.models.vision_transformer import VisionTransformer
 
@@ -42,11 +45,11 @@ def vit_of(encoder: Encoder) -> nn.Module:
     return model
 
 
-def initial_prompt(vit: nn.Module, n_tokens: int, seed: int) -> torch.Tensor:
+def initial_prompt(vit: VisionTransformer, n_tokens: int, seed: int) -> torch.Tensor:
     """Jia et al.'s initialisation: Xavier-uniform over (patch pixels x channels, embed dim)."""
-    patch = vit.patch_embed.patch_size  # type: ignore[union-attr]
+    patch = vit.patch_embed.patch_size
     fan_in = 3 * int(math.prod(patch))
-    dim = int(vit.embed_dim)  # type: ignore[arg-type]
+    dim = int(vit.embed_dim)
     bound = math.sqrt(6.0 / (fan_in + dim))
     gen = torch.Generator().manual_seed(seed)
     return (torch.rand(n_tokens, dim, generator=gen) * 2 - 1) * bound
@@ -60,6 +63,8 @@ class VPTEncoder(TimmEncoder):
     class token), ``avg`` (over patch tokens) and attention pooling read the same positions as in
     the source model; the prompts act through attention. Backbone keys are the source's.
     """
+
+    model: VisionTransformer  # vit_of checked it
 
     def __init__(self, base: TimmEncoder, prompt: torch.Tensor) -> None:
         super().__init__(copy.deepcopy(base.model), base.input_size, base.has_source_head)
@@ -83,7 +88,7 @@ class VPTEncoder(TimmEncoder):
 
 
 @register_strategy("vpt")
-class VPT(ContinuousPromptStrategy):
+class VPT(ContinuousPromptStrategy[VPTParams]):
     """VPT-shallow: prompt tokens before the first block of a frozen timm ViT, plus a new head.
 
     ``trains_encoder`` is True for the reasons of :class:`ContinuousPromptStrategy`: the backbone's
@@ -94,7 +99,7 @@ class VPT(ContinuousPromptStrategy):
     Params = VPTParams
 
     @classmethod
-    def supports(cls, source: Any) -> str | None:
+    def supports(cls, source: Source) -> str | None:
         """A timm architecture built by timm's ViT (or DeiT) module, judged from its name."""
         import timm
 
@@ -105,11 +110,11 @@ class VPT(ContinuousPromptStrategy):
         )
         return None if kind == "timm" and name in vits else "vpt needs a timm ViT"
 
-    def encoder(self, ctx: CellContext) -> Encoder:
+    def encoder(self, ctx: CellContext[VPTParams]) -> Encoder:
         base = ctx.build_encoder(ctx.pretrained)
         vit = vit_of(base)
         assert isinstance(base, TimmEncoder)
         return VPTEncoder(base, initial_prompt(vit, ctx.params.n_tokens, ctx.seed))
 
-    def describe(self, ctx: CellContext) -> dict[str, Any]:
+    def describe(self, ctx: CellContext[VPTParams]) -> dict[str, Any]:
         return {"prompt_tokens": ctx.params.n_tokens}

@@ -4,6 +4,24 @@ Each kind (builtin, folder, csv, hf_dataset) registers itself in its own module 
 ``@register_target``; :mod:`atlbench.components` lists the built-in modules.
 """
 
-from atlbench.targets.base import Split, Target, TargetKind, TaskData
+from atlbench.registry import register_target
+from atlbench.targets.base import (
+    Split,
+    Target,
+    TargetKind,
+    TaskData,
+    assemble_splits,
+    encode_labels,
+    from_single_pool,
+)
 
-__all__ = ["Split", "Target", "TargetKind", "TaskData"]
+__all__ = [
+    "Split",
+    "Target",
+    "TargetKind",
+    "TaskData",
+    "assemble_splits",
+    "encode_labels",
+    "from_single_pool",
+    "register_target",
+]

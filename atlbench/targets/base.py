@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -194,27 +194,33 @@ def from_single_pool(
     )
 
 
-class TargetKind:
+# a target kind's params model (``BuiltinParams``, ``CSVParams``, ...)
+TargetParamsT = TypeVar("TargetParamsT", bound=BaseModel)
+
+
+class TargetKind(Generic[TargetParamsT]):
     """One kind of target (builtin, folder, csv, hf_dataset): its params and how to load them.
 
-    Subclasses register with ``@register_target("name")`` in their own module. ``content`` says
-    what identifies the data without loading it (file digests, generator versions): it enters
-    every cell key, so editing a dataset re-runs exactly the cells that used it.
+    Subclasses register with ``@register_target("name")`` in their own module and name their
+    params model (``class CSVTarget(TargetKind[CSVParams])`` with ``Params = CSVParams``).
+    ``content`` says what identifies the data without loading it (file digests, generator
+    versions): it enters every cell key, so editing a dataset re-runs exactly the cells that
+    used it.
     """
 
     name: ClassVar[str]
-    Params: ClassVar[type[BaseModel]]
+    Params: ClassVar[type[TargetParamsT]]
 
     @classmethod
-    def modality(cls, params: Any) -> str:
+    def modality(cls, params: TargetParamsT) -> str:
         raise NotImplementedError
 
     @classmethod
-    def content(cls, params: Any) -> dict[str, Any]:
+    def content(cls, params: TargetParamsT) -> dict[str, Any]:
         return {"params": params.model_dump()}
 
     @classmethod
-    def load(cls, target_id: str, params: Any, split_seed: int | None = None) -> TaskData:
+    def load(cls, target_id: str, params: TargetParamsT, split_seed: int | None = None) -> TaskData:
         """Load the splits; ``split_seed`` (``resample_splits: true``) replaces the params'
         seed for every split atlbench draws itself."""
         raise NotImplementedError
@@ -224,15 +230,15 @@ _LOADED: dict[str, TaskData] = {}
 
 
 @dataclass(frozen=True, eq=False)
-class Target:
+class Target(Generic[TargetParamsT]):
     """A resolved target: validated params, modality and content fingerprint; loads on demand."""
 
     id: str
     kind: str
-    params: Any
+    params: TargetParamsT
     modality: str
     fingerprint: dict[str, Any]
-    loader: Callable[[str, Any, int | None], TaskData] = field(repr=False)
+    loader: Callable[[str, TargetParamsT, int | None], TaskData] = field(repr=False)
 
     def content(self, split_seed: int | None = None) -> dict[str, Any]:
         """What identifies the loaded splits (cache and cell keys)."""

@@ -85,11 +85,12 @@ def generate_pool(params: BuiltinParams) -> tuple[Any, Any, list[str]]:
 def _generate(params: BuiltinParams) -> tuple[Any, Any, list[str]]:
     shift = gen.DomainShift(**params.shift.model_dump()) if params.shift else None
     if params.task == "digits":
-        classes = params.classes
-        if isinstance(classes, int):
-            classes = list(range(classes))
-        classes = [int(c) for c in classes] if classes else None
-        return gen.digits(params.seed, size=params.size, classes=classes, shift=shift)
+        digits: list[int] | None = None  # a count means the first k digits; 0 or (): all
+        if isinstance(params.classes, int):
+            digits = list(range(params.classes)) or None
+        elif params.classes:
+            digits = [int(c) for c in params.classes]
+        return gen.digits(params.seed, size=params.size, classes=digits, shift=shift)
     if params.task == "topic_text":
         return gen.topic_text(
             params.n_per_class, params.seed, classes=params.classes,
@@ -117,19 +118,19 @@ def load_builtin(task_id: str, params: BuiltinParams, split_seed: int | None = N
 
 
 @register_target("builtin")
-class BuiltinTarget(TargetKind):
+class BuiltinTarget(TargetKind[BuiltinParams]):
     """``builtin: {task, classes, shift, ...}``: offline tasks generated from a seed."""
 
     Params = BuiltinParams
 
     @classmethod
-    def modality(cls, params: Any) -> str:
+    def modality(cls, params: BuiltinParams) -> str:
         return task_modality(params)
 
     @classmethod
-    def content(cls, params: Any) -> dict[str, Any]:
+    def content(cls, params: BuiltinParams) -> dict[str, Any]:
         return {"builtin": params.model_dump(), "generator_version": gen.GENERATOR_VERSION}
 
     @classmethod
-    def load(cls, target_id: str, params: Any, split_seed: int | None = None) -> TaskData:
+    def load(cls, target_id: str, params: BuiltinParams, split_seed: int | None = None) -> TaskData:
         return load_builtin(target_id, params, split_seed)

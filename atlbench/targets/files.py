@@ -63,8 +63,8 @@ def load_image(path: Path, size: int) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable image ({type(err).__name__})") from None
 
@@ -204,44 +204,44 @@ def load_csv(task_id: str, params: CSVParams, split_seed: int | None = None) -> 
 
 
 @register_target("folder")
-class FolderTarget(TargetKind):
+class FolderTarget(TargetKind[FolderParams]):
     """``folder: {path, image_size}``: images, one sub-folder per class or train/val/test."""
 
     Params = FolderParams
 
     @classmethod
-    def modality(cls, params: Any) -> str:
+    def modality(cls, params: FolderParams) -> str:
         return "image"
 
     @classmethod
-    def content(cls, params: Any) -> dict[str, Any]:
+    def content(cls, params: FolderParams) -> dict[str, Any]:
         root = Path(params.path).expanduser()
         files = [f for part in folder_layout(root).values() for f, _ in part]
         identity = params.model_dump(exclude={"path"})
         return {"folder": identity, "content": tree_digest(files, root)}
 
     @classmethod
-    def load(cls, target_id: str, params: Any, split_seed: int | None = None) -> TaskData:
+    def load(cls, target_id: str, params: FolderParams, split_seed: int | None = None) -> TaskData:
         return load_folder(target_id, params, split_seed)
 
 
 @register_target("csv")
-class CSVTarget(TargetKind):
+class CSVTarget(TargetKind[CSVParams]):
     """``csv: {path, text_column, label_column, split_column}``: text classification rows."""
 
     Params = CSVParams
 
     @classmethod
-    def modality(cls, params: Any) -> str:
+    def modality(cls, params: CSVParams) -> str:
         return "text"
 
     @classmethod
-    def content(cls, params: Any) -> dict[str, Any]:
+    def content(cls, params: CSVParams) -> dict[str, Any]:
         path = Path(params.path).expanduser()
         if not path.is_file():
             raise DataError(f"{path}: CSV file does not exist")
         return {"csv": params.model_dump(exclude={"path"}), "content": file_digest(path)}
 
     @classmethod
-    def load(cls, target_id: str, params: Any, split_seed: int | None = None) -> TaskData:
+    def load(cls, target_id: str, params: CSVParams, split_seed: int | None = None) -> TaskData:
         return load_csv(target_id, params, split_seed)

@@ -124,9 +124,9 @@ def rotate_images(images: np.ndarray, angles: float | np.ndarray) -> np.ndarray:
             top = src.take(i00) * (1 - wx) + src.take(i01) * wx
             bottom = src.take(i10) * (1 - wx) + src.take(i11) * wx
         else:  # fixed angle: same [h, w] map for every image
-            src = plane.reshape(n, -1)
-            top = src[:, i00[0]] * (1 - wx) + src[:, i01[0]] * wx
-            bottom = src[:, i10[0]] * (1 - wx) + src[:, i11[0]] * wx
+            rows = plane.reshape(n, -1)
+            top = rows[:, i00[0]] * (1 - wx) + rows[:, i01[0]] * wx
+            bottom = rows[:, i10[0]] * (1 - wx) + rows[:, i11[0]] * wx
         out[..., ch] = top * (1 - wy) + bottom * wy
     return out
 
@@ -585,14 +585,17 @@ def fractals(
             x = centre.real + 0.25 * half * off[:, 0] + half * us
             y = centre.imag + 0.25 * half * off[:, 1] + half * vs
             if kind == "julia":
+                assert const is not None  # every Julia set names its constant
                 jitter = rng.normal(0.0, 0.01, (len(sel), 2, 1, 1)).astype(np.float32)
                 cr = np.broadcast_to(const.real + jitter[:, 0], x.shape)
                 ci = np.broadcast_to(const.imag + jitter[:, 1], x.shape)
                 zr, zi = x, y
             else:  # parameter-plane fractals start from z1 = c
                 cr, ci, zr, zi = x, y, x, y
-            flat = [np.ascontiguousarray(a, dtype=np.float32).ravel() for a in (zr, zi, cr, ci)]
-            values[sel] = _escape_time(*flat, kind).reshape(x.shape)
+            fzr, fzi, fcr, fci = (
+                np.ascontiguousarray(a, dtype=np.float32).ravel() for a in (zr, zi, cr, ci)
+            )
+            values[sel] = _escape_time(fzr, fzi, fcr, fci, kind).reshape(x.shape)
         else:
             w = 0.55 + 0.45 * (1 - zs)  # fraction of the unit square in view
             fu = 0.5 + 0.5 * w * us + 0.15 * off[:, 0]
@@ -603,9 +606,9 @@ def fractals(
     cols[:, 0] *= 0.5  # darker background end
     gamma = rng.uniform(0.5, 1.5, (n, 1, 1)).astype(np.float32)
     t = (values**gamma)[..., None]
-    lo = cols[:, None, None, 0] * (1 - 2 * t) + cols[:, None, None, 1] * (2 * t)
-    hi = cols[:, None, None, 1] * (2 - 2 * t) + cols[:, None, None, 2] * (2 * t - 1)
-    img = np.where(t < 0.5, lo, hi)
+    lower = cols[:, None, None, 0] * (1 - 2 * t) + cols[:, None, None, 1] * (2 * t)
+    upper = cols[:, None, None, 1] * (2 - 2 * t) + cols[:, None, None, 2] * (2 * t - 1)
+    img = np.where(t < 0.5, lower, upper)
     img += 0.02 * rng.standard_normal(img.shape, dtype=np.float32)
     return _finish(
         _to_uint8(img), labels, [FRACTAL_CLASSES[i] for i in ids], shift, seed, _STREAM["fractals"]

@@ -167,7 +167,7 @@ def data_file_paths(data_files: dict[str, str] | str | None) -> list[Path]:
 
 
 @register_target("hf_dataset")
-class HFDatasetTarget(TargetKind):
+class HFDatasetTarget(TargetKind[HFDatasetParams]):
     """``hf_dataset: {path, name, revision, data_files, columns...}``: a ``datasets`` dataset.
 
     Local ``data_files`` are identified by their digests; a hub dataset by its id and revision
@@ -177,11 +177,11 @@ class HFDatasetTarget(TargetKind):
     Params = HFDatasetParams
 
     @classmethod
-    def modality(cls, params: Any) -> str:
+    def modality(cls, params: HFDatasetParams) -> str:
         return "text" if params.text_column else "image"
 
     @classmethod
-    def content(cls, params: Any) -> dict[str, Any]:
+    def content(cls, params: HFDatasetParams) -> dict[str, Any]:
         out: dict[str, Any] = {"hf_dataset": params.model_dump(exclude={"data_files"})}
         files = data_file_paths(params.data_files)
         if files:
@@ -191,5 +191,7 @@ class HFDatasetTarget(TargetKind):
         return out
 
     @classmethod
-    def load(cls, target_id: str, params: Any, split_seed: int | None = None) -> TaskData:
+    def load(
+        cls, target_id: str, params: HFDatasetParams, split_seed: int | None = None
+    ) -> TaskData:
         return load_hf_dataset(target_id, params, split_seed)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from atlbench.budgets import BudgetSpec
+from atlbench.record import CellRecord
 
 SUITE: dict[str, Any] = {
     "name": "bench-prefix",
@@ -36,7 +37,7 @@ SUITE: dict[str, Any] = {
 }  # fmt: skip
 
 
-def one_cell(cached: bool) -> dict[str, Any]:
+def one_cell(cached: bool) -> CellRecord:
     from atlbench.frozen_prefix import ACTIVATIONS
     from atlbench.inputs import PREPARED
     from atlbench.plan import build_plan
@@ -49,11 +50,11 @@ def one_cell(cached: bool) -> dict[str, Any]:
     ACTIVATIONS.clear()  # every round pays for its own prefix pass and tokenisation
     PREPARED.clear()
     record, _ = Worker(study, torch.device("cpu")).run_cell(cell)
-    assert record["status"] == "done", record.get("error")
+    assert record.status == "done", record.error
     return record
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["full-forward", "frozen-prefix"])
 def test_finetune_top2_minilm(benchmark: Any, cached: bool) -> None:
     record = benchmark.pedantic(one_cell, args=(cached,), rounds=3, iterations=1)
-    assert record["extra_prefix_cache"].startswith("exact" if cached else "off")
+    assert record.cost.prefix_cache.startswith("exact" if cached else "off")

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from atlbench.errors import AtlbenchError, DataError, SourceError
+from atlbench.record import CellRecord
 from atlbench.store import Store
 from atlbench.sweep import SweepOptions, run_sweep
 
@@ -256,7 +257,9 @@ def existing_store(root: Path) -> tuple[Path, bytes]:
     """A results dir with one finished record, as a previous sweep would have left it."""
     directory = root / "results" / "bad"
     with Store.create(directory) as store:
-        store.put_cell({"key": "k" * 20, "status": "done", "test_acc": 0.5})
+        labels = {"source": "s", "target": "t", "strategy": "linear_probe", "budget": "5/class"}
+        row = {"key": "k" * 20, "status": "done", "test_acc": 0.5, "seed": 0} | labels
+        store.put_cell(CellRecord.from_row(row))
     # fold the WAL into the main file so the bytes on disk are the whole store
     import sqlite3
 

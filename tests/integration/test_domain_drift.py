@@ -10,11 +10,13 @@ import pytest
 import yaml
 
 from atlbench.cli import main
-from atlbench.domain_gap import KIND, compute_domain_gaps, gap_pairs
+from atlbench.domain_gap import KIND
 from atlbench.drift import detect_drift, render
-from atlbench.plan import build_plan
+from atlbench.executors.local import LocalExecutor
+from atlbench.plan import DomainGapTask, build_plan
 from atlbench.store import Store
 from atlbench.study import load_study
+from atlbench.sweep import run_artifact_tasks
 
 SUITE = {
     "name": "drift-test",
@@ -92,11 +94,12 @@ def test_cli_json_exit_codes(suite_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_domain_gap_artifacts_and_resume(suite_path: Path, tmp_path: Path) -> None:
     study = load_study(suite_path)
-    plan = build_plan(study)
-    pairs = {(s.id, t) for s, t in gap_pairs(study, plan)}
+    tasks = [t for t in build_plan(study).artifacts if isinstance(t, DomainGapTask)]
+    pairs = {(t.source, t.target) for t in tasks}
     assert pairs == {("zd", "digits"), ("zd", "digits-inv")}  # scratch cells are not pairs
+    executor = LocalExecutor("cpu")
     with Store.create(tmp_path) as store:
-        first = compute_domain_gaps(store, study, plan, "cpu")
+        first = run_artifact_tasks(store, study, tasks, executor, tmp_path)
         assert len(first.computed) == 2 and not first.skipped
         gaps = {p["target"]: p for p in store.artifacts(KIND)}
         # The source was pre-trained on plain digits: inverted digits must look further away,
@@ -109,5 +112,6 @@ def test_domain_gap_artifacts_and_resume(suite_path: Path, tmp_path: Path) -> No
                 assert gap["n_target"] > 0 and gap["n_source"] > 0
         assert all(g["source"] == "zd" for g in gaps.values())
         assert gaps["digits"]["reference"]["embedding"] == "8x8 RGB pixel means in [0, 1]"
-        again = compute_domain_gaps(store, study, plan, "cpu")
+        assert "embedding" not in gaps["digits"]["source_space"]  # the report names it
+        again = run_artifact_tasks(store, study, tasks, executor, tmp_path)
         assert again.computed == [] and again.existing == 2

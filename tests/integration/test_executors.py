@@ -1,7 +1,9 @@
-"""Ray and SLURM (submitit) executors reproduce the local executor's records cell for cell.
+"""Ray, SLURM (submitit) and the local pool reproduce the local executor's records cell for cell,
+and its artifacts (CKA comparisons, domain gaps, label mappings) task for task.
 
-Every run here uses one thread per process (the local reference pins torch to one thread; Ray
-sets ``OMP_NUM_THREADS=1`` in its CPU tasks; the submitit jobs inherit ``OMP_NUM_THREADS=1``), so
+Every run here uses one thread per process (the local reference pins torch and BLAS to one; Ray
+sets ``OMP_NUM_THREADS=1`` in its CPU tasks; the submitit jobs inherit ``OMP_NUM_THREADS=1``; the
+local pool of two runs one thread per process on two cores), so
 fine-tuning does the same float operations in the same order everywhere and we can demand exact
 equality for every strategy. Frozen-feature strategies would match even without that: they read
 the same cached features (one shared ``ATLBENCH_CACHE``, as a cluster would share it).
@@ -19,6 +21,7 @@ import torch
 import yaml
 
 from atlbench.errors import AtlbenchError
+from atlbench.record import Status
 from atlbench.store import Store
 from atlbench.study import parse_study
 from atlbench.sweep import SweepOptions, make_executor, run_sweep
@@ -38,11 +41,13 @@ SUITE: dict[str, Any] = {
         },
     ],
     "targets": [{"id": "d56", "builtin": {"task": "digits", "classes": [5, 6]}}],
-    "strategies": ["linear_probe", "finetune"],
+    "strategies": ["linear_probe", "finetune", "scratch"],
     "budgets": [{"per_class": 6}],
     "estimators": ["logme"],
+    "cka": True,  # CKA tasks need the fine-tuned and scratch cells' checkpoints
     "training": {"max_epochs": 2, "patience": 2, "trials": 2, "min_epoch_samples": 64},
 }
+ARTIFACTS = ("cka", "domain_gap", "label_mapping")
 COMPARED = (
     "status",
     "n_train",
@@ -56,7 +61,8 @@ COMPARED = (
 
 
 def snapshot(results_dir: Path) -> dict[str, Any]:
-    """Per cell: the compared metrics and predictions; per estimator pair: the scores."""
+    """Per cell: the compared metrics and predictions; per estimator pair: the scores; per
+    artifact: its payload, by kind and key."""
     with Store(results_dir) as store:
         records = store.records()
         cells = {
@@ -67,7 +73,8 @@ def snapshot(results_dir: Path) -> dict[str, Any]:
             (r.key, r.estimator, r.source_key): (r.status, r.score)
             for r in store.estimates().itertuples()
         }
-    return {"cells": cells, "estimates": estimates}
+        artifacts = {kind: {a["key"]: a for a in store.artifacts(kind)} for kind in ARTIFACTS}
+    return {"cells": cells, "estimates": estimates, "artifacts": artifacts}
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +86,31 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_reference(workdir: Path) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        summary = run_sweep(
-            workdir / "exec.yaml",
-            SweepOptions(results_root=workdir / "local", reports_root=workdir / "rep", quiet=True),
-        )
+        with threadpool_limits(1):  # BLAS too: a domain gap's Frechet distance runs sqrtm
+            summary = run_sweep(
+                workdir / "exec.yaml",
+                SweepOptions(
+                    results_root=workdir / "local", reports_root=workdir / "rep", quiet=True
+                ),
+            )
     finally:
         torch.set_num_threads(threads)
     assert not summary.failed
     snap = snapshot(summary.results_dir)
-    assert len(snap["cells"]) == 3  # probe, its random-init twin, finetune
+    assert len(snap["cells"]) == 4  # probe, its random-init twin, finetune, scratch
     assert all(c["status"] == "done" for c in snap["cells"].values())
+    # fine-tuned vs its source and vs scratch; the source knows its task and has a head
+    assert {k: len(v) for k, v in snap["artifacts"].items()} == {
+        "cka": 2,
+        "domain_gap": 1,
+        "label_mapping": 1,
+    }
+    assert not summary.artifacts.skipped
     return snap
 
 
@@ -117,7 +136,26 @@ def test_ray_executor_matches_local(workdir: Path, local_reference: dict[str, An
         assert ray.is_initialized(), "an instance the caller started must be left running"
     finally:
         ray.shutdown()
-    assert summary.ran == 3 and not summary.failed
+    assert summary.ran == 4 and not summary.failed
+    assert len(summary.artifacts.computed) == 4 and not summary.artifacts.skipped
+    assert snapshot(summary.results_dir) == local_reference
+
+
+def test_local_pool_matches_local(
+    workdir: Path, local_reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--jobs 2``: two worker processes of one thread each (as the reference ran)."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # the pool gives each process cores / jobs
+    summary = run_sweep(
+        workdir / "exec.yaml",
+        SweepOptions(
+            results_root=workdir / "pool", reports_root=workdir / "rep", quiet=True, jobs=2
+        ),
+    )
+    assert summary.ran == 4 and not summary.failed
+    assert len(summary.artifacts.computed) == 4 and not summary.artifacts.skipped
     assert snapshot(summary.results_dir) == local_reference
 
 
@@ -137,9 +175,9 @@ def test_slurm_executor_matches_local(
             executor="slurm",
         ),
     )
-    assert summary.ran == 3 and not summary.failed
+    assert summary.ran == 4 and not summary.failed
     assert snapshot(summary.results_dir) == local_reference
-    # one array: every job's pickles and logs sit in the results dir's slurm folder
+    # every job's pickles and logs sit in the results dir's slurm folder
     assert list((summary.results_dir / "slurm").glob("*_submitted.pkl"))
 
 
@@ -157,20 +195,15 @@ def test_slurm_lost_job_becomes_a_failed_record(
     cell = build_plan(study).cells[0]
     local = submitit.LocalExecutor(folder=tmp_path / "jobs")
     local.update_parameters(timeout_min=1 / 60)  # killed after one second
-    got: list[dict[str, Any]] = []
+    got: list[Any] = []
     SlurmExecutor("cpu", executor=local, poll_s=0.2).run(
-        study,
-        [cell],
-        [],
-        lambda c, record, preds: got.append(record | {"preds": preds}),
-        lambda task, rows: None,
-        lambda c, m: None,
+        study, [cell], lambda task, result: got.append((task, result)), lambda c, m: None
     )
     assert len(got) == 1
-    record = got[0]
-    assert record["key"] == cell.key and record["status"] == "failed"
-    assert record["preds"] is None and record["error"]
-    json.dumps(record)  # storable as is
+    task, (record, preds) = got[0]
+    assert task is cell and record.key == cell.key and record.status == Status.FAILED
+    assert preds is None and record.error
+    json.dumps(record.to_json())  # storable as is
 
 
 def test_unknown_executor_and_misplaced_address(workdir: Path) -> None:

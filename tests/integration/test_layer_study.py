@@ -16,7 +16,9 @@ import yaml
 from safetensors.torch import load_file
 
 import atlbench.layer_study as layer_study
-from atlbench.plan import build_plan
+from atlbench.artifacts import CkaArtifact
+from atlbench.plan import CkaTask, build_plan
+from atlbench.runner import Worker
 from atlbench.similarity import auto_layers
 from atlbench.store import Store
 from atlbench.study import parse_study
@@ -105,7 +107,7 @@ def test_sweep_stores_both_comparisons(swept: dict[str, Any]) -> None:
     assert len(artifacts) == 2
     ft, scratch = _record(records, "finetune"), _record(records, "scratch")
     # the suite never asked for checkpoints: cka: true kept them
-    assert Path(ft["extra_checkpoint"]).exists() and Path(scratch["extra_checkpoint"]).exists()
+    assert Path(ft["checkpoint"]).exists() and Path(scratch["checkpoint"]).exists()
     pre, _ = _encoders()
     n_layers = len(auto_layers(pre.model))
     assert n_layers >= 3
@@ -130,7 +132,7 @@ def test_one_value_matches_independent_recomputation(swept: dict[str, Any]) -> N
     art = _by_kind(swept["artifacts"], "pre_vs_finetuned")
     pre, _ = _encoders()
     finetuned, _ = _encoders()
-    finetuned.load_state_dict(load_file(_record(swept["records"], "finetune")["extra_checkpoint"]))
+    finetuned.load_state_dict(load_file(_record(swept["records"], "finetune")["checkpoint"]))
     split = parse_study(SUITE).target("d567").load().test
     assert art["n_examples"] == len(split)  # small split: every example, one batch
     x = pre.prepare(split.inputs)
@@ -154,9 +156,10 @@ def test_report_shows_cka(swept: dict[str, Any]) -> None:
 
 def test_rerun_reuses_stored_artifacts(swept: dict[str, Any], monkeypatch) -> None:
     calls: list[Any] = []
-    monkeypatch.setattr(layer_study, "_one_comparison", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(layer_study, "compute_cka", lambda *a, **k: calls.append(a))
     summary = run_sweep(swept["suite_path"], swept["options"])
     assert summary.ran == 0 and not calls
+    assert summary.artifacts.existing >= 2 and not summary.artifacts.computed
     with Store(summary.results_dir) as store:
         again = store.artifacts("cka")
     assert sorted(a["key"] for a in again) == sorted(a["key"] for a in swept["artifacts"])
@@ -171,29 +174,26 @@ def test_each_checkpoint_is_loaded_once(swept: dict[str, Any], monkeypatch) -> N
         return real(encoder, path)
 
     monkeypatch.setattr(layer_study, "load_encoder_checkpoint", counting)
-
-    class NoArtifactsYet:  # the swept records, as if no comparison had been stored
-        def __init__(self, store: Store) -> None:
-            self.store, self.put = store, []
-
-        def records(self) -> Any:
-            return self.store.records()
-
-        def artifacts(self, kind: str) -> list:
-            return []
-
-        def put_artifact(self, key: str, kind: str, payload: Any) -> None:
-            self.put.append(key)
-
     study = parse_study(SUITE)
     results_dir = swept["summary"].results_dir
-    with Store(results_dir) as store:
-        fresh = NoArtifactsYet(store)
-        result = layer_study.run_layer_study(fresh, study, build_plan(study), results_dir)
-    assert len(fresh.put) == 2 and not result.skipped
+    records = {r["key"]: r for r in swept["records"]}
+    tasks = [t for t in build_plan(study).artifacts if isinstance(t, CkaTask)]
+    assert [t.kind for t in tasks] == ["pre_vs_finetuned", "finetuned_vs_scratch"]
+    attached = [layer_study.attach_checkpoints(t, records, results_dir) for t in tasks]
+    assert all(isinstance(t, CkaTask) for t in attached)
+    # one worker runs both tasks of the cell, as the sweep's local executor does
+    worker = Worker(study, torch.device("cpu"))
+    results = [worker.run_task(t) for t in attached if isinstance(t, CkaTask)]
+    assert all(isinstance(r, CkaArtifact) for r in results), results
+    stored = {a["key"]: a for a in swept["artifacts"]}
+    for result in results:  # the worker reproduces what the sweep stored
+        assert isinstance(result, CkaArtifact)
+        got, want = result.payload(), stored[result.key]
+        np.testing.assert_allclose(got.pop("matrix"), want.pop("matrix"), rtol=1e-6, atol=1e-9)
+        assert got == want
     ft, scratch = _record(swept["records"], "finetune"), _record(swept["records"], "scratch")
     # two comparisons use the fine-tuned model, but it is read from disk once
-    assert sorted(loads) == sorted([ft["extra_checkpoint"], scratch["extra_checkpoint"]])
+    assert sorted(loads) == sorted([ft["checkpoint"], scratch["checkpoint"]])
 
 
 def _read_matrix(path: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -209,8 +209,8 @@ def test_cli_writes_csv_and_svg_matching_the_sweep(swept: dict[str, Any]) -> Non
     out = root / "cli-out"
     proc = subprocess.run(
         [sys.executable, "-m", "atlbench.cli", "cka", str(swept["suite_path"]),
-         "--a", "zoo", "--a-checkpoint", _record(records, "finetune")["extra_checkpoint"],
-         "--b", "scratch", "--b-checkpoint", _record(records, "scratch")["extra_checkpoint"],
+         "--a", "zoo", "--a-checkpoint", _record(records, "finetune")["checkpoint"],
+         "--b", "scratch", "--b-checkpoint", _record(records, "scratch")["checkpoint"],
          "--target", "d567", "--max-examples", "1000", "--out", str(out)],
         cwd=root, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -1,5 +1,6 @@
 """The report as a browser sees it: headless Chromium renders it, runs its scripts without errors,
-and a hostile source id stays text everywhere (tables, summary, figures).
+every table fits a 1280 px window (with every fold open), and a hostile source id stays text
+everywhere (tables, summary, figures).
 
 Runs in the default test run when a Chromium binary is on PATH; skips with the reason otherwise.
 """
@@ -7,16 +8,21 @@ Runs in the default test run when a Chromium binary is on PATH; skips with the r
 from __future__ import annotations
 
 import base64
+import html
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
-from atlbench.report.html import SECTIONS
+from atlbench.report.html import top_sections
+
+REPO = Path(__file__).resolve().parents[2]
 
 BROWSER = next(
     (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p),
@@ -109,7 +115,7 @@ def test_scripts_ran_without_errors(dom: str) -> None:
 
 
 def test_every_section_is_present(dom: str) -> None:
-    for section, _title in SECTIONS:
+    for section, _title in top_sections():
         assert f'id="{section}"' in dom, section
     assert 'id="domain-gap"' in dom  # the zoo source knows its pre-training data
 
@@ -139,3 +145,70 @@ def test_hostile_source_id_is_text_everywhere(report: Path, dom: str) -> None:
         assert "<script" not in svg.lower()
     csv = (report.parent.parent / "results" / "browser" / "domain_gap.csv").read_text()
     assert HOSTILE in csv  # CSVs keep the id verbatim; escaping is the page's job
+
+
+# -- every table fits a 1280 px window -------------------------------------------------------------
+
+# Opens every fold (the row folds of wide tables, "Every cell"), then writes each table's
+# rendered width and its section's content width into the page, for --dump-dom to read back.
+MEASURE = """<script>
+document.querySelectorAll("details").forEach(function (d) { d.open = true; });
+var out = {page: document.documentElement.scrollWidth, window: window.innerWidth, tables: []};
+document.querySelectorAll("table").forEach(function (t) {
+  var box = t.getBoundingClientRect(), section = t.closest("section");
+  out.tables.push({section: section ? section.id : "", width: box.width, right: box.right,
+                   scroll: t.scrollWidth, room: section ? section.clientWidth : 0,
+                   folds: t.querySelectorAll("tr.fold").length});
+});
+var pre = document.createElement("pre"); pre.id = "widths"; pre.textContent = JSON.stringify(out);
+document.body.appendChild(pre);
+</script></body>"""
+
+
+def table_widths(report: Path, work: Path) -> dict[str, Any]:
+    """Every table's width in a 1280 px wide window, every fold open."""
+    page = work / f"measure-{report.name}"
+    page.write_text(report.read_text().replace("</body>", MEASURE, 1))
+    proc = chromium("--window-size=1280,2000", "--dump-dom", page.as_uri(), cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'<pre id="widths">(.*?)</pre>', proc.stdout, re.S)
+    assert found is not None, proc.stdout[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+def assert_fits(widths: dict[str, Any]) -> None:
+    assert widths["window"] == 1280
+    assert widths["page"] <= widths["window"], widths["page"]  # no horizontal scrolling
+    for table in widths["tables"]:
+        where = f"{table['section']}: {table['width']:.0f} px in {table['room']} px"
+        assert 0 < table["width"] <= table["room"] + 0.5, where
+        assert table["scroll"] <= table["room"] + 0.5, where
+        assert table["right"] <= widths["window"], where
+
+
+def test_every_table_fits_1280px(report: Path, tmp_path: Path) -> None:
+    widths = table_widths(report, tmp_path)
+    assert len(widths["tables"]) >= 8
+    assert any(t["folds"] for t in widths["tables"])  # wide tables fold, and were measured open
+    assert_fits(widths)
+
+
+@pytest.mark.skipif(
+    not (REPO / "results" / "quickstart" / "atlbench.sqlite").exists(),
+    reason="no committed results/quickstart store",
+)
+def test_committed_quickstart_tables_fit_1280px(tmp_path: Path) -> None:
+    """The committed quickstart, whose leaderboard, comparisons and per-cell timing had 13 to 29
+    columns (up to 2,303 px wide before they folded), rendered again from a copy of its store."""
+    from atlbench.report import write_outputs
+    from atlbench.store import Store
+
+    store_dir = tmp_path / "quickstart"
+    store_dir.mkdir()
+    shutil.copy(REPO / "results" / "quickstart" / "atlbench.sqlite", store_dir)
+    with Store(store_dir) as store:
+        path = write_outputs(store, store_dir, tmp_path / "reports", "quickstart")
+    widths = table_widths(path, tmp_path)
+    folded = {t["section"] for t in widths["tables"] if t["folds"]}
+    assert {"leaderboard", "same-algorithm", "vs-scratch", "timing-cells"} <= folded, folded
+    assert_fits(widths)

@@ -154,7 +154,7 @@ def test_multitask_group_sweeps_each_member_with_the_others_alongside(tmp_path: 
     records = Store(tmp_path / "results" / "mt").records()
     assert sorted(records["target"]) == ["d56", "d78"]  # shapes is not in the group
     assert (records["status"] == "done").all()
-    sizes = {r["target"]: r["extra_aux_train_sizes"] for _, r in records.iterrows()}
+    sizes = {r["target"]: r["aux_train_sizes"] for _, r in records.iterrows()}
     assert sizes == {"d56": {"d78": 12}, "d78": {"d56": 8}}  # 4 per class, the cell's budget
 
 

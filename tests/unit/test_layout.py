@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,151 @@ def test_a_plugin_kind_registers_from_outside_and_runs(tmp_path: Path) -> None:
             run_sweep(tmp_path / "bad.yaml", options)
     finally:
         SOURCE_KINDS.remove("pixels_plugin")
+
+
+# -- the public boundary --------------------------------------------------------------------------
+
+# every package, and every top-level module users import from (README, DESIGN, the plug-in tests)
+PUBLIC_MODULES = (
+    "atlbench",
+    "atlbench.api",
+    "atlbench.analysis",
+    "atlbench.commands",
+    "atlbench.datapipe",
+    "atlbench.errors",
+    "atlbench.estimators",
+    "atlbench.executors",
+    "atlbench.protocol",
+    "atlbench.registry",
+    "atlbench.similarity",
+    "atlbench.sources",
+    "atlbench.strategies",
+    "atlbench.targets",
+)
+README = PACKAGE.parent / "README.md"
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES)
+def test_public_names_exist(module: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    names = mod.__dict__.get("__all__")
+    assert isinstance(names, list), f"{module} has no __all__ list"
+    assert all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+    missing = [n for n in names if not hasattr(mod, n)]
+    assert not missing, f"{module}.__all__ names what it does not define: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("package", "decorator"),
+    [
+        ("atlbench.sources", "register_source"),
+        ("atlbench.targets", "register_target"),
+        ("atlbench.strategies", "register_strategy"),
+        ("atlbench.estimators", "register_estimator"),
+    ],
+)
+def test_each_family_exports_its_decorator(package: str, decorator: str) -> None:
+    import importlib
+
+    assert decorator in importlib.import_module(package).__all__
+
+
+def readme_imports(text: str) -> dict[str, list[str]]:
+    """``from atlbench.X import a, b`` lines and ``atlbench.f(`` calls of the README's code."""
+    found: dict[str, list[str]] = {}
+    for module, names in re.findall(r"^from (atlbench[\w.]*) import ([\w, ]+)$", text, re.M):
+        found.setdefault(module, []).extend(n.strip() for n in names.split(",") if n.strip())
+    calls = re.findall(r"\batlbench\.(\w+)\(", text)
+    found.setdefault("atlbench", []).extend(sorted(set(calls)))
+    return found
+
+
+def test_the_readme_reader_finds_imports() -> None:
+    text = "x\nfrom atlbench.estimators import logme, gbc\nviews = atlbench.run_suite('s')\n"
+    assert readme_imports(text) == {
+        "atlbench.estimators": ["logme", "gbc"],
+        "atlbench": ["run_suite"],
+    }
+
+
+def test_every_name_the_readme_imports_is_public() -> None:
+    import importlib
+
+    found = readme_imports(README.read_text())
+    assert "atlbench.estimators" in found and len(found["atlbench"]) >= 2  # it read the README
+    for module, names in found.items():
+        public = importlib.import_module(module).__all__
+        assert not set(names) - set(public), (module, sorted(set(names) - set(public)))
+
+
+# -- plug-in strategies: typed params, validated at the edge as before ----------------------------
+
+
+def test_a_typed_plugin_strategy_gets_its_params_and_rejects_unknown_keys(tmp_path: Path) -> None:
+    """``Strategy[P]`` types ``ctx.params`` for the checker; at run time the suite is still
+    validated against ``Params`` (a key the model lacks is a one-line suite error) and the
+    strategy receives the validated model."""
+    from dataclasses import replace
+
+    import yaml
+    from conftest import tiny_suite
+    from pydantic import Field
+
+    from atlbench.errors import SuiteError
+    from atlbench.registry import STRATEGIES
+    from atlbench.strategies import (
+        CellContext,
+        CellOutcome,
+        Strategy,
+        StrategyParams,
+        register_strategy,
+    )
+    from atlbench.strategies.frozen import KNN, KNNParams
+    from atlbench.study import parse_study
+    from atlbench.sweep import SweepOptions, run_sweep
+
+    class OneKParams(StrategyParams):
+        k: int = Field(3, ge=1)
+
+    seen: list[StrategyParams] = []
+
+    @register_strategy("one_k_plugin")
+    class OneK(Strategy[OneKParams]):
+        """kNN with one fixed k: the built-in kNN with a one-value grid."""
+
+        Params = OneKParams
+        reads_features = True
+
+        def run(self, ctx: CellContext[OneKParams]) -> CellOutcome:
+            seen.append(ctx.params)
+            return KNN().run(replace(ctx, params=KNNParams(k_grid=(ctx.params.k,))))
+
+    @register_strategy("bare_plugin")
+    class Bare(Strategy):  # type: ignore[type-arg]  # no Params: the empty model, as before
+        def run(self, ctx: CellContext) -> CellOutcome:  # type: ignore[type-arg]
+            raise NotImplementedError
+
+    try:
+        good = tiny_suite(strategies=[{"name": "one_k_plugin", "k": 2}], estimators=[])
+        (spec,) = parse_study(good).strategies
+        assert type(spec.params) is OneKParams and spec.params.k == 2
+        assert parse_study(tiny_suite(strategies=["bare_plugin"])).strategies[0].params == (
+            StrategyParams()
+        )
+        for strategy, message in [
+            ({"name": "one_k_plugin", "kk": 2}, r"kk: unknown key 'kk' \(did you mean 'k'\?\)"),
+            ({"name": "one_k_plugin", "k": 0}, r"strategies\[0\]\.k: .*greater than or equal"),
+            ({"name": "bare_plugin", "k": 2}, r"strategies\[0\]\.k: unknown key 'k'"),
+        ]:
+            with pytest.raises(SuiteError, match=message):
+                parse_study(tiny_suite(strategies=[strategy]))
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump(good))
+        options = SweepOptions(results_root=tmp_path / "r", reports_root=tmp_path / "p", quiet=True)
+        summary = run_sweep(tmp_path / "s.yaml", options)
+        assert summary.ran == 2 and not summary.failed  # the strategy and its random-init twin
+        assert seen == [OneKParams(k=2)] * 2 and all(type(p) is OneKParams for p in seen)
+    finally:
+        STRATEGIES.remove("one_k_plugin")
+        STRATEGIES.remove("bare_plugin")

@@ -63,7 +63,8 @@ def train(encoder: Encoder, strategy: str, seed: int = 0, **params: Any) -> Cell
     ctx.seed = seed
     out = run(ctx, strategy)
     check_outcome(out, task)
-    out.extra["initial"] = STRATEGIES.get(strategy)().encoder(ctx)  # what training started from
+    # what training started from
+    out.strategy_facts["initial"] = STRATEGIES.get(strategy)().encoder(ctx)
     return out
 
 
@@ -150,7 +151,7 @@ def test_trains_only_its_own_parameters_deterministically(
     assert_same(state(encoder), before)  # and the cached source encoder untouched
     assert out.encoder is not encoder
     trained = trained_part(out.encoder, strategy)
-    initial = trained_part(out.extra["initial"], strategy)
+    initial = trained_part(out.strategy_facts["initial"], strategy)
     assert trained.keys() == initial.keys()
     assert all(not torch.equal(trained[k], initial[k]) for k in trained)  # and they did train
 

@@ -22,6 +22,7 @@ from atlbench.recommend import (
     validation_summary,
     verdict,
 )
+from atlbench.record import CellRecord
 from atlbench.store import Store
 
 BUDGET = "5/class"
@@ -197,7 +198,8 @@ def write_store(directory: Path, estimates: pd.DataFrame, truth: pd.DataFrame) -
                     "strategy_name": "finetune", "role": "transfer", "budget": r.budget,
                     "seed": int(r.seed), "arch": "a"}  # fmt: skip
             cells.append(cell)
-            store.put_cell(cell | {"status": "done", "test_acc": r.truth, "trains_encoder": True})
+            done = {"status": "done", "test_acc": r.truth, "trains_encoder": True}
+            store.put_cell(CellRecord.from_row(cell | done))
         store.set_plan(cells)
         labels, rows = {}, []
         for (target, seed), grp in estimates.groupby(["target", "seed"]):

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from atlbench.errors import AtlbenchError
+from atlbench.record import CellRecord
 from atlbench.store import Store, SweepLock
 
 
-def record(key: str, status: str = "done", acc: float = 0.5) -> dict:
+def row(key: str, status: str = "done", acc: float = 0.5) -> dict:
     return {
         "key": key,
         "status": status,
@@ -23,6 +24,10 @@ def record(key: str, status: str = "done", acc: float = 0.5) -> dict:
         "budget": "5/class",
         "seed": 0,
     }
+
+
+def record(key: str, status: str = "done", acc: float = 0.5) -> CellRecord:
+    return CellRecord.from_row(row(key, status, acc))
 
 
 def test_records_round_trip_and_replace(tmp_path: Path) -> None:
@@ -120,8 +125,8 @@ def test_export_is_one_flat_table_that_reads_back(tmp_path: Path, suffix: str) -
 
     with Store.create(tmp_path / "r") as store:
         store.set_plan([{"key": "k1"}, {"key": "k2"}])
-        nested = record("k1") | {"hparams": {"lr": 0.003, "layers": "all"}, "grid": [{"lr": 1}]}
-        store.put_cell(nested, [2, 0, 1])
+        nested = row("k1") | {"hparams": {"lr": 0.003, "layers": "all"}, "grid": [{"lr": 1}]}
+        store.put_cell(CellRecord.from_row(nested), [2, 0, 1])  # "grid": a strategy's own fact
         store.put_cell(record("k2", acc=0.75), [1, 1, 0])
         out = tmp_path / f"all{suffix}"
         assert export_records(store, out, predictions=True) == 2

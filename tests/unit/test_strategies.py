@@ -267,7 +267,7 @@ def test_lp_ft_starts_from_the_probe_solution(monkeypatch: pytest.MonkeyPatch) -
     probs = torch.softmax(torch.as_tensor(x @ weight.T + bias, dtype=torch.float64), 1).numpy()
     want = probe.model.predict_proba((x - probe.mean) / probe.std)
     np.testing.assert_allclose(probs, want, atol=1e-4)
-    assert out.extra["probe_C"] == probe.c
+    assert out.strategy_facts["probe_C"] == probe.c
 
 
 def lora_expected(backbone: nn.Module, targets: list[str], rank: int) -> int:
@@ -306,7 +306,7 @@ def test_lora_counts_only_adapters_and_head(arch: str, rule: str) -> None:
     check_outcome(out, task)
     head = encoder.feature_dim * task.num_classes + task.num_classes
     assert out.trainable_params == expected + head
-    assert out.extra["lora_rule"] == rule
+    assert out.strategy_facts["lora_rule"] == rule
 
 
 @pytest.mark.parametrize("arch", ["test_vit", "test_resnet"])
@@ -424,7 +424,7 @@ def test_coral_never_reads_the_unlabelled_labels() -> None:
     relabelled[rest] = np.random.default_rng(3).permutation(relabelled[rest])
     second = outcome(relabelled)
     check_outcome(first, task)
-    assert first.extra["n_unlabelled"] == len(rest)
+    assert first.strategy_facts["n_unlabelled"] == len(rest)
     np.testing.assert_array_equal(first.test_pred, second.test_pred)
     assert first.val_acc == second.val_acc
 
@@ -516,9 +516,9 @@ def test_multitask_learns_from_other_labels_but_never_their_eval_splits(tmp_path
     feature_dim = timm_encoder("test_resnet").feature_dim
     assert first.trainable_params == ft.trainable_params + feature_dim * 4 + 4
     # the same budget for the other member unless asked otherwise
-    assert first.extra["aux_train_sizes"] == {"aux": 4 * 4}
+    assert first.strategy_facts["aux_train_sizes"] == {"aux": 4 * 4}
     full = run(multitask_context(aux, tmp_path / "d", aux_budget="full"), "multitask")
-    assert full.extra["aux_train_sizes"] == {"aux": len(aux.train)}
+    assert full.strategy_facts["aux_train_sizes"] == {"aux": len(aux.train)}
 
 
 def test_multitask_term_draws_one_batch_per_member_every_step(monkeypatch, tmp_path) -> None:
@@ -627,7 +627,7 @@ def test_budgeted_selection_reads_only_budget_labels(monkeypatch: pytest.MonkeyP
     assert len(trials) == FAST.trials and {t[:2] for t in trials} == {(12, 3)}
     assert retrain[:2] == (15, None) and retrain[2] == out.hparams["lr"]
     chosen = next(t for t in out.trials if t["lr"] == out.hparams["lr"])
-    assert out.extra["retrain_epochs"] == chosen["best_epoch"]
+    assert out.tuning.retrain_epochs == chosen["best_epoch"]
 
 
 def test_frozen_strategies_cross_validate_inside_the_budget() -> None:
@@ -669,4 +669,4 @@ def test_a_run_stopped_by_max_epochs_is_flagged() -> None:
     out = run(
         context(image_task(), timm_encoder("test_resnet"), "scratch", training=one), "scratch"
     )
-    assert "still improving at max_epochs (1)" in out.extra["edge_flags"]
+    assert "still improving at max_epochs (1)" in out.tuning.edge_flags
