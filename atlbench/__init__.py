@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the library loads on the first call, so `import atlbench` s
     from collections.abc import Mapping
     from pathlib import Path
 
-    from atlbench.report.views import Views
+    from atlbench.report._views import Views
 
 
 def run_suite(
@@ -32,9 +32,9 @@ def run_suite(
     quiet: bool = True,
 ) -> Views:
     """Run the pending cells of ``suite`` (a YAML path or a mapping; finished cells are reused,
-    so a second call only loads) and return the results' :class:`~atlbench.report.views.Views`.
-    See :func:`atlbench.api.run_suite`."""
-    from atlbench.api import run_suite as run
+    so a second call only loads) and return the results' :class:`~atlbench.report.Views`.
+    See :func:`atlbench._api.run_suite`."""
+    from atlbench._api import run_suite as run
 
     return run(
         suite, results_dir=results_dir, reports_dir=reports_dir, device=device,
@@ -43,8 +43,8 @@ def run_suite(
 
 
 def load_results(results_dir: str | Path) -> Views:
-    """The :class:`~atlbench.report.views.Views` of an existing results directory."""
-    from atlbench.api import load_results as load
+    """The :class:`~atlbench.report.Views` of an existing results directory."""
+    from atlbench._api import load_results as load
 
     return load(results_dir)
 

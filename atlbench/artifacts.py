@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from atlbench.cache import content_hash
+from atlbench._cache import content_hash
 
 __all__ = [
     "CKA",

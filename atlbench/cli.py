@@ -120,7 +120,7 @@ def leaderboard(results_dir: Path, target: str | None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from atlbench.report.views import Views
+    from atlbench.report._views import Views
 
     with _open_store(results_dir) as store:
         board = Views.from_store(store).leaderboard
@@ -202,7 +202,7 @@ def import_(table: str, into: Path, truth: str | None) -> None:
     score_NAME); model metadata in params and imagenet_top1, filled from published figures
     for known hub models when absent.
     """
-    from atlbench.commands.import_results import import_command
+    from atlbench.commands._import_results import import_command
 
     import_command(table, into, truth, echo=click.echo)
 
@@ -215,7 +215,7 @@ LISTS = ("sources", "targets", "strategies", "estimators", "executors", "builtin
 def list_components(what: str) -> None:
     """List the registered source kinds, target kinds, strategies, estimators, executors or
     built-in tasks."""
-    import atlbench.components
+    import atlbench._components
     import atlbench.executors  # noqa: F401  (registers the executors)
     import atlbench.registry as registry
     from atlbench.targets.builtin import TASKS
@@ -246,14 +246,14 @@ def estimate(
     device: str | None,
 ) -> None:
     """Rank SUITE's sources for a target by transferability estimators, without fine-tuning."""
-    from atlbench.estimate import rank_sources, render_ranking
+    from atlbench._estimate import rank_sources, render_ranking
 
     frame = rank_sources(
         suite, target_id, estimators.split(",") if estimators else None, device=device
     )
     render_ranking(frame)
     if csv_path is not None:
-        from atlbench.cache import atomic_write_text
+        from atlbench._cache import atomic_write_text
 
         atomic_write_text(csv_path, frame.to_csv(index=False, float_format="%.6g"))
         click.echo(f"wrote {csv_path}")
@@ -308,7 +308,7 @@ def recommend(
     stored source) for --target; the target's data is read only if the model uses an estimator.
     Sources are matched across stores by source id.
     """
-    from atlbench.commands.recommend import recommend_command
+    from atlbench.commands._recommend import recommend_command
 
     recommend_command(
         list(results_dirs), suite_path, target_id, budget, level, alpha, device, echo=click.echo
@@ -358,7 +358,7 @@ def cka(
     device: str | None,
 ) -> None:
     """Layer x layer linear CKA of two models on a target split: OUT/cka.csv and OUT/cka.svg."""
-    from atlbench.commands.cka import cka_command
+    from atlbench.commands._cka import cka_command
 
     cka_command(
         suite,
@@ -423,7 +423,7 @@ def drift(
     Frechet distance and a verdict. Exit code 0 whether or not drift is found (read the verdict
     or --json's "drifted"); 2 on bad input.
     """
-    from atlbench.drift import detect_drift, render
+    from atlbench._drift import detect_drift, render
 
     report = detect_drift(
         suite,

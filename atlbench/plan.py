@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from atlbench._cache import content_hash
 from atlbench.artifacts import CKA, DOMAIN_GAP, LABEL_MAPPING, cka_key, gap_key, mapping_key
 from atlbench.budgets import BudgetSpec
-from atlbench.cache import content_hash
 from atlbench.record import Role
-from atlbench.sources.base import Source
-from atlbench.strategies.base import StrategySpec
+from atlbench.sources._base import Source
+from atlbench.strategies._base import StrategySpec
 from atlbench.study import Study
 
 METHOD_VERSION = 2  # 2: budgeted validation, tuned trials; bump when every result would change

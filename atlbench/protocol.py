@@ -63,7 +63,7 @@ class TrainingConfig(Strict):
     keep_checkpoints: bool = False
     compile: bool = False
     # train the top of a partly frozen network on cached outputs of its frozen bottom (exact:
-    # see atlbench.frozen_prefix); off: the full forward pass every step. Same results either way.
+    # see atlbench._frozen_prefix); off: the full forward pass every step. Same results either way.
     prefix_cache: bool = True
     # -- tuning: the same for every trainable strategy ----------------------------------------
     trials: int = Field(4, ge=1, le=256)

@@ -58,10 +58,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from atlbench.analysis.correlation import MIN_SOURCES
-from atlbench.analysis.selection import HISTORY
+from atlbench.analysis._correlation import MIN_SOURCES
+from atlbench.analysis._selection import HISTORY
 from atlbench.errors import AtlbenchError
-from atlbench.report.views import BASELINES
+from atlbench.report._views import BASELINES
 from atlbench.store import Store
 
 MIN_TARGETS = 3  # one held out, two to fit: the fewest that give every training row a history
@@ -93,7 +93,7 @@ def load_evidence(results_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.
     """``(estimates, truth)`` of every store, as ``Views.estimates`` and ``Views.truth`` give
     them (each store's own plan and truth strategy), concatenated; a missing store is a
     one-line error."""
-    from atlbench.report.views import Views
+    from atlbench.report._views import Views
 
     estimates, truth = [], []
     for directory in results_dirs:

@@ -54,7 +54,7 @@ class Status(StrEnum):
 
 
 class Verdict(StrEnum):
-    """The outcome of a paired comparison (:mod:`atlbench.analysis.gains`); the report words it.
+    """The outcome of a paired comparison (:mod:`atlbench.analysis._gains`); the report words it.
 
     The values are the words the CSVs have always carried.
     """

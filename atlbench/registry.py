@@ -10,7 +10,7 @@ A component registers itself with one decorator in its own module::
 
 This module imports nothing from atlbench, so any family may import it and the suite schema can be
 assembled from what is registered without importing a family. Which modules hold the built-in
-components is listed once, in :mod:`atlbench.components`.
+components is listed once, in :mod:`atlbench._components`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Three levels, from plain functions to model hooks:
   unbiased HSIC estimator of Song et al. (2012), which makes the sum over batches an unbiased
   estimate of the population HSIC, independent of the batch size.
 * :func:`cka_matrix` hooks named modules of two models and fills an L_a x L_b CKA matrix with one
-  forward pass per batch per model; :func:`auto_layers` (from :mod:`atlbench.layer_features`,
+  forward pass per batch per model; :func:`auto_layers` (from :mod:`atlbench._layer_features`,
   which model code shares) picks the block outputs of timm and Hugging Face models.
 
 All reductions run in float64 on the device of the features (CUDA stays on CUDA; MPS, which has no
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from atlbench.layer_features import auto_layers, first_tensor, pool_output
+from atlbench._layer_features import auto_layers, first_tensor, pool_output
 
 __all__ = [
     "CKAResult",

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import atlbench.components  # noqa: F401  (registers the built-in components)
+import atlbench._components  # noqa: F401  (registers the built-in components)
 from atlbench.errors import AtlbenchError, SuiteError
 from atlbench.protocol import Dimension, merged_training
 from atlbench.registry import SOURCE_KINDS, STRATEGIES, TARGET_KINDS, suggest
-from atlbench.sources.base import Source, SourceOptions
-from atlbench.strategies.base import StrategySpec
+from atlbench.sources._base import Source, SourceOptions
+from atlbench.strategies._base import StrategySpec
 from atlbench.suite import ENTRY_KEYS, SuiteBase, parse_suite, read_suite_file
-from atlbench.targets.base import Target
+from atlbench.targets._base import Target
 
 
 @dataclass(frozen=True, eq=False)

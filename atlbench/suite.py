@@ -2,7 +2,7 @@
 
 Every source kind, target kind and strategy registers its own params model; the suite schema is a
 discriminated union of them, built here from :mod:`atlbench.registry` without importing any
-family (the built-in ones are registered by :mod:`atlbench.components`, which
+family (the built-in ones are registered by :mod:`atlbench._components`, which
 :func:`atlbench.study.load_study` imports). A suite is validated once, at the edge; errors name
 the file, the field path (``sources[2].timm.arch``) and, where possible, the fix.
 """
@@ -25,11 +25,11 @@ from pydantic import (
     model_validator,
 )
 
+from atlbench._validation import first_error, one_line
 from atlbench.budgets import BudgetSpec
 from atlbench.errors import SuiteError
 from atlbench.protocol import SHARED_ONLY, Dimension, Strict, TrainingConfig
 from atlbench.registry import SOURCE_KINDS, STRATEGIES, TARGET_KINDS, Registry, suggest
-from atlbench.validation import first_error, one_line
 
 ENTRY_KEYS = {"name", "id", "search", "training"}  # strategy-entry keys that are not params
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atlbench._cache import content_hash, safe_name
+from atlbench._hub import hub_reachable
+from atlbench._layer_study import attach_checkpoints
+from atlbench._runner import TaskResult, cell_identity
 from atlbench.artifacts import TaskSkipped
 from atlbench.budgets import check_budgets
-from atlbench.cache import content_hash, safe_name
 from atlbench.errors import AtlbenchError, SourceError
-from atlbench.executors.base import Executor, StopSweep
-from atlbench.hub import hub_reachable
-from atlbench.layer_study import attach_checkpoints
+from atlbench.executors._base import Executor, StopSweep
 from atlbench.plan import (
     ArtifactTask,
     Cell,
@@ -37,7 +38,6 @@ from atlbench.plan import (
     build_plan,
 )
 from atlbench.record import CellRecord, Status
-from atlbench.runner import TaskResult, cell_identity
 from atlbench.store import Store, SweepLock
 from atlbench.study import Study, load_study, parse_study
 
@@ -169,7 +169,7 @@ def run_sweep(
     suite: str | Path | Mapping[str, Any] | Study, options: SweepOptions, ui: Any = None
 ) -> SweepSummary:
     """Run (or with ``dry_run`` only describe) a suite: a YAML path, a mapping or a study."""
-    from atlbench.ui import SweepUI
+    from atlbench._ui import SweepUI
 
     started = time.perf_counter()
     if isinstance(suite, Study):

@@ -3,7 +3,7 @@
 AdamW/SGD with warm-up + cosine, early stopping on *validation* accuracy (the test split is never
 looked at here), gradient clipping, optional standard augmentation, bf16 autocast on CUDA,
 channels_last image batches, fused AdamW, deterministic by seed, timed on
-:class:`~atlbench.timing.DeviceClock`.
+:class:`~atlbench._timing.DeviceClock`.
 
 A :class:`TrainingRun` can stop at an epoch boundary and continue later, which is what successive
 halving needs: the learning-rate schedule is defined over ``max_epochs`` from the start, so a run
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atlbench._timing import DeviceClock
 from atlbench.datapipe import (
     BatchStream,
     ImageRows,
@@ -33,9 +34,8 @@ from atlbench.datapipe import (
     is_compact_images,
 )
 from atlbench.protocol import TrainingConfig
-from atlbench.sources.base import Encoder, batch_size_of, move_batch
-from atlbench.targets.base import Split
-from atlbench.timing import DeviceClock
+from atlbench.sources._base import Encoder, batch_size_of, move_batch
+from atlbench.targets._base import Split
 
 
 class Classifier(nn.Module):

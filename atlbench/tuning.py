@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from atlbench.frozen_prefix import ACTIVATIONS, PREFIX_KEY, frozen_blocks
-from atlbench.inputs import prepare_all, take, transform_for
+from atlbench._frozen_prefix import ACTIVATIONS, PREFIX_KEY, frozen_blocks
+from atlbench._inputs import prepare_all, take, transform_for
+from atlbench._timing import PeakMemory
 from atlbench.protocol import describe_space, design, edge_flags, halving_rungs
 from atlbench.record import Cost, Diagnostics, Tuning
-from atlbench.sources.base import Encoder
-from atlbench.strategies.base import CellContext, CellOutcome, count_params
-from atlbench.timing import PeakMemory
+from atlbench.sources._base import Encoder
+from atlbench.strategies._base import CellContext, CellOutcome, count_params
 from atlbench.train import (
     Classifier,
     FitResult,
@@ -49,7 +49,7 @@ LossTerm = Callable[[nn.Module], torch.Tensor]
 
 
 class Tunable(Protocol):
-    """The template methods of :class:`~atlbench.strategies.trainable.Tunable`."""
+    """The template methods of :class:`~atlbench.strategies._trainable.Tunable`."""
 
     def encoder(self, ctx: CellContext) -> Encoder: ...
     def model(self, ctx: CellContext, encoder: Encoder) -> Classifier: ...
@@ -185,7 +185,7 @@ def run_trials(stage: Stage, trials: list[Trial]) -> tuple[int, list[TrialResult
 
 class Inputs:
     """Model-ready data of a cell: prepared once per split, frozen-prefix activations when a
-    prefix is cached (:mod:`atlbench.frozen_prefix`), sliced to the rows each stage uses."""
+    prefix is cached (:mod:`atlbench._frozen_prefix`), sliced to the rows each stage uses."""
 
     def __init__(self, ctx: CellContext, encoder: Encoder, prefix: Any) -> None:
         self.ctx, self.encoder, self.prefix = ctx, encoder, prefix

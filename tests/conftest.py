@@ -27,7 +27,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import atlbench.components  # noqa: E402,F401  (the built-in components, as load_study has them)
+import atlbench._components  # noqa: E402,F401  (the built-in components, as load_study has them)
 
 # A small, fast study most integration tests start from: one tiny zoo source, one two-class
 # digits target, short training with two trials. Tests change what they need with tiny_suite().

@@ -1,9 +1,9 @@
 """Statistics over sweep records: intervals, paired gains, estimator agreement, cost, drift."""
 
-from atlbench.analysis.correlation import estimator_agreement, ground_truth
-from atlbench.analysis.crossed import CrossedMean, crossed_mean
-from atlbench.analysis.domain import DriftResult, drift_test, frechet_distance, mmd_rbf
-from atlbench.analysis.efficiency import (
+from atlbench.analysis._correlation import estimator_agreement, ground_truth
+from atlbench.analysis._crossed import CrossedMean, crossed_mean
+from atlbench.analysis._domain import DriftResult, drift_test, frechet_distance, mmd_rbf
+from atlbench.analysis._efficiency import (
     MIN_COST_S,
     cell_cost_seconds,
     cost_accuracy,
@@ -12,24 +12,24 @@ from atlbench.analysis.efficiency import (
     labels_saved,
     pareto_front,
 )
-from atlbench.analysis.failure_modes import forgetting_table, overfit_flags, overfitting_table
-from atlbench.analysis.gains import VERDICTS, paired_gains
-from atlbench.analysis.improvement import (
+from atlbench.analysis._failure_modes import forgetting_table, overfit_flags, overfitting_table
+from atlbench.analysis._gains import VERDICTS, paired_gains
+from atlbench.analysis._improvement import (
     clopper_pearson,
     interquartile_mean,
     probability_of_improvement,
 )
-from atlbench.analysis.inference import error_quantile, error_sf, interval, p_value, tost_pvalue
-from atlbench.analysis.multitest import adjust_pvalues, benjamini_hochberg, holm
-from atlbench.analysis.pairing import COMPARISONS, paired_runs
-from atlbench.analysis.records import ROLES, done_rows
-from atlbench.analysis.selection import (
+from atlbench.analysis._inference import error_quantile, error_sf, interval, p_value, tost_pvalue
+from atlbench.analysis._multitest import adjust_pvalues, benjamini_hochberg, holm
+from atlbench.analysis._pairing import COMPARISONS, paired_runs
+from atlbench.analysis._records import ROLES, done_rows
+from atlbench.analysis._selection import (
     HISTORY,
     estimator_stability,
     history_scores,
     with_history,
 )
-from atlbench.analysis.stats import mean_ci, summarize
+from atlbench.analysis._stats import mean_ci, summarize
 
 __all__ = [
     "COMPARISONS",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from atlbench.cache import cache_dir, content_hash
+from atlbench._cache import cache_dir, content_hash
 from atlbench.datapipe._npy import NpyWriter, open_npy
 from atlbench.datapipe._rows import ImageRows, NpyRows
 

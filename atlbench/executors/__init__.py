@@ -8,6 +8,6 @@ finished results back to the driver, which alone writes the store.
 """
 
 from atlbench.executors import local, ray, slurm
-from atlbench.executors.base import Executor, ExecutorConfig, StopSweep, create_executor
+from atlbench.executors._base import Executor, ExecutorConfig, StopSweep, create_executor
 
 __all__ = ["Executor", "ExecutorConfig", "StopSweep", "create_executor", "local", "ray", "slurm"]

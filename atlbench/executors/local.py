@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from atlbench.executors.base import ExecutorConfig, OnProgress, OnResult
-from atlbench.executors.remote import deliver, remote_call, remote_task, study_payload
-from atlbench.executors.remote import worker_env as make_worker_env
+from atlbench._runner import TaskResult, Worker
+from atlbench._timing import resolve_device
+from atlbench.executors._base import ExecutorConfig, OnProgress, OnResult
+from atlbench.executors._remote import deliver, remote_call, remote_task, study_payload
+from atlbench.executors._remote import worker_env as make_worker_env
 from atlbench.plan import Cell, Task
 from atlbench.registry import register_executor
-from atlbench.runner import TaskResult, Worker
 from atlbench.study import Study
-from atlbench.timing import resolve_device
 
 MAX_AUTO_JOBS = 4  # each process holds its own model and caches: bound the memory
 
@@ -49,7 +49,7 @@ def _init_worker(threads: int, driver: int) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from atlbench.heap import limit_arenas
+    from atlbench._heap import limit_arenas
 
     limit_arenas()
     torch.set_num_threads(threads)

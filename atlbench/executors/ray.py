@@ -1,7 +1,7 @@
 """Run the plan's tasks as Ray tasks, on this machine or on a cluster: ``--executor ray``.
 
 Cells, estimator tasks, CKA comparisons, domain gaps and label mappings are all Ray tasks of one
-remote function (:func:`atlbench.executors.remote.remote_task`).
+remote function (:func:`atlbench.executors._remote.remote_task`).
 
 * **Where.** Without ``--address`` a private Ray instance is started on this machine, bound to
   127.0.0.1 with no dashboard, and shut down at the end. ``--address auto`` (or ``HOST:PORT``) joins
@@ -29,14 +29,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from atlbench._timing import resolve_device
 from atlbench.errors import AtlbenchError
-from atlbench.executors.base import ExecutorConfig, OnProgress, OnResult
-from atlbench.executors.remote import deliver, remote_task, study_payload
-from atlbench.executors.remote import worker_env as make_worker_env
+from atlbench.executors._base import ExecutorConfig, OnProgress, OnResult
+from atlbench.executors._remote import deliver, remote_task, study_payload
+from atlbench.executors._remote import worker_env as make_worker_env
 from atlbench.plan import Task
 from atlbench.registry import register_executor
 from atlbench.study import Study
-from atlbench.timing import resolve_device
 
 INSTALL_HINT = "install the ray extra: pip install -e '.[ray]'"
 

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from atlbench.errors import AtlbenchError
-from atlbench.executors.base import ExecutorConfig, OnProgress, OnResult
-from atlbench.executors.remote import deliver, remote_task, study_payload
-from atlbench.executors.remote import worker_env as make_worker_env
+from atlbench.executors._base import ExecutorConfig, OnProgress, OnResult
+from atlbench.executors._remote import deliver, remote_task, study_payload
+from atlbench.executors._remote import worker_env as make_worker_env
 from atlbench.plan import Task
 from atlbench.registry import register_executor
 from atlbench.study import Study

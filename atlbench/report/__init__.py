@@ -9,7 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from atlbench.cache import atomic_write_text, safe_name
+from atlbench._cache import atomic_write_text, safe_name
+
+__all__ = ["Views", "write_csvs", "write_outputs"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Views`` on first use: importing the package stays free of pandas and matplotlib."""
+    if name == "Views":
+        from atlbench.report._views import Views
+
+        return Views
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def write_csvs(views: Any, results_dir: Path) -> dict[str, Path]:
@@ -34,8 +45,8 @@ def write_csvs(views: Any, results_dir: Path) -> dict[str, Path]:
 
 def write_outputs(store: Any, results_dir: Path, reports_root: Path, suite_name: str) -> Path:
     """CSVs beside the store and ``reports/<suite>.html``; returns the report path."""
-    from atlbench.report.html import write_report
-    from atlbench.report.views import Views
+    from atlbench.report._html import write_report
+    from atlbench.report._views import Views
 
     views = Views.from_store(store)
     write_csvs(views, results_dir)

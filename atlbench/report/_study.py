@@ -5,7 +5,7 @@ artifacts (only those of the current plan), the suite's settings, and the few co
 more than one section reads (accuracy summaries, the two paired comparisons, the estimators'
 ground truth). Everything a single section shows is that section's own code
 (:mod:`atlbench.report.sections`); :meth:`StudyData.frame` computes it once per results directory.
-:class:`atlbench.report.views.Views` adds the public names on top.
+:class:`atlbench.report._views.Views` adds the public names on top.
 
 Two comparisons run side by side (:func:`atlbench.analysis.paired_gains`): ``same_algorithm``
 (Wang et al. 2019: the same recipe without the source; the only one that may say "negative

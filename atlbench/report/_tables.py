@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from atlbench.report import plots
+from atlbench.report import _plots as plots
 
 # At most this many main columns: a section that names more folds the rest under each row.
 MAX_COLUMNS = 12

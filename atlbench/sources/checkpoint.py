@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from atlbench.digests import file_digest
+from atlbench._digests import file_digest
 from atlbench.errors import SourceError
 from atlbench.registry import register_source
-from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions
+from atlbench.sources._base import Encoder, Source, SourceKind, SourceOptions
 from atlbench.sources.timm import _known_arch, create_timm, timm_arch_label
 
 

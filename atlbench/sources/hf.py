@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from atlbench.digests import tree_digest
+from atlbench._digests import tree_digest
+from atlbench._hub import hub_reachable, offline_error
 from atlbench.errors import SourceError
-from atlbench.hub import hub_reachable, offline_error
 from atlbench.registry import register_source
-from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions
+from atlbench.sources._base import Encoder, Source, SourceKind, SourceOptions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -96,7 +96,7 @@ class HFTextEncoder(Encoder):
                 self.max_length)  # fmt: skip
 
     def frozen_prefix(self, blocks: int) -> Any:
-        from atlbench.frozen_prefix import FrozenPrefix, layers_path
+        from atlbench._frozen_prefix import FrozenPrefix, layers_path
 
         path = layers_path(self.model)
         names = self.layer_names()
@@ -117,7 +117,7 @@ class HFTextEncoder(Encoder):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     def layer_names(self) -> list[str]:
-        from atlbench.layer_features import auto_layers
+        from atlbench._layer_features import auto_layers
 
         prefix = getattr(self, "prefix", None)
         if prefix is not None and prefix.active:  # blocks stand in for frozen ones: same names
@@ -160,7 +160,7 @@ def create_hf(params: HFParams, pretrained: bool, trust_remote_code: bool = Fals
 
 def truncate(model: torch.nn.Module, layers: int) -> None:
     """Keep the first ``layers`` transformer layers (the embeddings and the rest unchanged)."""
-    from atlbench.frozen_prefix import layers_path
+    from atlbench._frozen_prefix import layers_path
 
     path = layers_path(model)
     if path is None:

@@ -8,11 +8,11 @@ from typing import Any, Protocol, cast
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from atlbench._hub import hub_reachable, offline_error
 from atlbench.datapipe import ImageTransform
 from atlbench.errors import SourceError
-from atlbench.hub import hub_reachable, offline_error
 from atlbench.registry import register_source, suggest
-from atlbench.sources.base import Encoder, Source, SourceKind, SourceOptions, images_to_tensor
+from atlbench.sources._base import Encoder, Source, SourceKind, SourceOptions, images_to_tensor
 
 
 @lru_cache(maxsize=1)
@@ -130,7 +130,7 @@ class TimmEncoder(Encoder):
         return None
 
     def layer_names(self) -> list[str]:
-        from atlbench.layer_features import auto_layers
+        from atlbench._layer_features import auto_layers
 
         return [f"model.{name}" for name in auto_layers(self.model)]
 

@@ -25,13 +25,13 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from atlbench.cache import atomic_write_bytes, atomic_write_text, cache_dir, content_hash
+from atlbench._cache import atomic_write_bytes, atomic_write_text, cache_dir, content_hash
 from atlbench.protocol import TrainingConfig
 from atlbench.registry import register_source
-from atlbench.sources.base import Encoder, Progress, Source, SourceKind, SourceOptions
+from atlbench.sources._base import Encoder, Progress, Source, SourceKind, SourceOptions
 from atlbench.sources.timm import TimmEncoder, _known_arch, create_timm, timm_arch_label
 from atlbench.sources.zoo_text import TEXT_ARCHS, ZooTextEncoder, create_zoo_text, text_arch_label
-from atlbench.targets.base import TaskData
+from atlbench.targets._base import TaskData
 from atlbench.targets.builtin import BuiltinParams, load_builtin, task_modality
 from atlbench.train import Classifier, PreparedSplit, fit, predict_logits
 
@@ -92,7 +92,7 @@ class ZooParams(BaseModel):
 
 
 def zoo_key(params: ZooParams) -> str:
-    from atlbench.targets.generators import GENERATOR_VERSION
+    from atlbench.targets._generators import GENERATOR_VERSION
 
     unset = {name for name in TEXT_ONLY if getattr(params, name) is None}
     dump = params.model_dump(exclude=unset)

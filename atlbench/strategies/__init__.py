@@ -1,5 +1,5 @@
 """Adaptation strategies. Each registers itself in its own module with ``@register_strategy``;
-:mod:`atlbench.components` lists the built-in modules. Adding one is one new module::
+:mod:`atlbench._components` lists the built-in modules. Adding one is one new module::
 
     class MyParams(StrategyParams):
         k: int = 5
@@ -10,12 +10,12 @@
 
         def run(self, ctx: CellContext[MyParams]) -> CellOutcome: ...  # ctx.params.k is an int
 
-A strategy that trains subclasses :class:`atlbench.strategies.trainable.TrainableStrategy`
+A strategy that trains subclasses :class:`atlbench.strategies._trainable.TrainableStrategy`
 (not re-exported here: it imports the training engine, which imports this package).
 """
 
 from atlbench.registry import register_strategy
-from atlbench.strategies.base import (
+from atlbench.strategies._base import (
     CellContext,
     CellOutcome,
     Selection,

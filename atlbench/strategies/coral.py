@@ -18,9 +18,9 @@ import torch
 from pydantic import Field
 
 from atlbench.registry import register_strategy
-from atlbench.strategies.base import CellContext
+from atlbench.strategies._base import CellContext
+from atlbench.strategies._trainable import LossTerm, Trial
 from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
-from atlbench.strategies.trainable import LossTerm, Trial
 from atlbench.train import Classifier, PreparedSplit
 
 

@@ -15,9 +15,9 @@ from pydantic import Field
 
 from atlbench.protocol import Dimension, LogRange
 from atlbench.registry import register_strategy
-from atlbench.sources.base import Encoder
-from atlbench.strategies.base import CellContext, StrategyParams
-from atlbench.strategies.trainable import LossTerm, TrainableStrategy, Trial
+from atlbench.sources._base import Encoder
+from atlbench.strategies._base import CellContext, StrategyParams
+from atlbench.strategies._trainable import LossTerm, TrainableStrategy, Trial
 from atlbench.train import Classifier, PreparedSplit
 
 

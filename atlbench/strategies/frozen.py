@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from atlbench.record import Cost, Tuning
 from atlbench.registry import register_strategy
-from atlbench.strategies.base import CellContext, CellOutcome, Strategy, StrategyParams
+from atlbench.strategies._base import CellContext, CellOutcome, Strategy, StrategyParams
 
 
 class LinearProbeParams(StrategyParams):

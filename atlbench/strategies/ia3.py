@@ -21,10 +21,10 @@ from torch import nn
 
 from atlbench.protocol import Dimension, LogRange
 from atlbench.registry import register_strategy
-from atlbench.sources.base import Encoder
-from atlbench.strategies.base import CellContext, StrategyParams
+from atlbench.sources._base import Encoder
+from atlbench.strategies._base import CellContext, StrategyParams
+from atlbench.strategies._trainable import TrainableStrategy, Trial
 from atlbench.strategies.lora import _excluded, backbone_of
-from atlbench.strategies.trainable import TrainableStrategy, Trial
 from atlbench.train import Classifier
 
 # Key/value projections by naming family: BERT-style, LLaMA/BART/Eva-style, DistilBERT, T5.

@@ -17,9 +17,9 @@ from torch import nn
 
 from atlbench.protocol import Dimension, LogRange
 from atlbench.registry import register_strategy
-from atlbench.sources.base import Encoder
-from atlbench.strategies.base import CellContext, StrategyParams
-from atlbench.strategies.trainable import TrainableStrategy, Trial
+from atlbench.sources._base import Encoder
+from atlbench.strategies._base import CellContext, StrategyParams
+from atlbench.strategies._trainable import TrainableStrategy, Trial
 from atlbench.train import Classifier
 
 # Attention projections by naming family: BERT-style, LLaMA/BART-style, DistilBERT, T5.

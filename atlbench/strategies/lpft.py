@@ -14,7 +14,7 @@ from pydantic import Field
 
 from atlbench.protocol import Dimension, LogRange
 from atlbench.registry import register_strategy
-from atlbench.strategies.base import CellContext
+from atlbench.strategies._base import CellContext
 from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
 from atlbench.strategies.frozen import LinearProbeParams, ProbeFit, fit_probe
 from atlbench.train import Classifier

@@ -23,10 +23,10 @@ from torch import nn
 
 from atlbench.budgets import select_budget
 from atlbench.registry import register_strategy
-from atlbench.sources.base import Encoder
-from atlbench.strategies.base import CellContext
+from atlbench.sources._base import Encoder
+from atlbench.strategies._base import CellContext
+from atlbench.strategies._trainable import LossTerm, Trial
 from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
-from atlbench.strategies.trainable import LossTerm, Trial
 from atlbench.train import Classifier, PreparedSplit
 
 

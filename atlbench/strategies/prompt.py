@@ -30,10 +30,10 @@ from torch import nn
 
 from atlbench.protocol import Dimension, LogRange
 from atlbench.registry import register_strategy
-from atlbench.sources.base import Encoder, Source
+from atlbench.sources._base import Encoder, Source
 from atlbench.sources.hf import HFTextEncoder
-from atlbench.strategies.base import CellContext, ParamsT, StrategyParams
-from atlbench.strategies.trainable import TrainableStrategy, Trial
+from atlbench.strategies._base import CellContext, ParamsT, StrategyParams
+from atlbench.strategies._trainable import TrainableStrategy, Trial
 from atlbench.train import Classifier
 
 if TYPE_CHECKING:

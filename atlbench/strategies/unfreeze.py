@@ -14,9 +14,9 @@ from pydantic import Field
 
 from atlbench.protocol import Dimension, LogRange
 from atlbench.registry import register_strategy
-from atlbench.strategies.base import CellContext
+from atlbench.strategies._base import CellContext
+from atlbench.strategies._trainable import Trial
 from atlbench.strategies.finetune import FinetuneFamily, FinetuneParams
-from atlbench.strategies.trainable import Trial
 from atlbench.train import Classifier
 
 

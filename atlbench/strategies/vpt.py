@@ -18,9 +18,9 @@ from pydantic import Field
 from torch import nn
 
 from atlbench.registry import register_strategy
-from atlbench.sources.base import Encoder, Source
+from atlbench.sources._base import Encoder, Source
 from atlbench.sources.timm import TimmEncoder
-from atlbench.strategies.base import CellContext, StrategyParams
+from atlbench.strategies._base import CellContext, StrategyParams
 from atlbench.strategies.prompt import ContinuousPromptStrategy
 
 if TYPE_CHECKING:

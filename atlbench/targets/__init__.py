@@ -1,11 +1,11 @@
 """Target tasks: labelled train/val/test splits with a content fingerprint.
 
 Each kind (builtin, folder, csv, hf_dataset) registers itself in its own module with
-``@register_target``; :mod:`atlbench.components` lists the built-in modules.
+``@register_target``; :mod:`atlbench._components` lists the built-in modules.
 """
 
 from atlbench.registry import register_target
-from atlbench.targets.base import (
+from atlbench.targets._base import (
     Split,
     Target,
     TargetKind,

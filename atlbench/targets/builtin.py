@@ -12,8 +12,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from atlbench.registry import register_target
-from atlbench.targets import generators as gen
-from atlbench.targets.base import TargetKind, TaskData, from_single_pool
+from atlbench.targets import _generators as gen
+from atlbench.targets._base import TargetKind, TaskData, from_single_pool
 
 IMAGE_TASKS = ("shapes", "textures", "fractals")
 TASKS = ("digits", *IMAGE_TASKS, "topic_text")

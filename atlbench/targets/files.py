@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from atlbench._digests import file_digest, tree_digest
 from atlbench.datapipe import ImageRows, decoded_images
-from atlbench.digests import file_digest, tree_digest
 from atlbench.errors import DataError
 from atlbench.registry import register_target
-from atlbench.targets.base import (
+from atlbench.targets._base import (
     Split,
     TargetKind,
     TaskData,

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from atlbench._digests import file_digest
+from atlbench._hub import hub_reachable, offline_by_environment, offline_error
 from atlbench.datapipe import decoded_images
-from atlbench.digests import file_digest
 from atlbench.errors import DataError
-from atlbench.hub import hub_reachable, offline_by_environment, offline_error
 from atlbench.registry import register_target
-from atlbench.targets.base import (
+from atlbench.targets._base import (
     Split,
     TargetKind,
     TaskData,

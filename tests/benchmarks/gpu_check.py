@@ -9,7 +9,7 @@ It measures
 * the training engine (``atlbench.train.fit``) against the loop anyone would hand-write for a
   GPU (bf16 autocast, channels_last, fused AdamW, warm-up + cosine, clipping, one validation pass
   per epoch), same model and data, in alternating rounds so that drift cancels;
-* :class:`~atlbench.timing.DeviceClock` (CUDA events) against synchronised wall-clock time around
+* :class:`~atlbench._timing.DeviceClock` (CUDA events) against synchronised wall-clock time around
   the same queued work;
 * the peak GPU memory and the data-wait / compute split of one fine-tune cell of a real sweep
   (``atlbench sweep --device cuda``) on a generated folder of JPEGs at 224 px, which also runs the

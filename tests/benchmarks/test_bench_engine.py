@@ -39,7 +39,7 @@ from torch import nn
 
 from atlbench.protocol import TrainingConfig
 from atlbench.sources.timm import create_timm
-from atlbench.targets.base import Split
+from atlbench.targets._base import Split
 from atlbench.train import Classifier, PreparedSplit, TrainingRun, warmup_cosine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -3,7 +3,7 @@
 * Throughput: ``fit`` against the minimal loop anyone would write for a GPU (bf16 autocast,
   channels_last, AdamW, warm-up + cosine, clipping, one validation pass per epoch), same model,
   same data held in host memory and copied per batch on both sides. Goal: at least 95%.
-* Clock: :class:`~atlbench.timing.DeviceClock` (CUDA events) against synchronised wall-clock time
+* Clock: :class:`~atlbench._timing.DeviceClock` (CUDA events) against synchronised wall-clock time
   around the same queued work. Goal: within 2%.
 
 Run on a GPU machine: ``pytest tests/benchmarks/test_bench_gpu.py -p no:cacheprovider -s
@@ -21,10 +21,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from atlbench._timing import DeviceClock
 from atlbench.protocol import TrainingConfig
 from atlbench.sources.timm import create_timm
-from atlbench.targets.base import Split
-from atlbench.timing import DeviceClock
+from atlbench.targets._base import Split
 from atlbench.train import Classifier, PreparedSplit, fit, warmup_cosine
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,5 +1,5 @@
 """Peak memory and step cost of a CPU training step with glibc's dynamic mmap threshold against
-the fixed one :func:`atlbench.heap.bound_heap` sets when ``ATLBENCH_MMAP_THRESHOLD`` asks for it
+the fixed one :func:`atlbench._heap.bound_heap` sets when ``ATLBENCH_MMAP_THRESHOLD`` asks for it
 (issue 26, item 4).
 
 Each setting runs in its own fresh process (peak resident size only grows within a process):
@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-from atlbench.heap import LEAN_THRESHOLD, THRESHOLD_ENV
+from atlbench._heap import LEAN_THRESHOLD, THRESHOLD_ENV
 
 STEP = textwrap.dedent(
     """
     import hashlib, json, resource, sys
-    from atlbench.heap import bound_heap
+    from atlbench._heap import bound_heap
     took = bound_heap()
     import torch, timm
     torch.manual_seed(0)

@@ -38,10 +38,10 @@ SUITE: dict[str, Any] = {
 
 
 def one_cell(cached: bool) -> CellRecord:
-    from atlbench.frozen_prefix import ACTIVATIONS
-    from atlbench.inputs import PREPARED
+    from atlbench._frozen_prefix import ACTIVATIONS
+    from atlbench._inputs import PREPARED
+    from atlbench._runner import Worker
     from atlbench.plan import build_plan
-    from atlbench.runner import Worker
     from atlbench.study import parse_study
 
     suite = SUITE | {"training": SUITE["training"] | {"prefix_cache": cached}}

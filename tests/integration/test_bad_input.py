@@ -312,7 +312,7 @@ def test_mixed_image_sizes_and_modes_are_normalised(tmp_path: Path) -> None:
 
 
 def test_labels_out_of_range_are_rejected() -> None:
-    from atlbench.targets.base import check_labels
+    from atlbench.targets._base import check_labels
 
     with pytest.raises(DataError, match="label 5 is out of range for 3 classes"):
         check_labels(np.array([0, 1, 5]), 3, "labels.npy")

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import yaml
 
-from atlbench.features import load_mapped
+from atlbench._features import load_mapped
 from atlbench.plan import build_plan
 from atlbench.registry import STRATEGIES
 from atlbench.store import Store
@@ -192,7 +192,7 @@ def test_torn_cache_entries_are_recomputed_not_trusted(
     """Truncated features and zoo weights (a full disk, a copy cut short) are rebuilt."""
     import torch
 
-    from atlbench.features import FeatureCache, feature_paths
+    from atlbench._features import FeatureCache, feature_paths
     from atlbench.sources.zoo import pretrain, zoo_paths
 
     monkeypatch.setenv("ATLBENCH_CACHE", str(tmp_path / "cache"))
@@ -230,7 +230,7 @@ def test_torn_cache_entries_are_recomputed_not_trusted(
     meta = pretrain(params)  # a torn weights file is re-trained, not loaded
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == digests[weights]
     assert meta["num_classes"] == 2
-    import atlbench.features as features_module
+    import atlbench._features as features_module
 
     calls: list[int] = []
     real_extract = features_module.extract

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from atlbench._domain_gap import KIND
+from atlbench._drift import detect_drift, render
 from atlbench.cli import main
-from atlbench.domain_gap import KIND
-from atlbench.drift import detect_drift, render
 from atlbench.executors.local import LocalExecutor
 from atlbench.plan import DomainGapTask, build_plan
 from atlbench.store import Store

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
+from atlbench._estimate import rank_sources
 from atlbench.errors import AtlbenchError, SuiteError
-from atlbench.estimate import rank_sources
 from atlbench.estimators import logme
 
 SUITE = {
@@ -60,7 +60,7 @@ def test_ranks_every_source_with_every_estimator_and_baseline(suite_path: Path) 
     # the stored LogME equals LogME recomputed on the cached train features
     import torch
 
-    from atlbench.features import FeatureCache
+    from atlbench._features import FeatureCache
     from atlbench.study import load_study
 
     study = load_study(suite_path)

@@ -15,10 +15,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import atlbench.layer_study as layer_study
+import atlbench._layer_study as layer_study
+from atlbench._runner import Worker
 from atlbench.artifacts import CkaArtifact
 from atlbench.plan import CkaTask, build_plan
-from atlbench.runner import Worker
 from atlbench.similarity import auto_layers
 from atlbench.store import Store
 from atlbench.study import parse_study

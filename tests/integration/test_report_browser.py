@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from atlbench.report.html import top_sections
+from atlbench.report._html import top_sections
 
 REPO = Path(__file__).resolve().parents[2]
 

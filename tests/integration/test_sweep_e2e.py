@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from atlbench.report.leaderboard import LEADERBOARD_COLUMNS
+from atlbench.report._leaderboard import LEADERBOARD_COLUMNS
 
 TINY = {
     "name": "tiny",
@@ -162,7 +162,7 @@ def test_every_registered_strategy_runs_through_the_real_sweep(tmp_path: Path) -
     """One epoch, one trial each: every strategy the registry has, through runner and store."""
     from conftest import tiny_suite
 
-    import atlbench.components  # noqa: F401
+    import atlbench._components  # noqa: F401
     from atlbench.registry import STRATEGIES
     from atlbench.store import Store
     from atlbench.sweep import SweepOptions, run_sweep
@@ -197,8 +197,8 @@ def test_a_log_gets_one_line_per_cell_and_json_events(tmp_path: Path, capsys) ->
     """Not a terminal: plain lines with accuracy, time, done/total and ETA; --log-json events."""
     from conftest import tiny_suite
 
+    from atlbench._ui import SweepUI
     from atlbench.sweep import SweepOptions, run_sweep
-    from atlbench.ui import SweepUI
 
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(tiny_suite(strategies=["knn", "scratch"])))
     events = tmp_path / "events.jsonl"

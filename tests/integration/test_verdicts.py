@@ -26,7 +26,7 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     import torch
     from safetensors.torch import save_file
 
-    from atlbench.api import run_suite
+    from atlbench._api import run_suite
     from atlbench.sources.timm import create_timm
 
     root = tmp_path_factory.mktemp("verdicts")

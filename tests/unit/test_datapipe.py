@@ -16,9 +16,9 @@ import yaml
 
 import atlbench.datapipe._stream as stream_module
 import atlbench.targets.files as files_module
-from atlbench.cache import cache_dir
+from atlbench._cache import cache_dir
 from atlbench.datapipe import ImageRows, NpyWriter, decoded_images, image_batches, open_npy
-from atlbench.targets.base import Split, TaskData
+from atlbench.targets._base import Split, TaskData
 from atlbench.targets.files import FolderParams, load_folder, load_image
 
 CPU = torch.device("cpu")
@@ -213,8 +213,8 @@ def test_features_come_back_identical_through_the_memory_mapped_cache(
 ) -> None:
     import timm
 
-    from atlbench.features import FeatureCache, extract
-    from atlbench.sources.base import Source
+    from atlbench._features import FeatureCache, extract
+    from atlbench.sources._base import Source
     from atlbench.sources.timm import TimmEncoder
 
     def build(pretrained: bool) -> TimmEncoder:
@@ -245,7 +245,7 @@ def test_features_come_back_identical_through_the_memory_mapped_cache(
 def _sweep(root: Path, folder: Path, weights: Path) -> str:
     from conftest import tiny_suite
 
-    import atlbench.targets.base as targets_base
+    import atlbench.targets._base as targets_base
     from atlbench.store import Store
     from atlbench.sweep import SweepOptions, run_sweep
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import atlbench.features as features_module
-from atlbench.features import FeatureCache, extract
-from atlbench.sources.base import Encoder, Source
-from atlbench.targets.base import Split, TaskData
+import atlbench._features as features_module
+from atlbench._features import FeatureCache, extract
+from atlbench.sources._base import Encoder, Source
+from atlbench.targets._base import Split, TaskData
 
 CPU = torch.device("cpu")
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from atlbench.frozen_prefix import frozen_blocks
+from atlbench._frozen_prefix import frozen_blocks
 from atlbench.protocol import TrainingConfig
-from atlbench.targets.base import Split, TaskData
+from atlbench.targets._base import Split, TaskData
 
 TOPICS = {
     "sport": "goal match striker keeper league cup final referee",
@@ -72,8 +72,9 @@ def test_cached_prefix_gives_the_same_selection_and_logits(layers: object) -> No
         finally:
             tuning.predict_logits = real
     (fast, fast_logits), (slow, slow_logits) = outs[True], outs[False]
-    assert fast.extra["prefix_cache"].startswith("exact: embeddings + ")
-    assert slow.extra["prefix_cache"] == "off: prefix_cache is false"
+    assert fast.cost.prefix_cache is not None
+    assert fast.cost.prefix_cache.startswith("exact: embeddings + ")
+    assert slow.cost.prefix_cache == "off: prefix_cache is false"
     assert fast.hparams == slow.hparams  # the same trial wins
     for a, b in zip(fast.trials, slow.trials, strict=True):
         assert a["val_acc"] == b["val_acc"] and a["epochs"] == b["epochs"]

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from atlbench.targets import generators as gen
+from atlbench.targets import _generators as gen
 
 FAMILIES = sorted(gen.IMAGE_FAMILIES)
 SMALL = 16  # image side for fast tests

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from atlbench.heap import LEAN_THRESHOLD, THRESHOLD_ENV, mmap_threshold
+from atlbench._heap import LEAN_THRESHOLD, THRESHOLD_ENV, mmap_threshold
 
-PROBE = "from atlbench.heap import bound_heap; print(bound_heap())"
+PROBE = "from atlbench._heap import bound_heap; print(bound_heap())"
 
 
 def _bound_heap_in_fresh_process(value: str | None) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from atlbench.cli import main
-from atlbench.report.views import Views
+from atlbench.report._views import Views
 from atlbench.store import Store
 
 SOURCES = ("resnet50", "densenet121", "lab-a", "lab-b")  # two hub models, two of a lab's own
@@ -171,7 +171,7 @@ def test_recommend_offline_without_target_data(
     def loaded(*args: object, **kwargs: object) -> None:
         raise AssertionError("recommend loaded the target or the suite's models")
 
-    monkeypatch.setattr("atlbench.estimate.rank_sources", loaded)
+    monkeypatch.setattr("atlbench._estimate.rank_sources", loaded)
     monkeypatch.setattr("atlbench.study.load_study", loaded)
     capsys.readouterr()
     assert run("recommend", str(store), "--suite", str(suite), "--target", "plants") == 0

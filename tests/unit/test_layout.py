@@ -113,9 +113,10 @@ def test_importing_atlbench_has_no_side_effects() -> None:
         "matplotlib.use('svg')\n"
         "before = (matplotlib.get_backend(), os.umask(0o022), dict(os.environ))\n"
         "os.umask(0o022)\n"
-        "import atlbench.components, atlbench.report.plots, atlbench.report.html, atlbench.cache\n"
-        "import atlbench.hub, atlbench.cli, atlbench.sweep\n"
-        "atlbench.hub.hub_reachable()\n"
+        "import atlbench._components, atlbench.report._plots, atlbench.report._html\n"
+        "import atlbench._cache\n"
+        "import atlbench._hub, atlbench.cli, atlbench.sweep\n"
+        "atlbench._hub.hub_reachable()\n"
         "after = (matplotlib.get_backend(), os.umask(0o022), dict(os.environ))\n"
         "assert before == after, (before[:2], after[:2], set(after[2]) ^ set(before[2]))\n"
     )
@@ -135,7 +136,7 @@ def test_a_plugin_kind_registers_from_outside_and_runs(tmp_path: Path) -> None:
     from pydantic import BaseModel, ConfigDict
 
     from atlbench.registry import SOURCE_KINDS, register_source
-    from atlbench.sources.base import Encoder, Source, SourceKind, images_to_tensor
+    from atlbench.sources._base import Encoder, Source, SourceKind, images_to_tensor
     from atlbench.sweep import SweepOptions, run_sweep
 
     class PixelParams(BaseModel):
@@ -201,7 +202,7 @@ def test_a_plugin_kind_registers_from_outside_and_runs(tmp_path: Path) -> None:
 # every package, and every top-level module users import from (README, DESIGN, the plug-in tests)
 PUBLIC_MODULES = (
     "atlbench",
-    "atlbench.api",
+    "atlbench._api",
     "atlbench.analysis",
     "atlbench.commands",
     "atlbench.datapipe",

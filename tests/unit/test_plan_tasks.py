@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 from conftest import tiny_suite
 
-from atlbench import domain_gap, label_mapping, layer_study
+from atlbench import _domain_gap as domain_gap
+from atlbench import _label_mapping as label_mapping
+from atlbench import _layer_study as layer_study
+from atlbench._cache import content_hash
 from atlbench.artifacts import (
     DomainGapArtifact,
     GapMeasure,
@@ -20,8 +23,7 @@ from atlbench.artifacts import (
     TaskSkipped,
     cka_key,
 )
-from atlbench.cache import content_hash
-from atlbench.executors.remote import failure_result
+from atlbench.executors._remote import failure_result
 from atlbench.plan import (
     FT_VS_SCRATCH,
     PRE_VS_FT,

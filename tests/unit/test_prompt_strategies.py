@@ -14,9 +14,9 @@ from test_strategies import check_outcome, context, image_task, run, timm_encode
 
 from atlbench.protocol import TrainingConfig
 from atlbench.registry import STRATEGIES
-from atlbench.sources.base import Encoder
+from atlbench.sources._base import Encoder
 from atlbench.strategies import CellOutcome
-from atlbench.targets.base import Split, TaskData
+from atlbench.targets._base import Split, TaskData
 
 TINY = TrainingConfig(max_epochs=1, trials=1, min_epoch_samples=16, batch_size=6)
 SENTENCES = [

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atlbench.commands.import_results import import_table
-from atlbench.published import model_metadata, read_table, shipped_tables
+from atlbench._published import model_metadata, read_table, shipped_tables
+from atlbench.commands._import_results import import_table
 from atlbench.recommend import (
     HISTORY,
     MODEL,

@@ -259,7 +259,7 @@ def test_cli_validates_then_ranks(
         calls.append((target, estimators))
         return fake_ranking(sources, target)
 
-    monkeypatch.setattr("atlbench.estimate.rank_sources", rank_sources)
+    monkeypatch.setattr("atlbench._estimate.rank_sources", rank_sources)
     code = run(str(stores["full"]), "--suite", str(stores["suite"]), "--target", "d56")
     out = capsys.readouterr().out
     assert code == 0, out
@@ -279,7 +279,7 @@ def test_cli_falls_back_without_enough_history(
     stores: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(
-        "atlbench.estimate.rank_sources", lambda *a, **k: fake_ranking(["s00", "s01", "s02"])
+        "atlbench._estimate.rank_sources", lambda *a, **k: fake_ranking(["s00", "s01", "s02"])
     )
     code = run(str(stores["few"]), "--suite", str(stores["suite"]), "--target", "d56")
     out = capsys.readouterr().out

@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import tiny_suite
 
-from atlbench.analysis.failure_modes import forgetting_table, overfit_flags, overfitting_table
+from atlbench.analysis._failure_modes import forgetting_table, overfit_flags, overfitting_table
 from atlbench.errors import AtlbenchError
 from atlbench.record import (
     DTYPES,
@@ -91,8 +91,8 @@ def minimal(key: str = "k1", **fields: Any) -> dict[str, Any]:
 def swept(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every cell of a tiny study (probe and its random-init twin, fine-tune with a kept
     checkpoint and a known source task, scratch) run by the worker and stored."""
+    from atlbench._runner import Worker, cell_identity
     from atlbench.plan import build_plan
-    from atlbench.runner import Worker, cell_identity
     from atlbench.study import parse_study
 
     root = tmp_path_factory.mktemp("record")

@@ -14,12 +14,12 @@ import pytest
 
 from atlbench.registry import REPORT_SECTIONS, register_report_section
 from atlbench.report import write_csvs
+from atlbench.report._html import render_report, top_sections
+from atlbench.report._leaderboard import LEADERBOARD_COLUMNS
 from atlbench.report._study import StudyData
 from atlbench.report._tables import MAX_COLUMNS, table_html
-from atlbench.report.html import render_report, top_sections
-from atlbench.report.leaderboard import LEADERBOARD_COLUMNS
+from atlbench.report._views import Views
 from atlbench.report.sections import Section, Table, children, ordered
-from atlbench.report.views import Views
 
 
 def test_built_in_sections_in_page_order() -> None:

@@ -75,7 +75,7 @@ def test_estimates_and_artifacts(tmp_path: Path) -> None:
 
 
 def test_opening_a_missing_store_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
-    from atlbench.report.views import Views
+    from atlbench.report._views import Views
 
     typo = tmp_path / "results" / "quickstrat"
     with pytest.raises(AtlbenchError, match=r"quickstrat: no results store here"):

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from atlbench._runner import make_selection
 from atlbench.budgets import BudgetSpec, select_budget
 from atlbench.protocol import TrainingConfig
 from atlbench.registry import STRATEGIES
-from atlbench.runner import make_selection
-from atlbench.sources.base import Encoder, Source
+from atlbench.sources._base import Encoder, Source
 from atlbench.strategies import CellContext, CellOutcome
 from atlbench.strategies.finetune import FinetuneParams, finetune_groups
 from atlbench.strategies.frozen import fit_probe
@@ -22,7 +22,7 @@ from atlbench.strategies.lora import LoRAParams, auto_targets, inject_lora
 from atlbench.strategies.lpft import set_head
 from atlbench.strategies.unfreeze import unfreeze_schedule
 from atlbench.study import resolve_search
-from atlbench.targets.base import Split, TaskData
+from atlbench.targets._base import Split, TaskData
 from atlbench.train import Classifier
 
 CPU = torch.device("cpu")
@@ -67,7 +67,7 @@ def context(
 ) -> CellContext:
     """A cell context as the runner builds it: labels outside the budget (and the test labels)
     hidden, selection from :func:`make_selection`; ``validation: full`` unless ``budgeted``."""
-    from atlbench.features import extract
+    from atlbench._features import extract
 
     cls = STRATEGIES.get(strategy)
     p = cls.Params.model_validate(params)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from atlbench._source_task import source_accuracy
 from atlbench.plan import BASELINE, build_plan
-from atlbench.source_task import source_accuracy
 from atlbench.sources import zoo
 from atlbench.sources.zoo import ZooParams, build_zoo, pretrain, pretrain_data
 from atlbench.study import parse_study

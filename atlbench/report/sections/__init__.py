@@ -2,7 +2,7 @@
 
 A section is a :class:`Section` subclass registered with
 :func:`atlbench.registry.register_report_section`; the page, the CSVs beside the store and
-:class:`atlbench.report.views.Views` read the registry. A plug-in adds a section the same way
+:class:`atlbench.report._views.Views` read the registry. A plug-in adds a section the same way
 from its own module::
 
     @register_report_section("my-table", order=85)

@@ -4,7 +4,7 @@ A section is one class in its own module, registered with
 :func:`atlbench.registry.register_report_section`. It says what it computes (``data``), which
 CSV that frame is written to (``csv``), which columns its table shows and under which headers
 (``table``), its figures, and the plain-words lines it adds to the report's summary (``words``).
-The page, the CSV list and :class:`atlbench.report.views.Views` are all read from the registry,
+The page, the CSV list and :class:`atlbench.report._views.Views` are all read from the registry,
 so a plug-in adds a table to every report with one module.
 """
 

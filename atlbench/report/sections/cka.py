@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from atlbench.registry import register_report_section
-from atlbench.report import plots
+from atlbench.report import _plots as plots
 from atlbench.report._study import StudyData
 from atlbench.report.sections._base import Section
 

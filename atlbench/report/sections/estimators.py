@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from atlbench.registry import register_report_section
-from atlbench.report import plots
+from atlbench.report import _plots as plots
 from atlbench.report._study import StudyData
 from atlbench.report._tables import interval_text
 from atlbench.report.sections._base import Section, Table

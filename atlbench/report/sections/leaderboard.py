@@ -1,6 +1,6 @@
 """The leaderboard: per target and label budget, every recipe ranked by mean test accuracy.
 
-``leaderboard.csv`` has the stable columns of :data:`atlbench.report.leaderboard.
+``leaderboard.csv`` has the stable columns of :data:`atlbench.report._leaderboard.
 LEADERBOARD_COLUMNS`; the page shows accuracy and gain with their intervals as text, one table
 per target, and folds the rest under each row.
 """
@@ -13,10 +13,10 @@ import pandas as pd
 
 from atlbench.analysis import summarize
 from atlbench.registry import register_report_section
-from atlbench.report import plots
+from atlbench.report import _plots as plots
+from atlbench.report._leaderboard import leaderboard
 from atlbench.report._study import StudyData
 from atlbench.report._tables import pts
-from atlbench.report.leaderboard import leaderboard
 from atlbench.report.sections._base import Section, Table
 
 
