@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from atlbench.errors import DataError
 
+__all__ = ["BudgetSpec", "check_budgets", "holdout_split", "select_budget", "stratified_folds"]
+
 
 class BudgetSpec(BaseModel):
     """A label budget: ``per_class`` examples of each class, or a ``fraction`` of the train set."""

@@ -17,6 +17,8 @@ import click
 from atlbench.errors import AtlbenchError
 from atlbench.version import __version__
 
+__all__ = ["main"]
+
 if TYPE_CHECKING:
     from atlbench.store import Store
 

@@ -30,6 +30,23 @@ from atlbench.sources._base import Source
 from atlbench.strategies._base import StrategySpec
 from atlbench.study import Study
 
+__all__ = [
+    "BASELINE",
+    "FT_VS_SCRATCH",
+    "PRE_VS_FT",
+    "RANDOM_INIT",
+    "TRANSFER",
+    "ArtifactTask",
+    "Cell",
+    "CkaTask",
+    "DomainGapTask",
+    "EstimateTask",
+    "LabelMappingTask",
+    "Plan",
+    "Task",
+    "build_plan",
+]
+
 METHOD_VERSION = 2  # 2: budgeted validation, tuned trials; bump when every result would change
 TRANSFER, BASELINE, RANDOM_INIT = Role.TRANSFER, Role.BASELINE, Role.RANDOM_INIT
 PRE_VS_FT, FT_VS_SCRATCH = "pre_vs_finetuned", "finetuned_vs_scratch"  # the CKA comparisons
@@ -103,10 +120,11 @@ class CkaTask:
 
 
 @dataclass(frozen=True)
-class DomainGapTask:
-    """Distance of a target from the data its source was pre-trained on (needs no cell)."""
+class _PairTask:
+    """A task about one (source, target) pair that reads no cell's output."""
 
-    ARTIFACT: ClassVar[str] = DOMAIN_GAP
+    ARTIFACT: ClassVar[str]
+    WHAT: ClassVar[str]
 
     key: str
     source: str  # the source id
@@ -115,23 +133,23 @@ class DomainGapTask:
 
     @property
     def label(self) -> str:
-        return f"domain gap {self.source} -> {self.target}"
+        return f"{self.WHAT} {self.source} -> {self.target}"
 
 
 @dataclass(frozen=True)
-class LabelMappingTask:
+class DomainGapTask(_PairTask):
+    """Distance of a target from the data its source was pre-trained on."""
+
+    ARTIFACT: ClassVar[str] = DOMAIN_GAP
+    WHAT: ClassVar[str] = "domain gap"
+
+
+@dataclass(frozen=True)
+class LabelMappingTask(_PairTask):
     """Which source classes each target class lands on, for a source with a head."""
 
     ARTIFACT: ClassVar[str] = LABEL_MAPPING
-
-    key: str
-    source: str  # the source id
-    target: str
-    needs: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        return f"label mapping {self.source} -> {self.target}"
+    WHAT: ClassVar[str] = "label mapping"
 
 
 ArtifactTask = CkaTask | DomainGapTask | LabelMappingTask

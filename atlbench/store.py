@@ -20,6 +20,8 @@ import pandas as pd
 from atlbench.errors import AtlbenchError
 from atlbench.record import DTYPES, CellRecord, RecordError
 
+__all__ = ["Store", "SweepLock", "export_records"]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
     key TEXT PRIMARY KEY,

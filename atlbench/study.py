@@ -24,6 +24,8 @@ from atlbench.strategies._base import StrategySpec
 from atlbench.suite import ENTRY_KEYS, SuiteBase, parse_suite, read_suite_file
 from atlbench.targets._base import Target
 
+__all__ = ["Study", "load_study", "parse_study", "resolve_search"]
+
 
 @dataclass(frozen=True, eq=False)
 class Study:

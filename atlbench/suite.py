@@ -31,6 +31,8 @@ from atlbench.errors import SuiteError
 from atlbench.protocol import SHARED_ONLY, Dimension, Strict, TrainingConfig
 from atlbench.registry import SOURCE_KINDS, STRATEGIES, TARGET_KINDS, Registry, suggest
 
+__all__ = ["ENTRY_KEYS", "SuiteBase", "load_suite", "parse_suite", "read_suite_file"]
+
 ENTRY_KEYS = {"name", "id", "search", "training"}  # strategy-entry keys that are not params
 
 

@@ -41,6 +41,16 @@ from atlbench.record import CellRecord, Status
 from atlbench.store import Store, SweepLock
 from atlbench.study import Study, load_study, parse_study
 
+__all__ = [
+    "SweepOptions",
+    "SweepSummary",
+    "make_executor",
+    "preflight",
+    "results_dir_for",
+    "run_artifact_tasks",
+    "run_sweep",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -44,6 +44,8 @@ from atlbench.train import (
     to_device,
 )
 
+__all__ = ["LossTerm", "Stage", "Trial", "run_trials", "tune"]
+
 Trial = dict[str, Any]  # one configuration of the search space (lr, backbone_lr_mult, ...)
 LossTerm = Callable[[nn.Module], torch.Tensor]
 
