@@ -215,7 +215,12 @@ def test_an_old_store_migrates_on_read_and_on_a_writable_open(tmp_path: Path) ->
     assert CellRecord.from_json(stored) == record
 
 
+@pytest.mark.skipif(
+    not (ROOT / "results" / "quickstart" / Store.FILENAME).is_file(),
+    reason="the quickstart store is not committed (gitignored); it exists after a local sweep",
+)
 def test_the_committed_quickstart_store_reads_with_todays_names() -> None:
+    """A store written before the typed record (schema 1) reads with today's field names."""
     with Store(ROOT / "results" / "quickstart") as store:
         frame = store.records()
     assert len(frame) == 144 and not [c for c in frame.columns if c.startswith("extra_")]
