@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
+from atlbench.record import Verdict
 from atlbench.report import _plots as plots
 
 # At most this many main columns: a section that names more folds the rest under each row.
@@ -39,8 +40,10 @@ HEADERS: dict[str, str] = {
     "rel_top1": "Rel. top-1", "indicative": "Indicative",
 }  # fmt: skip
 # verdicts get their colour here, the one place that words them
-POSITIVE = ("positive (significant)", "above scratch training (significant)")
-NEGATIVE = ("negative (significant)", "below scratch training (significant)")
+POSITIVE = (Verdict.POSITIVE_SIGNIFICANT, Verdict.ABOVE_SCRATCH_SIGNIFICANT)
+NEGATIVE = (Verdict.NEGATIVE_SIGNIFICANT, Verdict.BELOW_SCRATCH_SIGNIFICANT)
+LEANS_POSITIVE = (Verdict.POSITIVE_NOMINAL, Verdict.ABOVE_SCRATCH_NOMINAL)
+LEANS_NEGATIVE = (Verdict.NEGATIVE_NOMINAL, Verdict.BELOW_SCRATCH_NOMINAL)
 
 
 def header(column: str, headers: Mapping[str, str] | None = None) -> str:
@@ -77,8 +80,10 @@ def cell_class(column: str, text: str, key: str) -> str:
             return "pos"
         if text in NEGATIVE:
             return "neg"
-        if text.endswith("(nominal)"):
-            return "lean-pos" if text.startswith(("positive", "above")) else "lean-neg"
+        if text in LEANS_POSITIVE:
+            return "lean-pos"
+        if text in LEANS_NEGATIVE:
+            return "lean-neg"
         return ""
     if column in ("gain_mean", "gain") and key:
         try:

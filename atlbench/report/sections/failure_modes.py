@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from atlbench.record import Verdict
 from atlbench.registry import register_report_section
 from atlbench.report._study import StudyData
 from atlbench.report.sections._base import Section, Table, rows_of
@@ -19,7 +20,7 @@ def _pts(value: float) -> str:
 def _negative_transfer_lines(gains: pd.DataFrame) -> list[Line]:
     if gains.empty:
         return []
-    hurt = gains[gains["verdict"].isin(["negative (significant)", "negative (nominal)"])]
+    hurt = gains[gains["verdict"].isin([Verdict.NEGATIVE_SIGNIFICANT, Verdict.NEGATIVE_NOMINAL])]
     return [
         (r.source, r.target, "negative transfer",
          f"{r.strategy} at {r.budget}: {_pts(r.gain_mean)} points [{_pts(r.gain_ci_low)}, "

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from atlbench.analysis import summarize
+from atlbench.record import Verdict
 from atlbench.registry import register_report_section
 from atlbench.report import _plots as plots
 from atlbench.report._leaderboard import leaderboard
@@ -57,7 +58,7 @@ def _best_line(target: str, budget: str, grp: pd.DataFrame) -> str:
         return (
             f"{where}, training from scratch has the highest mean ({top['mean_acc']:.3f}); no "
             "pre-trained recipe is significantly above it."
-            if not grp["scratch_verdict"].isin(["above scratch training (significant)"]).any()
+            if not grp["scratch_verdict"].isin([Verdict.ABOVE_SCRATCH_SIGNIFICANT]).any()
             else f"{where}, training from scratch has the highest mean ({top['mean_acc']:.3f})."
         )
     recipe = f"{top['source']} with {str(top['strategy']).replace('_', ' ')}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from atlbench.analysis import probability_of_improvement
+from atlbench.record import Verdict
 from atlbench.registry import register_report_section
 from atlbench.report._study import COMPARISON_COLUMNS, StudyData
 from atlbench.report._tables import interval_text, pts
@@ -92,17 +93,18 @@ class SameAlgorithm(Section):
         same, lines = views.gains, list[str]()
         if same.empty:
             return lines
-        for row in rows_of(same[same["verdict"] == "negative (significant)"]):
+        for row in rows_of(same[same["verdict"] == Verdict.NEGATIVE_SIGNIFICANT]):
             lines.append(
                 f"Negative transfer: {_recipe(row)} on {row.target} ({row.budget}) is "
                 f"{abs(row.gain_mean) * 100:.1f} points below the same algorithm without the "
                 f"source ({row.baseline_source}), significant after {views.correction_name} "
                 "correction."
             )
-        for verdict, words in (("positive (significant)", "helps significantly"),
-                               ("positive (nominal)",
-                                "helps nominally (CI above zero, not after correction)"),
-                               ("equivalent", "is equivalent within the margin")):  # fmt: skip
+        for verdict, words in (
+            (Verdict.POSITIVE_SIGNIFICANT, "helps significantly"),
+            (Verdict.POSITIVE_NOMINAL, "helps nominally (CI above zero, not after correction)"),
+            (Verdict.EQUIVALENT, "is equivalent within the margin"),
+        ):
             n = int((same["verdict"] == verdict).sum())
             if n:
                 lines.append(
@@ -134,7 +136,7 @@ class VsScratch(Section):
         if scratch.empty:
             return []
         frozen = scratch[~scratch["trains_encoder"].astype(bool)]
-        below = frozen[frozen["verdict"] == "below scratch training (significant)"]
+        below = frozen[frozen["verdict"] == Verdict.BELOW_SCRATCH_SIGNIFICANT]
         return [
             f"Below scratch training: {_recipe(row)} on {row.target} ({row.budget}) is "
             f"{abs(row.gain_mean) * 100:.1f} points below a network trained from scratch; a "

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup
 
+from atlbench.record import Verdict
 from atlbench.registry import register_report_section
 from atlbench.report._study import StudyData
 from atlbench.report.sections._base import Section, ordered
@@ -92,7 +93,7 @@ def next_steps(views: StudyData) -> list[str]:
                          (views.vs_scratch, "against scratch training")):  # fmt: skip
         if table.empty:
             continue
-        unsure = int(table["verdict"].isin(["not significant", "undetermined"]).sum())
+        unsure = int(table["verdict"].isin([Verdict.NOT_SIGNIFICANT, Verdict.UNDETERMINED]).sum())
         if unsure:
             more = max(10, 2 * seeds)
             steps.append(
