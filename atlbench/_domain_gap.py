@@ -34,14 +34,11 @@ from atlbench._source_task import source_task
 from atlbench.analysis._domain import frechet_distance, median_bandwidth2, mmd_rbf
 from atlbench.artifacts import DomainGapArtifact, GapMeasure
 from atlbench.plan import DomainGapTask
-from atlbench.sources._base import Source
 from atlbench.study import Study
 from atlbench.targets._base import Split
 
-__all__ = ["KIND", "REFERENCE", "compute_gap", "gap_key", "measure_gap", "reference_embedding"]
+__all__ = ["REFERENCE", "compute_gap", "measure_gap", "reference_embedding"]
 
-KIND = artifacts.DOMAIN_GAP
-GAP_VERSION = artifacts.GAP_VERSION  # the settings below are part of every key
 MAX_SAMPLES = artifacts.GAP_MAX_SAMPLES
 PERMUTATIONS = artifacts.GAP_PERMUTATIONS
 REFERENCE = {
@@ -63,11 +60,6 @@ def reference_embedding(split: Split, modality: str) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255.0
         out.append(torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten().numpy())
     return np.stack(out).astype(np.float64)
-
-
-def gap_key(study: Study, source: Source, target_id: str) -> str:
-    """The artifact key of a (source, target) pair (the plan's :class:`DomainGapTask` key)."""
-    return artifacts.gap_key(source.fingerprint, study.target(target_id).fingerprint)
 
 
 def measure_gap(

@@ -21,16 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from atlbench import artifacts
 from atlbench._features import FeatureCache
 from atlbench.artifacts import LabelMappingArtifact, TaskSkipped
 from atlbench.plan import LabelMappingTask
 from atlbench.study import Study
 
-__all__ = ["CONFIDENT", "KIND", "compute_mapping", "label_mapping", "mapping_key"]
+__all__ = ["CONFIDENT", "compute_mapping", "label_mapping"]
 
-KIND = artifacts.LABEL_MAPPING
-VERSION = artifacts.MAPPING_VERSION  # part of every key
 CONFIDENT = 0.5
 
 
@@ -62,12 +59,6 @@ def label_mapping(
         "n_shared": int(shared.sum()),
         "confident_threshold": confident,
     }
-
-
-def mapping_key(study: Study, source_id: str, target_id: str) -> str:
-    """The artifact key of a (source, target) pair (the plan's :class:`LabelMappingTask` key)."""
-    source, target = study.source(source_id), study.target(target_id)
-    return artifacts.mapping_key(source.fingerprint, target.fingerprint)
 
 
 def compute_mapping(

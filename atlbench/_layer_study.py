@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from atlbench.artifacts import CKA, CKA_VERSION, CkaArtifact, TaskSkipped, cka_key
+from atlbench.artifacts import CKA_VERSION, CkaArtifact, TaskSkipped
 from atlbench.errors import AtlbenchError
 from atlbench.plan import FT_VS_SCRATCH, PRE_VS_FT, CkaTask
 from atlbench.similarity import CKAResult, auto_layers, cka_matrix
@@ -49,7 +49,6 @@ __all__ = [
     "MAX_EXAMPLES",
     "PRE_VS_FT",
     "CkaModels",
-    "artifact_key",
     "attach_checkpoints",
     "compare",
     "compare_on_task",
@@ -57,10 +56,7 @@ __all__ = [
     "load_encoder_checkpoint",
 ]
 
-KIND = CKA
 MAX_EXAMPLES = 500  # test examples per comparison: enough for stable CKA, cheap on a CPU
-STUDY_VERSION = CKA_VERSION  # part of every key: bump it when the estimator or data change
-artifact_key = cka_key  # (key a, key b, kind) -> the comparison's artifact key
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,5 +245,5 @@ def compute_cka(
         n_examples=res.n_examples,
         n_split=n_split,
         estimator="linear CKA (biased HSIC)",
-        version=STUDY_VERSION,
+        version=CKA_VERSION,
     )

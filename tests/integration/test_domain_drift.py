@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from atlbench._domain_gap import KIND
 from atlbench._drift import detect_drift, render
+from atlbench.artifacts import DOMAIN_GAP
 from atlbench.cli import main
 from atlbench.executors.local import LocalExecutor
 from atlbench.plan import DomainGapTask, build_plan
@@ -101,7 +101,7 @@ def test_domain_gap_artifacts_and_resume(suite_path: Path, tmp_path: Path) -> No
     with Store.create(tmp_path) as store:
         first = run_artifact_tasks(store, study, tasks, executor, tmp_path)
         assert len(first.computed) == 2 and not first.skipped
-        gaps = {p["target"]: p for p in store.artifacts(KIND)}
+        gaps = {p["target"]: p for p in store.artifacts(DOMAIN_GAP)}
         # The source was pre-trained on plain digits: inverted digits must look further away,
         # on the reference ruler and in the source's own features alike.
         for ruler in ("reference", "source_space"):

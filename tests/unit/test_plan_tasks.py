@@ -12,9 +12,6 @@ from typing import Any
 import pytest
 from conftest import tiny_suite
 
-from atlbench import _domain_gap as domain_gap
-from atlbench import _label_mapping as label_mapping
-from atlbench import _layer_study as layer_study
 from atlbench._cache import content_hash
 from atlbench.artifacts import (
     DomainGapArtifact,
@@ -22,6 +19,8 @@ from atlbench.artifacts import (
     LabelMappingArtifact,
     TaskSkipped,
     cka_key,
+    gap_key,
+    mapping_key,
 )
 from atlbench.executors._remote import failure_result
 from atlbench.plan import (
@@ -65,12 +64,12 @@ def test_plan_holds_every_kind_with_content_keys() -> None:
     source = study.source("zoo-digits")
     source_key = content_hash(source.fingerprint, 20)
     # the keys a store already holds: today's artifact keys, by their original recipes
-    assert cka[0].key == layer_study.artifact_key(source_key, finetune.key, PRE_VS_FT)
+    assert cka[0].key == cka_key(source_key, finetune.key, PRE_VS_FT)
     assert cka[1].key == cka_key(finetune.key, scratch.key, FT_VS_SCRATCH)
     assert [(t.source, t.target, t.needs) for t in gaps] == [("zoo-digits", "d56", ())]
-    assert gaps[0].key == domain_gap.gap_key(study, source, "d56")
+    assert gaps[0].key == gap_key(source.fingerprint, study.target("d56").fingerprint)
     assert [(t.source, t.target) for t in maps] == [("zoo-digits", "d56")]
-    assert maps[0].key == label_mapping.mapping_key(study, "zoo-digits", "d56")
+    assert maps[0].key == mapping_key(source.fingerprint, study.target("d56").fingerprint)
     assert len({t.key for t in plan.artifacts}) == len(plan.artifacts)
 
 
