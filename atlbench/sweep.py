@@ -37,7 +37,7 @@ from atlbench.plan import (
     Task,
     build_plan,
 )
-from atlbench.record import CellRecord, Status
+from atlbench.record import Status
 from atlbench.store import Store, SweepLock
 from atlbench.study import Study, load_study, parse_study
 
@@ -245,9 +245,7 @@ def _run_pending(
     def on_result(task: Task, result: TaskResult) -> None:
         if isinstance(task, Cell):
             assert isinstance(result, tuple)
-            record, preds = result
-            if not isinstance(record, CellRecord):  # an executor's record of a crashed worker
-                record = CellRecord.from_row(record)
+            record, preds = result  # every executor hands a CellRecord, a crashed worker's too
             store.put_cell(record, preds)
             summary.ran += 1
             ui.cell_done(task, record)

@@ -103,19 +103,23 @@ def remote_call(fn: Callable[..., Any], args: tuple[Any, ...], env: dict[str, st
     return fn(*args)
 
 
+def _first_line(error: BaseException | str) -> str:
+    """The one line a failure is recorded under (its type and message, at most 500 characters)."""
+    message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+    return (message.strip().splitlines() or ["worker failed"])[0][:500]
+
+
 def crashed_record(cell: Cell, suite_name: str, error: BaseException | str) -> dict[str, Any]:
     """A failed record for a cell whose process died or whose job system lost it."""
     from atlbench._runner import cell_identity
 
-    if isinstance(error, BaseException):
-        message = f"{type(error).__name__}: {error}"
-        trace = "".join(traceback.format_exception(error))
-    else:
-        message, trace = error, error
+    trace = (
+        "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else error
+    )
     return cell_identity(cell) | {
         "suite": suite_name,
         "status": "failed",
-        "error": (message.strip().splitlines() or ["worker failed"])[0][:500],
+        "error": _first_line(error),
         "traceback": trace[-20_000:],
         "wall_time_s": 0.0,
         "created_at": time.time(),
@@ -124,8 +128,7 @@ def crashed_record(cell: Cell, suite_name: str, error: BaseException | str) -> d
 
 def crashed_estimates(task: EstimateTask, error: BaseException | str) -> list[dict[str, Any]]:
     """Failed estimator rows for a pair whose process died (they are retried on the next run)."""
-    message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
-    first = (message.strip().splitlines() or ["worker failed"])[0][:500]
+    first = _first_line(error)
     return [
         {
             "key": task.key,
@@ -154,9 +157,7 @@ def failure_result(task: Task, suite_name: str, error: BaseException | str) -> T
         return CellRecord.from_row(crashed_record(task, suite_name, error)), None
     if isinstance(task, EstimateTask):
         return crashed_estimates(task, error)
-    message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
-    first = (message.strip().splitlines() or ["worker failed"])[0][:500]
-    return TaskSkipped(f"{task.label}: {first}", error=True)
+    return TaskSkipped(f"{task.label}: {_first_line(error)}", error=True)
 
 
 def deliver(
