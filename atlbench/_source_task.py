@@ -8,7 +8,8 @@ domain gap (how far a target lies from the source's data) both read it.
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,16 +19,28 @@ from atlbench.sources._base import Encoder, Source
 from atlbench.targets._base import TaskData
 from atlbench.train import PreparedSplit, predict_logits
 
+if TYPE_CHECKING:
+    from atlbench.targets.builtin import BuiltinParams
+
 
 def source_task(study: Any, source: Source) -> TaskData | None:
     """The source's own task, or None when the suite does not know it."""
     if source.pretrain_task is not None:
-        from atlbench.targets.builtin import BuiltinParams, load_builtin
+        from atlbench.targets.builtin import BuiltinParams
 
-        return load_builtin("source-task", BuiltinParams.model_validate(source.pretrain_task))
+        return _builtin_task(BuiltinParams.model_validate(source.pretrain_task))
     if source.eval_on is not None:
         return study.target(source.eval_on).load()
     return None
+
+
+@lru_cache(maxsize=8)
+def _builtin_task(params: BuiltinParams) -> TaskData:
+    """A zoo source's pre-training task, generated once per process (as targets are): every
+    cell's forgetting check reads it, and a pool of thousands of images takes a second."""
+    from atlbench.targets.builtin import load_builtin
+
+    return load_builtin("source-task", params)
 
 
 class _SourceHead(nn.Module):

@@ -132,7 +132,10 @@ class SweepUI:
             self.console.print(f"[dim]skipped: {line}[/]")
 
     @contextmanager
-    def running(self, summary: Any, pending: list[Any], n_estimates: int) -> Iterator[None]:
+    def running(
+        self, summary: Any, pending: list[Any], n_estimates: int, header: bool = True
+    ) -> Iterator[None]:
+        """Progress over ``pending`` cells; ``header=False`` for a seed round (it has its own)."""
         n_cells = len(pending)
         self._total, self._done = n_cells + n_estimates, 0
         self._left = {"": n_estimates}
@@ -143,7 +146,7 @@ class SweepUI:
         self.event("sweep_start", suite=summary.study.name, cells=len(summary.plan.cells),
                    done_before=summary.done_before, to_run=n_cells,
                    estimator_tasks=n_estimates)  # fmt: skip
-        if not self.quiet:
+        if not self.quiet and header:
             self.console.print(
                 f"[bold]{summary.study.name}[/]: {len(summary.plan.cells)} cells, "
                 f"{summary.done_before} already done, {n_cells} to run, "
@@ -223,10 +226,12 @@ class SweepUI:
             from atlbench.store import Store
 
             with Store(summary.results_dir) as store:
-                board = Views.from_store(store).leaderboard
+                views = Views.from_store(store)
+                board = views.leaderboard
+                rounds = views.frame("seed-rounds")
             best = board[board["rank"] == 1]
         except Exception:  # the summary must never hide the sweep's own outcome
-            best = None
+            best, rounds = None, None
         if best is not None and len(best):
             table = Table("target", "budget", "best recipe", "acc [95% CI]", "vs scratch training",
                           title="Highest mean per target and budget")  # fmt: skip
@@ -248,6 +253,12 @@ class SweepUI:
             f"{len(summary.failed)} failed; results in {summary.results_dir}"
             + (f"; report {summary.report_path}" if summary.report_path else "")
         )
+        if rounds is not None and len(rounds):
+            decided = rounds["stop"].astype(str).str.startswith("decided")
+            self.console.print(
+                f"seed schedule: {int(decided.sum())} of {len(rounds)} comparisons decided, "
+                f"{int(rounds['n_pairs'].sum())} paired seeds in all (see seed_rounds.csv)"
+            )
         if summary.skipped_failed:
             self.console.print(
                 f"{summary.skipped_failed} previously failed cells skipped (use --retry-failed)"

@@ -474,6 +474,10 @@ def _open_store(results_dir: Path) -> Store:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors, exit 2 for bad input, 130 on Ctrl-C."""
+    if argv is None and Path(sys.argv[0]).name in ("atlbench", "cli.py"):  # the program itself
+        from atlbench._heap import restart_lean
+
+        restart_lean()  # glibc reads its allocator settings only at start (see atlbench/_heap.py)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         cli.main(args=argv, prog_name="atlbench", standalone_mode=False)

@@ -19,6 +19,7 @@ are cached by key like cells. A CKA task reads the checkpoints of the cells it c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -47,7 +48,7 @@ __all__ = [
     "build_plan",
 ]
 
-METHOD_VERSION = 2  # 2: budgeted validation, tuned trials; bump when every result would change
+METHOD_VERSION = 3  # 3: seeded trial design, loss breaks accuracy ties; bump if all change
 TRANSFER, BASELINE, RANDOM_INIT = Role.TRANSFER, Role.BASELINE, Role.RANDOM_INIT
 PRE_VS_FT, FT_VS_SCRATCH = "pre_vs_finetuned", "finetuned_vs_scratch"  # the CKA comparisons
 
@@ -172,8 +173,12 @@ def random_init_label(arch: str) -> str:
     return f"{name}{f'/{depth} layers' if depth else ''} (random init)"
 
 
-def build_plan(study: Study) -> Plan:
-    """Expand the grid; cells are ordered target -> source -> strategy for cache reuse."""
+def build_plan(study: Study, seeds: Sequence[int] | None = None) -> Plan:
+    """Expand the grid; cells are ordered target -> source -> strategy for cache reuse.
+
+    ``seeds`` replaces the suite's first-round seeds for the cells (a seed schedule's later
+    rounds, :mod:`atlbench._adaptive`); estimator tasks keep the first round's.
+    """
     cells: dict[str, Cell] = {}
     estimates: list[EstimateTask] = []
     skipped: list[str] = []
@@ -199,7 +204,7 @@ def build_plan(study: Study) -> Plan:
                 if related is None:
                     continue
                 for budget in suite.budgets:
-                    for seed in suite.seeds:
+                    for seed in suite.seeds if seeds is None else seeds:
                         for cell in _cells(study, source, target.id, spec, budget, seed, related):
                             cells.setdefault(cell.key, cell)
         if readers and suite.estimators:

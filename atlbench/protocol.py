@@ -3,13 +3,17 @@
 Fair comparisons need equal tuning by construction: every trainable strategy, scratch included,
 gets exactly ``trials`` configurations from a search space that brackets its own optimum (for
 fine-tuning that includes the backbone learning rate), under the same successive-halving schedule
-(Jamieson & Talwalkar 2016). The design is a Latin hypercube at stratum mid-points (McKay et al.
-1979): deterministic, the same for every cell, seed and source, so chosen values compare across
-cells, and each dimension's range is covered evenly whatever the number of trials.
+(Jamieson & Talwalkar 2016). The design is a scrambled Latin hypercube (McKay et al. 1979; Owen
+1998, via ``scipy.stats.qmc``) drawn from the cell's seed and the names of the searched
+dimensions: paired cells (same seed, same space) get the same points, so tuning stays equal
+between the two sides of a gain, while different seeds get different points, so no fixed handful
+of points decides every study. Each dimension's range is still covered evenly (one point per
+stratum) whatever the number of trials.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Literal
 
@@ -48,6 +52,11 @@ class TrainingConfig(Strict):
 
     max_epochs: int = Field(60, ge=1, le=10_000)
     patience: int = Field(8, ge=1)
+    # Burn-in: early stopping cannot end a run before it has trained this many epochs, and the
+    # winner's retrain runs at least this many (capped at max_epochs). A scratch network on a
+    # few images sits at chance on the hold-out for its first epochs (BatchNorm running
+    # statistics lag the weights) and used to be stopped, and retrained, on epoch 1 (issue #23).
+    min_epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     # An "epoch" passes over the train split as many times as it takes to see this many samples,
     # so patience and warm-up mean the same number of optimiser steps for 25 labels as for 2,500.
@@ -95,51 +104,73 @@ def merged_training(base: TrainingConfig, override: dict[str, Any]) -> TrainingC
     return TrainingConfig.model_validate(base.model_dump() | override)
 
 
-def design(space: dict[str, Dimension], trials: int) -> list[dict[str, Any]]:
-    """``trials`` configurations covering ``space``: a mid-point Latin hypercube.
+def design(space: dict[str, Dimension], trials: int, seed: int) -> list[dict[str, Any]]:
+    """``trials`` configurations covering ``space``: a scrambled Latin hypercube.
 
-    A log range gets the geometric mid-points of ``trials`` equal strata; a list of ``m`` choices
-    is split into ``trials`` strata too (each choice about ``trials / m`` times, or an even
-    subsample when ``m > trials``). Dimensions after the first are paired by fixed permutations,
-    so the design never depends on a cell's seed.
+    Every searched dimension (a log range or a list of choices) is one axis of the hypercube,
+    drawn by ``scipy.stats.qmc.LatinHypercube`` with a generator seeded by ``seed`` and a stable
+    hash of that dimension's name. The design is a pure function of its inputs: the same for
+    paired cells, different across seeds; and a dimension two strategies share (``lr``) gets the
+    same coordinates on both sides of a pair (common random numbers: the luck of the draw cancels
+    in the gain). Each axis has exactly one point in each of ``trials`` equal strata, at a random
+    place inside it; the axes are paired at random, as in any Latin hypercube. A log range maps
+    a stratum to the same share of its log-range; a list of ``m`` choices takes choice
+    ``floor(u * m)`` (each about ``trials / m`` times). A fixed value is the same in every trial.
     """
-    names = sorted(space)
-    columns: dict[str, list[Any]] = {}
-    for j, name in enumerate(names):
-        column = _column(space[name], trials)
-        if j > 0 and trials > 1:
-            order = np.random.default_rng([1979, j]).permutation(trials)
-            column = [column[i] for i in order]
-        columns[name] = column
-    return [{name: columns[name][i] for name in names} for i in range(trials)]
+    from scipy.stats import qmc  # scipy.stats is slow to import: only when a cell tunes
+
+    axis = {}
+    for name in sorted(space):
+        if isinstance(space[name], LogRange | tuple):
+            rng = np.random.default_rng([seed & 0xFFFFFFFF, _name_key(name)])
+            axis[name] = qmc.LatinHypercube(1, rng=rng).random(trials)[:, 0]
+    return [
+        {
+            name: _value(dim, float(axis[name][i]) if name in axis else 0.0)
+            for name, dim in sorted(space.items())
+        }
+        for i in range(trials)
+    ]
 
 
-def _column(dim: Dimension, n: int) -> list[Any]:
+def _name_key(name: str) -> int:
+    """A stable 32-bit key of a dimension's name (``hash`` of a str changes per process)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _value(dim: Dimension, u: float) -> Any:
+    """The point at unit coordinate ``u`` in [0, 1) of one dimension."""
     if isinstance(dim, LogRange):
         lo, hi = math.log(dim.low), math.log(dim.high)
-        return [float(math.exp(lo + (i + 0.5) / n * (hi - lo))) for i in range(n)]
+        return float(min(dim.high, max(dim.low, math.exp(lo + u * (hi - lo)))))
     if isinstance(dim, tuple):
-        return [dim[min(len(dim) - 1, int((i + 0.5) * len(dim) / n))] for i in range(n)]
-    return [dim] * n
+        return dim[min(len(dim) - 1, int(u * len(dim)))]
+    return dim
 
 
-def edge_flags(space: dict[str, Dimension], chosen: dict[str, Any], trials: int) -> list[str]:
-    """Dimensions whose chosen value lies on the edge of the search space.
+# How close to an end of its log-range a chosen value must be to count as on the boundary.
+EDGE_FRACTION = 0.05
 
-    A log range is flagged when the chosen value sits in its lowest or highest stratum (only with
-    3 or more trials: with fewer, every point is an edge); a list of 3 or more choices when the
-    first or last was chosen. The optimum may lie beyond: widen the space or add trials.
+
+def edge_flags(space: dict[str, Dimension], chosen: dict[str, Any]) -> list[str]:
+    """Dimensions whose chosen value lies on the boundary of the search space.
+
+    A log range is flagged when the chosen value lies within ``EDGE_FRACTION`` (5%) of its
+    log-range from either end; being the most extreme of the trial points is not enough, since a
+    space-filling design always has one. A list of 3 or more choices is flagged when the first
+    or last was chosen. The optimum may lie beyond: widen the space.
     """
     out = []
     for name, dim in sorted(space.items()):
         if name not in chosen:
             continue
         value = chosen[name]
-        if isinstance(dim, LogRange) and trials >= 3 and dim.high > dim.low:
+        if isinstance(dim, LogRange) and dim.high > dim.low:
             pos = (math.log(value) - math.log(dim.low)) / (math.log(dim.high) - math.log(dim.low))
-            if pos < 1.0 / trials:
+            if pos <= EDGE_FRACTION:
                 out.append(f"{name} at the low edge of [{dim.low:g}, {dim.high:g}]")
-            elif pos > 1.0 - 1.0 / trials:
+            elif pos >= 1.0 - EDGE_FRACTION:
                 out.append(f"{name} at the high edge of [{dim.low:g}, {dim.high:g}]")
         elif isinstance(dim, tuple) and len(dim) >= 3 and value in (dim[0], dim[-1]):
             side = "first" if value == dim[0] else "last"

@@ -30,6 +30,7 @@ from atlbench.budgets import BudgetSpec
 from atlbench.errors import SuiteError
 from atlbench.protocol import SHARED_ONLY, Dimension, Strict, TrainingConfig
 from atlbench.registry import SOURCE_KINDS, STRATEGIES, TARGET_KINDS, Registry, suggest
+from atlbench.seeds import SeedSchedule
 
 __all__ = ["ENTRY_KEYS", "SuiteBase", "load_suite", "parse_suite", "read_suite_file"]
 
@@ -100,12 +101,51 @@ class StrategyEntry(Strict):
         return value
 
 
+class SeedScheduleSpec(Strict):
+    """``seeds: {start: 3, step: 2, max: 15}``: start with ``start`` seeds, add ``step`` at a
+    time to the comparisons still open, stop at ``max`` (:mod:`atlbench.analysis._sequential`)."""
+
+    start: int = Field(3, ge=2, le=1000)
+    step: int = Field(2, ge=1, le=1000)
+    max: int = Field(15, ge=2, le=1000)
+    first: int = 0  # the seeds are first, first + 1, ...
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeedScheduleSpec:
+        if self.max < self.start:
+            raise ValueError(f"max ({self.max}) must be >= start ({self.start})")
+        return self
+
+    def schedule(self) -> SeedSchedule:
+        return SeedSchedule(self.start, self.step, self.max, self.first)
+
+
+class ComputeCap(Strict):
+    """``compute: {cells: N}`` or ``{hours: H}``: a cap on the adaptive sweep's work (not the
+    label ``budgets``). The first round always runs; added seeds stop at the cap."""
+
+    cells: int | None = Field(None, ge=1)
+    hours: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> ComputeCap:
+        if (self.cells is None) == (self.hours is None):
+            raise ValueError("give exactly one of cells or hours")
+        return self
+
+
 class SuiteBase(Strict):
     """A whole study: the grid of sources x targets x strategies x budgets x seeds."""
 
     name: str = Field(min_length=1, max_length=80)
     description: str = ""
+    # a list of seeds (fixed), or a schedule: the list holds the first round's seeds then
     seeds: tuple[int, ...] = (0, 1, 2)
+    seed_schedule: SeedScheduleSpec | None = None
+    compute: ComputeCap | None = None
+    # with a schedule: stop giving seeds to a recipe shown worse than its target's leader (for
+    # "which is best" questions: it leaves that recipe's other comparisons open)
+    racing: bool = False
     device: str = "auto"
     budgets: tuple[BudgetSpec, ...] = (BudgetSpec(fraction=1.0),)
     estimators: tuple[str, ...] = ("logme",)
@@ -123,6 +163,41 @@ class SuiteBase(Strict):
     truth: str = "finetune"
     cka: bool = False
     trust_remote_code: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule(cls, data: Any) -> Any:
+        """``seeds: {start, step, max}`` is a schedule: the first round's seeds go to ``seeds``."""
+        if isinstance(data, dict) and isinstance(data.get("seeds"), dict):
+            if data.get("seed_schedule") is not None:
+                raise ValueError("seeds: give a list or a schedule, not both")
+            try:
+                spec = SeedScheduleSpec.model_validate(data["seeds"])
+            except ValidationError as err:
+                where, message = first_error(err)
+                raise ValueError(f"seeds{'.' + where if where else ''}: {message}") from None
+            data = dict(data) | {"seed_schedule": spec, "seeds": spec.schedule().seeds(spec.start)}
+        return data
+
+    @model_validator(mode="after")
+    def _schedule_consistent(self) -> SuiteBase:
+        if self.seed_schedule is not None:
+            first = self.seed_schedule.schedule().seeds(self.seed_schedule.start)
+            if tuple(self.seeds) != first:
+                raise ValueError(f"seeds {list(self.seeds)} are not the schedule's first round")
+        elif self.compute is not None:
+            raise ValueError("compute: caps an adaptive sweep; give seeds as {start, step, max}")
+        return self
+
+    @property
+    def schedule(self) -> SeedSchedule | None:
+        return self.seed_schedule.schedule() if self.seed_schedule is not None else None
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed the sweep may use (the schedule's maximum)."""
+        schedule = self.schedule
+        return schedule.all_seeds if schedule is not None else self.seeds
 
     @field_validator("seeds")
     @classmethod

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atlbench._adaptive import AdaptiveRun, run_seed_rounds
 from atlbench._cache import content_hash, safe_name
 from atlbench._hub import hub_reachable
 from atlbench._layer_study import attach_checkpoints
@@ -90,6 +91,8 @@ class SweepSummary:
     seconds: float = 0.0
     report_path: Path | None = None
     artifacts: ArtifactRun = field(default_factory=ArtifactRun)
+    stopped: bool = False  # --fail-fast stopped the sweep at a failed cell
+    seed_rounds: AdaptiveRun | None = None  # with a seed schedule: what the rounds added
 
 
 def results_dir_for(study: Study, root: Path) -> Path:
@@ -107,7 +110,7 @@ def preflight(
     With ``jobs > 1``, slow openers (the zoo's pre-training) first run side by side.
     """
     suite = study.suite
-    seeds = suite.seeds if suite.resample_splits else (None,)
+    seeds = suite.all_seeds if suite.resample_splits else (None,)
     for target in study.targets.values():
         for seed in seeds:
             task = target.load(seed)
@@ -203,6 +206,20 @@ def run_sweep(
     with SweepLock(results_dir), Store.create(results_dir) as store:
         summary = _run_pending(store, study, plan, executor, options, ui, results_dir)
         say = None if options.quiet else ui.say
+        if study.suite.schedule is not None and not summary.stopped:
+            on_result = _cell_writer(store, summary, ui, options)
+
+            def run_cells(cells: list[Cell]) -> None:
+                checkpoints = results_dir / "checkpoints"
+                with ui.running(summary, cells, 0, False), contextlib.suppress(StopSweep):
+                    executor.run(study, cells, on_result, ui.cell_progress, checkpoints)
+                if summary.stopped:
+                    raise StopSweep("fail-fast")
+
+            with contextlib.suppress(StopSweep):
+                summary.seed_rounds = run_seed_rounds(
+                    store, study, plan.cells, run_cells, started, say
+                )
         summary.artifacts = run_artifact_tasks(
             store, study, plan.artifacts, executor, results_dir, say
         )
@@ -242,17 +259,11 @@ def _run_pending(
         t for t in plan.estimates if any((t.key, e) not in done_estimates for e in t.estimators)
     ]
 
+    write_cell = _cell_writer(store, summary, ui, options)
+
     def on_result(task: Task, result: TaskResult) -> None:
         if isinstance(task, Cell):
-            assert isinstance(result, tuple)
-            record, preds = result  # every executor hands a CellRecord, a crashed worker's too
-            store.put_cell(record, preds)
-            summary.ran += 1
-            ui.cell_done(task, record)
-            if record.status != Status.DONE:
-                summary.failed.append((task, record.error or ""))
-                if options.fail_fast:
-                    raise StopSweep(record.error or "")
+            write_cell(task, result)
         else:
             assert isinstance(task, EstimateTask) and isinstance(result, list)
             store.put_estimates(result)
@@ -264,6 +275,26 @@ def _run_pending(
     with ui.running(summary, pending, len(estimates)), contextlib.suppress(StopSweep):
         executor.run(study, tasks, on_result, ui.cell_progress, results_dir / "checkpoints")
     return summary
+
+
+def _cell_writer(
+    store: Store, summary: SweepSummary, ui: Any, options: SweepOptions
+) -> Callable[[Task, TaskResult], None]:
+    """Commit a finished cell as it arrives (``--fail-fast`` stops the sweep at a failure)."""
+
+    def on_result(task: Task, result: TaskResult) -> None:
+        assert isinstance(task, Cell) and isinstance(result, tuple)
+        record, preds = result  # every executor hands a CellRecord, a crashed worker's too
+        store.put_cell(record, preds)
+        summary.ran += 1
+        ui.cell_done(task, record)
+        if record.status != Status.DONE:
+            summary.failed.append((task, record.error or ""))
+            if options.fail_fast:
+                summary.stopped = True
+                raise StopSweep(record.error or "")
+
+    return on_result
 
 
 def run_artifact_tasks(

@@ -1,9 +1,9 @@
 """The one training loop every trainable strategy uses.
 
 AdamW/SGD with warm-up + cosine, early stopping on *validation* accuracy (the test split is never
-looked at here), gradient clipping, optional standard augmentation, bf16 autocast on CUDA,
-channels_last image batches, fused AdamW, deterministic by seed, timed on
-:class:`~atlbench._timing.DeviceClock`.
+looked at here; never inside the ``min_epochs`` burn-in), gradient clipping, optional standard
+augmentation, bf16 autocast on CUDA, channels_last image batches, fused AdamW, deterministic by
+seed, timed on :class:`~atlbench._timing.DeviceClock`.
 
 A :class:`TrainingRun` can stop at an epoch boundary and continue later, which is what successive
 halving needs: the learning-rate schedule is defined over ``max_epochs`` from the start, so a run
@@ -392,6 +392,18 @@ def _pack_optimizer(optimizer: torch.optim.Optimizer, unpack: bool = False) -> N
                 state[key] = RowSparse.pack(value)
 
 
+def selection_score(val_acc: float, val_loss: float) -> tuple[float, float]:
+    """How an epoch and a trial are judged on the hold-out: accuracy, lower loss breaking ties.
+
+    A hold-out of a few images saturates accuracy (issue #23: 1.0 in 73% of fine-tune cells),
+    so ties are the rule and the continuous mean cross-entropy decides them, never trial order.
+    Loss alone was measured and lost (tests/benchmarks/selection_noise.py, 10 seeds): a scratch
+    run's loss sits at chance (ln K) for its first epochs, so loss-based early stopping kept
+    epoch 1 and the retrain collapsed. A non-finite loss ranks below every finite one.
+    """
+    return (val_acc, -val_loss if math.isfinite(val_loss) else -math.inf)
+
+
 class TrainingRun:
     """One training run of a model under ``cfg`` at one learning rate, resumable by epoch.
 
@@ -463,7 +475,8 @@ class TrainingRun:
         self.rng = np.random.default_rng(self.seed)
         self.aug = torch.Generator().manual_seed(self.seed + 7_777)
         self.micro_batch = micro_batch
-        self.best = (-1.0, -math.inf)
+        self.best = (-math.inf, -math.inf)  # the best epoch's selection_score
+        self.best_acc, self.best_loss = float("nan"), float("nan")
         self.best_epoch, self.bad_epochs, self.samples, self.first_epoch_samples = -1, 0, 0, 0
         self.epoch = 0
         self.stopped = False
@@ -474,7 +487,7 @@ class TrainingRun:
 
     @property
     def score(self) -> tuple[float, float]:
-        """Best validation (accuracy, -loss) so far: how successive halving ranks runs."""
+        """The best epoch's :func:`selection_score` so far: how successive halving ranks runs."""
         return self.best
 
     @property
@@ -577,16 +590,18 @@ class TrainingRun:
         val_acc = float((logits.argmax(1) == self.val.labels.numpy()).mean())
         val_loss = float(F.cross_entropy(torch.from_numpy(logits), self.val.labels).item())
         self.history.append(val_acc)
-        if (val_acc, -val_loss) > self.best:
-            self.best, self.best_epoch, self.bad_epochs = (val_acc, -val_loss), self.epoch, 0
+        score = selection_score(val_acc, val_loss)
+        if score > self.best:
+            self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+            self.best_acc, self.best_loss = val_acc, val_loss
             if self.keep_best:
                 self.best_state = snapshot_changes(self.model, self._initial)
         else:
             self.bad_epochs += 1
         if self.on_epoch is not None:
             self.on_epoch(self.epoch, self.cfg.max_epochs, val_acc)
-        if self.bad_epochs >= self.cfg.patience:
-            self.stopped = True
+        if self.bad_epochs >= self.cfg.patience and self.epoch + 1 >= self.cfg.min_epochs:
+            self.stopped = True  # never inside the burn-in: see TrainingConfig.min_epochs
 
     def result(self) -> FitResult:
         """The run so far: clocks, histories and the best (or, without validation, last) weights."""
@@ -608,11 +623,11 @@ class TrainingRun:
             steady = (train_time - first_step) / max(1, len(ends) * self.steps_per_epoch - 1)
             compile_time = max(0.0, first_step - steady)
         valid = [a for a in self.history if a == a]
-        best_acc = self.best[0] if self.val is not None else float("nan")
+        best_acc = self.best_acc if self.val is not None else float("nan")
         first_90 = next((i for i, a in enumerate(self.history) if a >= 0.9 * best_acc), -1)
         return FitResult(
             best_val_acc=best_acc,
-            best_val_loss=-self.best[1] if self.val is not None else float("nan"),
+            best_val_loss=self.best_loss if self.val is not None else float("nan"),
             best_epoch=self.best_epoch,
             epochs_run=self.epoch,
             val_history=list(self.history) if valid else [],
@@ -662,6 +677,7 @@ __all__ = [
     "autocast",
     "fit",
     "predict_logits",
+    "selection_score",
     "to_device",
     "train_mode",
     "warmup_cosine",

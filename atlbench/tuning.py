@@ -1,18 +1,24 @@
 """The tuning protocol of every trainable strategy: trials, successive halving, retrain, predict.
 
-1. ``training.trials`` configurations from the strategy's search space (a mid-point Latin
-   hypercube, :func:`atlbench.protocol.design`): the same count for every strategy, scratch too.
+1. ``training.trials`` configurations from the strategy's search space (a scrambled Latin
+   hypercube drawn from the cell's seed, :func:`atlbench.protocol.design`): the same count for
+   every strategy, scratch too, and the same points for paired cells with the same space.
 2. Successive halving (Jamieson & Talwalkar 2016): all trials train to the first rung's epoch
-   budget, the better half (by validation accuracy, then loss) continues, until one trial reaches
-   ``max_epochs``. Each trial keeps its best-validation epoch (early stopping).
+   budget, the better half continues, until one trial reaches ``max_epochs``. Trials and epochs
+   (early stopping, the best epoch) are judged by validation accuracy with the continuous loss
+   breaking its ties (:func:`atlbench.train.selection_score`): a hold-out of a few images
+   saturates accuracy, and the ties must not go to the first or largest point.
 3. Selection reads only the selection split: under ``validation: budgeted`` a stratified hold-out
    of the label budget. The winner is then retrained on the whole budget with its values for its
-   best number of epochs (VTAB-1k: select on 800/200, retrain on 1000). Under
+   best number of epochs, at least ``min_epochs`` (VTAB-1k: select on 800/200, retrain on 1000).
+   Early stopping never ends a run inside that ``min_epochs`` burn-in either: a network trained
+   from scratch on a few images sits at chance on the hold-out for its first epochs, and a run
+   judged and retrained on them collapsed (:func:`retrain_epochs`). Under
    ``validation: full`` the target's validation split selects and the winner is kept as is.
 4. The test split is prepared and predicted exactly once, after selection.
 
-The chosen values, every trial, and flags for a value on the edge of its search space or a run
-that was still improving at ``max_epochs`` are part of the outcome.
+The chosen values, every trial, and flags for a value on the boundary of its search space or a
+run that was still improving at ``max_epochs`` are part of the outcome.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from torch import nn
 from atlbench._frozen_prefix import ACTIVATIONS, PREFIX_KEY, frozen_blocks
 from atlbench._inputs import prepare_all, take, transform_for
 from atlbench._timing import PeakMemory
-from atlbench.protocol import describe_space, design, edge_flags, halving_rungs
+from atlbench.protocol import TrainingConfig, describe_space, design, edge_flags, halving_rungs
 from atlbench.record import Cost, Diagnostics, Tuning
 from atlbench.sources._base import Encoder
 from atlbench.strategies._base import CellContext, CellOutcome, count_params
@@ -44,7 +50,7 @@ from atlbench.train import (
     to_device,
 )
 
-__all__ = ["LossTerm", "Stage", "Trial", "run_trials", "tune"]
+__all__ = ["LossTerm", "Stage", "Trial", "retrain_epochs", "run_trials", "tune"]
 
 Trial = dict[str, Any]  # one configuration of the search space (lr, backbone_lr_mult, ...)
 LossTerm = Callable[[nn.Module], torch.Tensor]
@@ -139,8 +145,10 @@ def run_trials(stage: Stage, trials: list[Trial]) -> tuple[int, list[TrialResult
     """Successive halving over ``trials``; returns the winner's index and every trial's result.
 
     Runs share one model object: a paused run keeps its weights and trainable mask aside.
-    Ranking is by best validation (accuracy, -loss); ties keep the earlier trial. A run is freed
-    as soon as as many finished runs of its rung as go on outrank it, so at most the survivors
+    Ranking is by each run's best :func:`~atlbench.train.selection_score` (validation accuracy,
+    loss breaking ties); exact ties keep the earlier trial, whose place in the seeded design is
+    random. A run is freed as soon as as many finished runs of its rung as go on outrank it, so
+    at most the survivors
     of a rung plus the run in training are held: the same winner, a fraction of the memory.
     """
     cfg = stage.ctx.training
@@ -277,7 +285,7 @@ def _select_retrain_predict(
     retrain = sel.budgeted and sel.retrain
     fit_split = inputs("train", sel.fit_idx)
     selecting = _stage(strategy, ctx, model, fit_split, sel.fit_idx, val, memory, not retrain)
-    trials = design(ctx.search, cfg.trials)
+    trials = design(ctx.search, cfg.trials, ctx.seed)
     winner, results = run_trials(selecting, trials)
     selection_time = time.perf_counter() - started
     best = results[winner]
@@ -287,7 +295,7 @@ def _select_retrain_predict(
         budget = inputs("train", ctx.budget_idx)
         retraining = _stage(strategy, ctx, model, budget, ctx.budget_idx, None, memory)
         run = retraining.start(best.trial, winner, len(trials))
-        final = run.advance(best.fit.best_epoch + 1).result()
+        final = run.advance(retrain_epochs(best.fit, cfg)).result()
     model.load_state_dict(final.best_state)
     test = inputs("test", None)
     t0 = time.perf_counter()
@@ -296,13 +304,20 @@ def _select_retrain_predict(
     return winner, results, final, selection_time, logits, rate
 
 
+def retrain_epochs(selected: FitResult, cfg: TrainingConfig) -> int:
+    """The retrain's length: the selected run's best epoch count, but at least the burn-in
+    ``min_epochs`` (capped at ``max_epochs``). A run whose best hold-out score came in its first
+    epochs, while it was still at chance, is not retrained for one epoch (issue #23)."""
+    return max(selected.best_epoch + 1, min(cfg.min_epochs, cfg.max_epochs))
+
+
 def tune(strategy: Tunable, ctx: CellContext) -> CellOutcome:
     """Select among ``training.trials`` configurations, retrain, predict the test split once."""
     encoder = strategy.encoder(ctx)
     torch.manual_seed(ctx.seed)
     model = strategy.model(ctx, encoder)
     memory = PeakMemory(ctx.device)
-    prefix, prefix_note = plan_prefix(strategy, ctx, model, design(ctx.search, 1)[0])
+    prefix, prefix_note = plan_prefix(strategy, ctx, model, design(ctx.search, 1, ctx.seed)[0])
     inputs = Inputs(ctx, encoder, prefix)
     with prefix.installed() if prefix is not None else nullcontext():
         winner, results, final, selection_time, logits, rate = _select_retrain_predict(
@@ -365,9 +380,9 @@ def _cost(
 def _tuning(
     ctx: CellContext, best: TrialResult, results: list[TrialResult], final: FitResult
 ) -> Tuning:
-    """The chosen values, every trial, and flags for a choice on the edge of its space."""
+    """The chosen values, every trial, and flags for a choice on the boundary of its space."""
     cfg = ctx.training
-    flags = edge_flags(ctx.search, best.trial, cfg.trials)
+    flags = edge_flags(ctx.search, best.trial)
     if best.fit.best_epoch + 1 >= cfg.max_epochs:
         flags.append(f"still improving at max_epochs ({cfg.max_epochs})")
     return Tuning(

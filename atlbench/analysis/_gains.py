@@ -34,6 +34,7 @@ from atlbench.analysis._inference import interval, p_value, tost_pvalue
 from atlbench.analysis._multitest import CORRECTIONS, adjust_pvalues
 from atlbench.analysis._pairing import check_comparison, difference_matrix, paired_runs
 from atlbench.analysis._records import GROUP, RECOMMENDED_SEEDS, budget_order
+from atlbench.analysis._sequential import SeedSchedule, futile, sequential_pvalue
 from atlbench.record import Verdict
 
 INTERVAL_CROSSED = "seeds + test examples (crossed ANOVA: Satterthwaite t CI, Behrens-Fisher p)"
@@ -83,6 +84,10 @@ GAIN_COLUMNS = [
     "se_example",
     "ci_df",
     "p_equivalence",
+    "p_equivalence_adj",
+    "p_last_look",
+    "stop",
+    "near_threshold",
     "baseline_source",
     "baseline_strategy",
     "trains_encoder",
@@ -91,6 +96,10 @@ GAIN_COLUMNS = [
 _PART_NAMES = ("se_seed", "df_seed", "se_example", "df_example", "ci_se", "ci_df")
 _NO_BASELINE = "no baseline (scratch) cell with the same arch, target, budget and seed"
 _NO_RANDOM_INIT = "no random_init cell with the same arch, target, strategy, budget and seed"
+NEAR_FACTOR = 3.0
+"""A verdict whose adjusted p-value lies within this factor of alpha (either side) is flagged
+``near_threshold``: another machine's float rounding changes every seed's training run, which
+moves such a p-value across the line (see the README, "What reproduces")."""
 
 
 def _group_inference(
@@ -117,7 +126,8 @@ def _group_inference(
         cm = crossed_mean(matrix)
         parts = tuple(float(v) for v in (*cm.parts, *cm.satterthwaite))
         label = INTERVAL_CROSSED
-        undetermined = (zero_spread and n < RECOMMENDED_SEEDS) or not float(cm.var) > 0
+        # nothing varies at all (not even seed x example): the interval's variance is zero
+        undetermined = (zero_spread and n < RECOMMENDED_SEEDS) or not float(parts[4]) > 0
     else:
         se = float(gains.std(ddof=1) / np.sqrt(n))
         parts = (se, float(n - 1), 0.0, np.inf, se, float(n - 1))
@@ -170,6 +180,8 @@ def paired_gains(
     alpha: float = 0.05,
     equivalence_margin: float | None = None,
     correction: str = "holm",
+    schedule: SeedSchedule | None = None,
+    held: Mapping[tuple[Any, ...], str] | None = None,
 ) -> pd.DataFrame:
     """Gain of each transfer ``(source, target, strategy, budget)`` over its paired partners.
 
@@ -186,8 +198,18 @@ def paired_gains(
     error(A(S,T)) - error(A(empty,T)) = baseline_mean - mean; positive = negative transfer;
     same_algorithm only, NaN for scratch), se_seed and se_example (the two parts of the gain's
     standard error; se_example is 0 at seed level), ci_df (df of the interval's t),
-    p_equivalence (raw TOST p against ``equivalence_margin``; NaN without one),
+    p_equivalence (raw TOST p against ``equivalence_margin``; NaN without one) and
+    p_equivalence_adj (``correction`` over the TOST p-values),
     baseline_source, baseline_strategy, trains_encoder, n_train (median over seeds).
+
+    With a seed ``schedule`` (:mod:`atlbench.analysis._sequential`) the data were looked at after
+    ``start``, ``start + step``, ... seeds: ``p_value`` (and ``p_equivalence``) is then the
+    sequential p-value over the looks each comparison reached, valid whatever stopped it, and
+    ``p_last_look`` the ordinary p-value of its last look; the interval is the one of the seeds
+    used. ``stop`` says why the comparison has the seeds it has: decided, the schedule's maximum,
+    stopped for futility (:func:`atlbench.analysis._sequential.futile`), or still open
+    (``held`` gives the sweep's reason for an open one: racing, the compute cap).
+    ``near_threshold`` flags a verdict whose adjusted p-value is within ``NEAR_FACTOR`` of alpha.
 
     Verdicts, same_algorithm / scratch:
     "positive|negative (significant|nominal)" / "above|below scratch training (...)" when the CI
@@ -247,6 +269,7 @@ def paired_gains(
             notes.append("several partner cells per seed were averaged")
         row |= dict(zip(_PART_NAMES, parts, strict=True))
         row |= {"interval": label, "is_undetermined": undetermined}
+        row["look_p"], row["look_p_eq"] = _look_pvalues(paired, use, schedule, margin)
         row["notes_list"] = notes
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -257,16 +280,27 @@ def paired_gains(
     # A difference of two accuracies lies in [-1, 1]: clipping drops only impossible values, so
     # coverage is unchanged (a t-interval over 3 seeds reached +105 points in the text study).
     out["gain_ci_low"], out["gain_ci_high"] = np.clip(low, -1.0, 1.0), np.clip(high, -1.0, 1.0)
-    out["p_value"] = p_value(gain, s1, d1, s2, d2)
+    out["p_last_look"] = p_value(gain, s1, d1, s2, d2)
+    out["p_value"] = out["p_last_look"]
+    if schedule is not None:
+        weights = schedule.weights
+        out["p_value"] = [sequential_pvalue(ps, weights) for ps in out["look_p"]]
     out["p_adj"] = adjust_pvalues(out["p_value"].to_numpy(), correction)
     out["correction"] = CORRECTIONS[correction]
     if margin is not None:
         out["p_equivalence"] = tost_pvalue(gain, s1, d1, s2, d2, margin=margin)
+        if schedule is not None:
+            out["p_equivalence"] = [
+                sequential_pvalue(ps, schedule.weights) for ps in out["look_p_eq"]
+            ]
         p_eq_adj = adjust_pvalues(out["p_equivalence"].to_numpy(), correction)
     else:
         out["p_equivalence"] = np.nan
         p_eq_adj = np.full(len(out), np.nan)
-    verdicts, notes_out = [], []
+    out["p_equivalence_adj"] = p_eq_adj
+    verdicts, notes_out, stops, nears, decided_rows = [], [], [], [], []
+    family = int(np.isfinite(out["p_value"].to_numpy(dtype=float)).sum())
+    out["key"] = [tuple(r) for r in out[GROUP].itertuples(index=False)]
     n_pairs, p_adj = out["n_pairs"].to_numpy(dtype=int), out["p_adj"].to_numpy(dtype=float)
     undetermined_rows = out["is_undetermined"].to_numpy(dtype=bool)
     frozen_rows = ~out["trains_encoder"].to_numpy(dtype=bool)
@@ -291,12 +325,101 @@ def paired_gains(
                 "a frozen recipe against trained scratch: not evidence of negative transfer "
                 "(see the same_algorithm comparison)"
             )
+        decided = verdict in _DECIDED[comparison]
+        near = _near_threshold(verdict, float(p_adj[k]), float(p_eq_adj[k]), alpha)
+        if near:
+            notes.append(
+                f"adjusted p within a factor {NEAR_FACTOR:g} of alpha: a re-run on another "
+                "machine may give the other verdict"
+            )
+        decided_rows.append(decided)
+        nears.append(near)
         verdicts.append(verdict)
         notes_out.append("; ".join(notes))
+    # the correction's bar for the next rejection: alpha / (m - r) for Holm, alpha (r + 1) / m for
+    # BH, with r comparisons already rejected
+    rejected = sum(v in _REJECTED for v in verdicts)
+    divisor = family - rejected if correction == "holm" else family / (rejected + 1)
+    for k in range(len(out)):
+        hopeless = (
+            schedule is not None
+            and not decided_rows[k]
+            and futile(float(gain[k]), float(ci_se[k]), int(n_pairs[k]), schedule,
+                       max(divisor, 1.0), alpha, margin)
+        )  # fmt: skip
+        stops.append(
+            _stop(schedule, int(n_pairs[k]), decided_rows[k], hopeless, out["key"].iloc[k], held)
+        )
     out["verdict"], out["note"] = verdicts, notes_out
+    out["stop"], out["near_threshold"] = stops, nears
     out["comparison"] = comparison
     out["negative_transfer_gap"] = (
         out["baseline_mean"] - out["mean"] if comparison == "same_algorithm" else np.nan
     )
     out["n_pairs"] = out["n_pairs"].astype(int)
     return budget_order(out)[GAIN_COLUMNS]
+
+
+_DECIDED: dict[str, frozenset[Verdict]] = {
+    comparison: frozenset({sides[0], sides[2], Verdict.EQUIVALENT})
+    for comparison, sides in _SIDES.items()
+}
+"""Verdicts that close a comparison: significant either way, or equivalent."""
+_REJECTED = frozenset(v for sides in _SIDES.values() for v in (sides[0], sides[2]))
+
+
+def _look_pvalues(
+    paired: pd.DataFrame,
+    correct: Mapping[object, np.ndarray] | None,
+    schedule: SeedSchedule | None,
+    margin: float | None,
+) -> tuple[list[float], list[float]]:
+    """Ordinary p-values (and TOST p-values) at each look of ``schedule`` the rows reached."""
+    if schedule is None or len(paired) < 2:
+        return [], []
+    ps, eqs = [], []
+    for k in schedule.reached(paired["seed"].astype(int).tolist()):
+        sub = paired[paired["seed"].isin(schedule.seeds(schedule.looks[k]))]
+        if len(sub) < 2:
+            ps.append(np.nan)
+            eqs.append(np.nan)
+            continue
+        parts = _group_inference(sub, correct)[0]
+        gain = float(sub["gain"].mean())
+        ps.append(float(p_value(gain, *parts[:4])))
+        eq = tost_pvalue(gain, *parts[:4], margin=margin) if margin is not None else np.nan
+        eqs.append(float(eq))
+    return ps, eqs
+
+
+def _near_threshold(verdict: Verdict, p_adj: float, p_eq_adj: float, alpha: float) -> bool:
+    """The adjusted p-value that decides (or nearly decides) the verdict is within
+    ``NEAR_FACTOR`` of alpha."""
+    p = p_eq_adj if verdict == Verdict.EQUIVALENT else p_adj
+    if not np.isfinite(p):
+        return False
+    return alpha / NEAR_FACTOR <= p < alpha * NEAR_FACTOR
+
+
+def _stop(
+    schedule: SeedSchedule | None,
+    n: int,
+    decided: bool,
+    hopeless: bool,
+    key: tuple[Any, ...],
+    held: Mapping[tuple[Any, ...], str] | None,
+) -> str:
+    """Why a comparison has the seeds it has (the sweep adds seeds only to "open" ones)."""
+    if schedule is None:
+        return "fixed seeds"
+    if decided:
+        return f"decided at {n} seeds"
+    if n >= schedule.max:
+        return f"undecided at the maximum of {schedule.max} seeds"
+    if hopeless:
+        return (
+            f"futile at {n} seeds: at the current estimate even {schedule.max} seeds would "
+            "not decide it"
+        )
+    reason = (held or {}).get(key)
+    return f"open at {n} seeds" + (f": {reason}" if reason else "")

@@ -30,6 +30,7 @@ from atlbench.analysis import (
     with_history,
 )
 from atlbench.registry import REPORT_SECTIONS
+from atlbench.seeds import SeedSchedule
 
 S = TypeVar("S", bound="StudyData")
 
@@ -57,8 +58,12 @@ COMPARISON_COLUMNS = [
     "p_adj",
     "correction",
     "p_equivalence",
+    "p_equivalence_adj",
+    "p_last_look",
     "negative_transfer_gap",
     "verdict",
+    "stop",
+    "near_threshold",
     "interval",
     "note",
 ]
@@ -114,6 +119,7 @@ class StudyData:
             keys = set(store.meta(f"{kind}_keys", []) or [])
             current[kind] = [g for g in store.artifacts(kind) if g.get("key") in keys]
         meta = {"suite": store.meta("suite", {}), "skipped_pairs": store.meta("skipped_pairs", [])}
+        meta["seed_rounds"] = store.meta("seed_rounds", {})
         artifacts = {"cka": cka, **current}
         return cls(records, estimates, artifacts, meta, store.correctness())
 
@@ -201,8 +207,27 @@ class StudyData:
             return pd.DataFrame(columns=COMPARISON_COLUMNS)
         return paired_gains(
             self.records, self.correct, comparison, equivalence_margin=self.margin,
-            correction=self.correction,
+            correction=self.correction, schedule=self.schedule, held=self.held,
         )  # fmt: skip
+
+    @property
+    def schedule(self) -> SeedSchedule | None:
+        """The suite's seed schedule (None: a fixed list of seeds, one look)."""
+        spec = self.suite.get("seed_schedule")
+        if not spec:
+            return None
+        return SeedSchedule(int(spec["start"]), int(spec["step"]), int(spec["max"]),
+                            int(spec.get("first", 0)))  # fmt: skip
+
+    @property
+    def seed_rounds(self) -> dict[str, Any]:
+        """What the adaptive sweep did (:mod:`atlbench._adaptive`); empty without a schedule."""
+        return dict(self.meta.get("seed_rounds") or {})
+
+    @property
+    def held(self) -> dict[tuple[Any, ...], str]:
+        """Why an open comparison got no more seeds (racing, the compute cap), by recipe."""
+        return {tuple(h[:4]): str(h[4]) for h in self.seed_rounds.get("held", [])}
 
     @cached_property
     def gains(self) -> pd.DataFrame:

@@ -1,12 +1,12 @@
-"""Peak memory and step cost of a CPU training step with glibc's dynamic mmap threshold against
-the fixed one :func:`atlbench._heap.bound_heap` sets when ``ATLBENCH_MMAP_THRESHOLD`` asks for it
-(issue 26, item 4).
+"""Peak memory and step cost of a CPU training step under glibc's default allocator settings, a
+fixed 4 MiB mmap threshold alone, and the default a sweep runs with: that threshold with glibc's
+transparent huge pages (:func:`atlbench._heap.lean_tunables`; issue 26, item 4).
 
 Each setting runs in its own fresh process (peak resident size only grows within a process):
 ``resnet18`` (timm, random init) takes a few AdamW steps at batch 32 on 224 px inputs. Reported
 per setting: the process's peak RSS, and the median step's user and kernel CPU seconds (CPU time,
-not wall time, so that a busy machine moves the figures less). The two settings alternate over
-rounds. Asserted: both settings end with bit-identical weights (placement never changes numbers).
+not wall time, so that a busy machine moves the figures less). The settings alternate over
+rounds. Asserted: every setting ends with bit-identical weights (placement never changes numbers).
 
 Run::
 
@@ -26,13 +26,11 @@ from typing import Any
 
 import pytest
 
-from atlbench._heap import LEAN_THRESHOLD, THRESHOLD_ENV
+from atlbench._heap import HUGETLB, LEAN_THRESHOLD, MMAP_THRESHOLD, THRESHOLD_ENV, TUNABLES_ENV
 
 STEP = textwrap.dedent(
     """
     import hashlib, json, resource, sys
-    from atlbench._heap import bound_heap
-    took = bound_heap()
     import torch, timm
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -54,7 +52,7 @@ STEP = textwrap.dedent(
     for p in model.parameters():
         digest.update(p.detach().numpy().tobytes())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"took": took, "peak": peak, "user": user, "kernel": kernel,
+    print(json.dumps({"peak": peak, "user": user, "kernel": kernel,
                       "weights": digest.hexdigest()}))
     """
 )
@@ -68,14 +66,14 @@ class Run:
     weights: str
 
 
-def _run(threshold: int, steps: int) -> Run:
-    env = dict(os.environ, **{THRESHOLD_ENV: str(threshold)})
+def _run(tunables: str, steps: int) -> Run:
+    env = {k: v for k, v in os.environ.items() if k not in (THRESHOLD_ENV, TUNABLES_ENV)}
+    env[TUNABLES_ENV] = tunables  # read by glibc at the start of the process
     out = subprocess.run(
         [sys.executable, "-c", STEP, str(steps)], env=env, capture_output=True, text=True,
         check=True,
     )  # fmt: skip
     raw = json.loads(out.stdout.strip().splitlines()[-1])
-    assert raw["took"] == (threshold > 0), "mallopt did not take"
     return Run(int(raw["peak"]), raw["user"], raw["kernel"], raw["weights"])
 
 
@@ -83,17 +81,22 @@ def _run(threshold: int, steps: int) -> Run:
 def test_fixed_mmap_threshold(benchmark: Any) -> None:
     pytest.importorskip("timm")
     rounds = int(os.environ.get("ATLBENCH_BENCH_ROUNDS", "2"))
-    settings = {"glibc dynamic": 0, f"fixed {LEAN_THRESHOLD >> 20} MiB": LEAN_THRESHOLD}
+    threshold = f"{MMAP_THRESHOLD}={LEAN_THRESHOLD}"
+    settings = {
+        "glibc defaults (ATLBENCH_MMAP_THRESHOLD=0)": "",
+        f"fixed {LEAN_THRESHOLD >> 20} MiB threshold alone": threshold,
+        "threshold and huge pages (the default)": f"{HUGETLB}=1:{threshold}",
+    }
     runs: dict[str, list[Run]] = {name: [] for name in settings}
 
     def measure() -> None:
         for _ in range(rounds):
-            for name, threshold in settings.items():
-                runs[name].append(_run(threshold, steps=5))
+            for name, tunables in settings.items():
+                runs[name].append(_run(tunables, steps=5))
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
     digests = {run.weights for results in runs.values() for run in results}
-    assert len(digests) == 1, "the mmap threshold changed the trained weights"
+    assert len(digests) == 1, "the allocator settings changed the trained weights"
     for name, results in runs.items():  # the first step of a process (warm-up) is left out
         peak = max(r.peak_bytes for r in results) / 2**30
         user = statistics.median(s for r in results for s in r.user_s[1:])

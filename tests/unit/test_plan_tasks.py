@@ -91,14 +91,14 @@ def test_quickstart_keys_are_the_stored_ones() -> None:
     plan = build_plan(load_study(ROOT / "suites" / "quickstart.yaml"))
     cka = _by_type(plan.artifacts, CkaTask)
     assert [(t.kind, t.key) for t in cka[:2]] == [
-        (PRE_VS_FT, "24b49de122cd83647273"),
-        (FT_VS_SCRATCH, "5a8c0c30988975ed6f99"),
+        (PRE_VS_FT, "69fce70f854b314ddaf5"),
+        (FT_VS_SCRATCH, "0e3e72a3e3065212e358"),
     ]
     assert cka[0].cell.label == "zoo-digits04 -> digits5-9 / finetune / 5/class / seed 0"
     gaps = [t.key for t in _by_type(plan.artifacts, DomainGapTask)]
-    assert gaps[:2] == ["a197156f1ad3bb2c", "f94f7298ef079b13"]
+    assert gaps[:2] == ["a197156f1ad3bb2c", "efea5e8f2bd0b36e"]
     maps = [t.key for t in _by_type(plan.artifacts, LabelMappingTask)]
-    assert maps[:2] == ["1bdc87107b727fe7", "f47bd786a380e7d9"]
+    assert maps[:2] == ["1bdc87107b727fe7", "36da056ac2b6accd"]
 
 
 def test_quickstart_store_artifacts_are_found(tmp_path: Path) -> None:

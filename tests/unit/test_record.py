@@ -223,7 +223,8 @@ def test_the_committed_quickstart_store_reads_with_todays_names() -> None:
     """A store written before the typed record (schema 1) reads with today's field names."""
     with Store(ROOT / "results" / "quickstart") as store:
         frame = store.records()
-    assert len(frame) == 144 and not [c for c in frame.columns if c.startswith("extra_")]
+    # 144 cells in the first round, then the seed rounds' (440 in the committed run)
+    assert len(frame) >= 144 and not [c for c in frame.columns if c.startswith("extra_")]
     tuned = frame[frame["strategy"] == "finetune"]
     assert tuned["train_val_gap"].notna().all() and tuned["checkpoint"].notna().all()
     assert str(frame["trains_encoder"].dtype) == "boolean"

@@ -33,8 +33,8 @@ def test_built_in_sections_in_page_order() -> None:
     names = [s.name for s in ordered()]
     assert names.index("failure-modes") < names.index("forgetting") < names.index("efficiency")
     assert [s.csv for s in ordered() if s.csv] == [
-        "leaderboard", "negative_transfer", "forgetting", "label_mapping", "domain_gap",
-        "estimators", "cka", "timing_summary", "timing",
+        "leaderboard", "negative_transfer", "seed_rounds", "forgetting", "label_mapping",
+        "domain_gap", "estimators", "cka", "timing_summary", "timing",
     ]  # fmt: skip
 
 

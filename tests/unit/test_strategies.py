@@ -627,7 +627,9 @@ def test_budgeted_selection_reads_only_budget_labels(monkeypatch: pytest.MonkeyP
     assert len(trials) == FAST.trials and {t[:2] for t in trials} == {(12, 3)}
     assert retrain[:2] == (15, None) and retrain[2] == out.hparams["lr"]
     chosen = next(t for t in out.trials if t["lr"] == out.hparams["lr"])
-    assert out.tuning.retrain_epochs == chosen["best_epoch"]
+    # the selected epoch count, at least the min_epochs burn-in (capped at max_epochs)
+    floor = min(FAST.min_epochs, FAST.max_epochs)
+    assert out.tuning.retrain_epochs == max(chosen["best_epoch"], floor)
 
 
 def test_frozen_strategies_cross_validate_inside_the_budget() -> None:

@@ -184,7 +184,35 @@ BAD_CASES = [
         {"sources": [{"id": "a", "zoo": {"arch": "resnt18", "pretrain_on": "shapes"}}]},
         "sources[0].zoo",
     ),
+    (
+        "schedule max below start",
+        {"seeds": {"start": 5, "max": 3}},
+        "seeds: max (3) must be >= start (5)",
+    ),
+    ("schedule typo", {"seeds": {"start": 3, "stpe": 2}}, "seeds.stpe: unknown key 'stpe'"),
+    ("schedule of one seed", {"seeds": {"start": 1}}, "seeds.start"),
+    ("compute without a schedule", {"compute": {"cells": 10}}, "compute: caps an adaptive sweep"),
+    (
+        "compute with both caps",
+        {"seeds": {}, "compute": {"cells": 10, "hours": 1}},
+        "give exactly one of cells or hours",
+    ),
 ]
+
+
+def test_seed_schedule_and_compute_cap_parse() -> None:
+    study = parse_study(
+        base() | {"seeds": {"start": 3, "step": 3, "max": 9}, "compute": {"hours": 0.5}}
+    )
+    suite = study.suite
+    assert suite.seeds == (0, 1, 2) and suite.all_seeds == tuple(range(9))
+    assert suite.schedule is not None and suite.schedule.looks == (3, 6, 9)
+    assert suite.compute is not None and suite.compute.hours == 0.5 and not suite.racing
+    again = parse_study(suite.model_dump(mode="json"))  # what the store keeps parses back
+    assert again.suite.schedule == suite.schedule
+    default = parse_study(base() | {"seeds": {}}).suite.schedule
+    assert default is not None and default.looks == (3, 5, 7, 9, 11, 13, 15)
+    assert parse_study(base() | {"seeds": [4, 7]}).suite.schedule is None
 
 
 @pytest.mark.parametrize(("case", "patch", "expected"), BAD_CASES, ids=[c[0] for c in BAD_CASES])

@@ -136,7 +136,8 @@ def test_clock_fields_are_consistent_and_selection_reads_validation() -> None:
     assert result.samples_seen == 40 * result.epochs_run
     # On CPU without compile the throughput covers every epoch.
     assert result.train_samples_per_s == pytest.approx(result.samples_seen / result.train_time_s)
-    assert result.best_val_acc == max(result.val_history)
+    # the best epoch by selection_score: the highest accuracy, the lowest loss among its ties
+    assert result.best_val_acc == result.val_history[result.best_epoch] == max(result.val_history)
     assert result.time_to_best_s == ends[result.best_epoch]
     first90 = next(i for i, a in enumerate(result.val_history) if a >= 0.9 * result.best_val_acc)
     assert result.time_to_90pct_s == ends[first90]
@@ -151,8 +152,10 @@ def test_best_state_is_the_best_validation_epoch() -> None:
     )
     model.load_state_dict(result.best_state)
     with torch.no_grad():
-        acc = float((model(val.data).argmax(1) == val.labels).float().mean())
+        logits = model(val.data)
+    acc = float((logits.argmax(1) == val.labels).float().mean())
     assert acc == pytest.approx(result.best_val_acc)
+    assert float(F.cross_entropy(logits, val.labels)) == pytest.approx(result.best_val_loss)
 
 
 def test_a_resumed_run_is_the_uninterrupted_run() -> None:
@@ -288,3 +291,16 @@ def test_a_paused_runs_packed_moments_resume_exactly() -> None:
     assert result.val_history == reference.val_history
     for k, v in reference.best_state.items():
         torch.testing.assert_close(result.best_state[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("min_epochs", "stopped_after"), [(1, 2), (5, 5), (9, 8)])
+def test_patience_never_stops_a_run_inside_the_burn_in(min_epochs: int, stopped_after: int) -> None:
+    """lr 0: the validation score never improves after epoch 1, so patience 1 would stop the
+    run after epoch 2; the burn-in keeps it going to ``min_epochs`` (at most ``max_epochs``)."""
+    model = mlp()
+    groups = [{"params": list(model.parameters())}]
+    cfg = _cfg(max_epochs=8, patience=1, min_epochs=min_epochs)
+    result = fit(model, groups, blobs(40, 1), blobs(15, 2), cfg, torch.device("cpu"), lr=0.0)
+    assert result.epochs_run == stopped_after
+    assert result.stopped_early == (stopped_after < cfg.max_epochs)
+    assert result.best_epoch == 0

@@ -30,6 +30,8 @@ from atlbench.report.sections import (
     leaderboard,
     negative_transfer,
     overfitting,
+    seed_rounds,
+    sources,
     stability,
     summary,
     timing,
@@ -40,6 +42,7 @@ BUILTIN_MODULES = (
     summary,
     leaderboard,
     negative_transfer,
+    seed_rounds,
     failure_modes,
     forgetting,
     overfitting,
@@ -54,6 +57,7 @@ BUILTIN_MODULES = (
     timing,
     failures,
     environment,
+    sources,
 )
 
 __all__ = ["BUILTIN_MODULES", "Section", "Table", "children", "ordered"]

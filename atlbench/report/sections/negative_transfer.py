@@ -28,6 +28,7 @@ COMPARISON = Table(
         "interval95": "95% CI (pts)",
         "p_adj": "p (adjusted)",
         "verdict": "Verdict",
+        "stop": "Seeds",
     }
 )
 NO_COMPARISONS = '<p class="muted">No comparisons.</p>'
@@ -61,9 +62,13 @@ class NegativeTransfer(Section):
         "survive the correction over the table (a lead to confirm with more seeds); <b>not "
         "significant</b> otherwise (no sign is given); <b>equivalent</b> only from two "
         "one-sided tests against the suite's equivalence margin; <b>undetermined</b> when fewer "
-        "than 5 seeds agree exactly (no spread to test). The negative-transfer gap (NTG, Wang "
-        "et al.) is the transfer model's test error minus the baseline's; positive means "
-        "transfer hurt.</p>"
+        "than 5 seeds agree exactly (no spread to test). With a seed schedule, seeds were added "
+        "only to open comparisons and the p-values are sequential (alpha spent over the looks, "
+        "valid whatever stopped a comparison); <b>Seeds</b> says how many each used and why it "
+        "stopped. A verdict whose adjusted p-value is within a factor 3 of 0.05 is flagged "
+        "<i>near threshold</i> in its note: another machine may give the other verdict. The "
+        "negative-transfer gap (NTG, Wang et al.) is the transfer model's test error minus the "
+        "baseline's; positive means transfer hurt.</p>"
     )
     csv = "negative_transfer"
     csv_always = True

@@ -1,0 +1,87 @@
+"""Sequential seeds: the looks of a seed schedule, alpha spending, and a p-value valid under any
+stopping.
+
+A schedule ``{start: 3, step: 2, max: 15}`` looks at the data after 3, 5, ..., 15 seeds, and a
+comparison gets more seeds only while it is undecided. Testing at 5% at every look would call
+about 1 in 5 null comparisons significant by the fifth look (Armitage, McPherson & Rowe 1969,
+JRSS-A 132:235-244), so each look ``k`` spends a share ``w_k`` of alpha, fixed in advance by a
+Lan-DeMets spending function of the information fraction ``t = n_k / max`` (Lan & DeMets 1983,
+Biometrika 70:659-663). The Pocock-type function ``alpha(t) = alpha ln(1 + (e - 1) t)`` spends
+about a third of alpha at 3 of 15 seeds, where most seeds are saved; the O'Brien-Fleming type
+spends almost nothing there (``2 - 2 Phi(z / sqrt(t))``: 1e-5 of alpha at t = 0.2, a t-test
+with 2 df cannot reach it).
+
+The looks are combined by the union (Bonferroni) bound, not by exact group-sequential
+boundaries: the sequential p-value ``p* = min_k p_k / w_k`` (capped at 1) satisfies
+``P(p* <= a) <= sum_k a w_k = a`` under the null for every ``a``, however the looks depend on
+each other and whatever decided to stop (a stop only removes later looks, which can only raise
+``p*``). Exact boundaries (Jennison & Turnbull 2000, ch. 7) assume the statistic is a Gaussian
+process in the information; ours is a Behrens-Fisher statistic over seeds x test examples with 2
+to 14 seed df, for which that holds only roughly, and the union bound costs little with the few
+looks a seed schedule has (simulated: tests/unit/test_sequential.py). Because ``p*`` is a valid
+p-value, Holm or BH over the whole family still controls the family-wise error (or FDR).
+
+An anytime-valid confidence sequence (Howard et al. 2021, Ann. Statist. 49:1055-1080;
+Waudby-Smith & Ramdas 2023, JRSS-B 86:1-27) would allow a look after every seed, but at 3-15
+seeds it is several times wider than the t interval (a bounded-difference betting sequence
+cannot exclude 0 with 3 observations at all), so it would decide less, not more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+from atlbench.seeds import SeedSchedule, pocock_spending
+
+__all__ = ["FUTILITY_Z", "SeedSchedule", "futile", "pocock_spending", "sequential_pvalue"]
+
+
+def sequential_pvalue(pvalues: Sequence[float] | np.ndarray, weights: np.ndarray) -> float:
+    """``min_k p_k / w_k`` over the looks taken (NaN looks skipped), capped at 1; NaN if none.
+
+    ``pvalues[k]`` is the ordinary p-value at look ``k`` and ``weights[k]`` that look's share of
+    alpha; valid under any stopping and any dependence between looks (the union bound).
+    """
+    p = np.asarray(pvalues, dtype=float)
+    w = np.asarray(weights, dtype=float)[: p.size]
+    ok = np.isfinite(p) & (w > 0)
+    if not ok.any():
+        return float("nan")
+    return float(min(1.0, float(np.min(p[ok] / w[ok]))))
+
+
+FUTILITY_Z = 1.2816  # Phi^-1(0.9): conditional power below about 10%
+
+
+def futile(
+    gain: float,
+    se: float,
+    n: int,
+    schedule: SeedSchedule,
+    family: float,
+    alpha: float = 0.05,
+    margin: float | None = None,
+) -> bool:
+    """Whether a comparison open at ``n`` seeds would still miss a decision at ``max`` seeds if
+    its estimate stayed where it is (conditional power under the current trend below ~10%;
+    Lan, Simon & Halperin 1982, "Stochastically curtailed tests", Comm. Stat. C 1:207-219).
+
+    The projected z at ``max`` seeds is ``|gain| / se * sqrt(max / n)`` (the standard error
+    shrinks as 1 / sqrt(seeds)); the last look's bar is the normal quantile of its share of
+    alpha divided by ``family``, the correction's divisor for the next rejection (Holm:
+    ``m - r``; Benjamini-Hochberg: ``m / (r + 1)``, with ``r`` comparisons already rejected).
+    With an equivalence ``margin``, a comparison is futile only if equivalence is out of reach
+    too. Stopping for futility only removes looks, so the sequential p-values stay valid (it is
+    non-binding).
+    """
+    if not (np.isfinite(gain) and np.isfinite(se) and se > 0) or n >= schedule.max:
+        return False
+    shrink = float(np.sqrt(schedule.max / n))
+    bar = float(stats.norm.isf(alpha * schedule.weights[-1] / (2.0 * max(family, 1))))
+    reach = bar - FUTILITY_Z
+    if abs(gain) / se * shrink >= reach:
+        return False
+    return margin is None or (margin - abs(gain)) / se * shrink < reach
