@@ -160,6 +160,7 @@ def next_round(
     seconds = _seconds_per_cell(records)
     fallback = float(np.median(list(seconds.values()))) if seconds else 1.0
     chosen: dict[str, Cell] = {}
+    chosen_s = 0.0  # the estimated seconds of the cells chosen so far this round
     cap = suite.compute
     for key, (p, arch, comps, partners) in sorted(wanted.items(), key=lambda kv: kv[1][0]):
         look = schedule.next_look(top.get(key, 0)) or schedule.max
@@ -169,7 +170,7 @@ def next_round(
         cost = sum(seconds.get(_group(c), fallback) for c in cells)
         over = cap is not None and (
             (cap.cells is not None and planned + len(chosen) + len(cells) > cap.cells)
-            or (cap.hours is not None and elapsed_s + cost > cap.hours * 3600)
+            or (cap.hours is not None and elapsed_s + chosen_s + cost > cap.hours * 3600)
         )
         if over:
             run.capped = True
@@ -184,6 +185,7 @@ def next_round(
             continue
         for c in cells:
             chosen[c.key] = c
+        chosen_s += cost
     run.held |= held
     run.rounds.append({"seeds": n_next, "open": len(wanted), "cells": len(chosen)})
     return list(chosen.values()), run

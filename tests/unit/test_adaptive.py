@@ -116,3 +116,17 @@ def test_an_hours_cap_counts_the_recorded_cell_times(
     assert len(cells) == 2 and not run.capped
     cells, run = _adaptive.next_round(capped, records, None, len(records), 3600 - 3.0)
     assert cells == [] and run.capped and run.open_questions[0].seconds_to_max == 8.0
+
+
+def test_an_hours_cap_adds_up_the_cells_chosen_in_a_round(
+    study: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    same = _frame([("zoo-digits", "linear_probe", 0.2, "open at 2 seeds"),
+                   ("zoo-digits", "knn", 0.06, "open at 2 seeds")])  # fmt: skip
+    _patch(monkeypatch, same, _frame([]))
+    records = _records(study)
+    capped = parse_study(SUITE | {"compute": {"hours": 1.0}})
+    # each look needs two 2-s cells: in the last 6 s of the hour only the first (knn) fits
+    cells, run = _adaptive.next_round(capped, records, None, len(records), 3600 - 6.0)
+    assert sorted(c.strategy for c in cells) == ["knn", "knn"] and run.capped
+    assert [q.key[2] for q in run.open_questions] == ["linear_probe"]
