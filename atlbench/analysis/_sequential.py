@@ -17,14 +17,15 @@ boundaries: the sequential p-value ``p* = min_k p_k / w_k`` (capped at 1) satisf
 each other and whatever decided to stop (a stop only removes later looks, which can only raise
 ``p*``). Exact boundaries (Jennison & Turnbull 2000, ch. 7) assume the statistic is a Gaussian
 process in the information; ours is a Behrens-Fisher statistic over seeds x test examples with 2
-to 14 seed df, for which that holds only roughly, and the union bound costs little with the few
-looks a seed schedule has (simulated: tests/unit/test_sequential.py). Because ``p*`` is a valid
-p-value, Holm or BH over the whole family still controls the family-wise error (or FDR).
+to 14 seed df, for which that holds only roughly. The union bound is conservative (simulated
+family-wise error 0.7-1.3% at 5%: tests/unit/test_sequential.py) but valid. Because ``p*`` is
+a valid p-value, Holm or BH over the whole family still controls the family-wise error (or FDR).
 
 An anytime-valid confidence sequence (Howard et al. 2021, Ann. Statist. 49:1055-1080;
-Waudby-Smith & Ramdas 2023, JRSS-B 86:1-27) would allow a look after every seed, but at 3-15
-seeds it is several times wider than the t interval (a bounded-difference betting sequence
-cannot exclude 0 with 3 observations at all), so it would decide less, not more.
+Waudby-Smith & Ramdas 2023, JRSS-B 86:1-27) would allow a look after every seed, but a betting
+sequence for a gain bounded in [-1, 1] at most doubles its wealth per seed, so it cannot exclude
+0 at 95% before 5 seeds even when every seed agrees (2^4 < 20): at these seed counts it would
+decide less, not more.
 """
 
 from __future__ import annotations
