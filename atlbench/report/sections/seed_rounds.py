@@ -51,14 +51,13 @@ class SeedRounds(Section):
     def data(self, views: StudyData) -> pd.DataFrame | None:
         if views.schedule is None:
             return None
-        tables = [t for t in (views.gains, views.vs_scratch) if not t.empty]
-        if not tables:
+        both = views.table("negative-transfer")  # both comparisons, computed once for the page
+        if both.empty:
             return None
-        both = pd.concat(tables, ignore_index=True)
         return both.reindex(columns=SEED_ROUND_COLUMNS)
 
     def words(self, views: StudyData) -> list[str]:
-        frame = self.data(views)
+        frame = views.frame(self.name)
         if frame is None or frame.empty:
             return []
         schedule = views.schedule
