@@ -176,8 +176,9 @@ def random_init_label(arch: str) -> str:
 def build_plan(study: Study, seeds: Sequence[int] | None = None) -> Plan:
     """Expand the grid; cells are ordered target -> source -> strategy for cache reuse.
 
-    ``seeds`` replaces the suite's first-round seeds for the cells (a seed schedule's later
-    rounds, :mod:`atlbench._adaptive`); estimator tasks keep the first round's.
+    ``seeds`` replaces the suite's first-round seeds (a seed schedule's later rounds,
+    :mod:`atlbench._adaptive`): such a plan holds cells only, since estimator, CKA, gap and
+    mapping tasks belong to the first round.
     """
     cells: dict[str, Cell] = {}
     estimates: list[EstimateTask] = []
@@ -207,9 +208,11 @@ def build_plan(study: Study, seeds: Sequence[int] | None = None) -> Plan:
                     for seed in suite.seeds if seeds is None else seeds:
                         for cell in _cells(study, source, target.id, spec, budget, seed, related):
                             cells.setdefault(cell.key, cell)
-        if readers and suite.estimators:
+        if readers and suite.estimators and seeds is None:
             estimates += _estimate_tasks(study, target.id, readers)
     planned = list(cells.values())
+    if seeds is not None:
+        return Plan(planned, [], skipped)
     artifacts: list[ArtifactTask] = [*_cka_tasks(study, planned), *_gap_tasks(study, planned)]
     artifacts += _mapping_tasks(study, planned)
     return Plan(planned, estimates, skipped, artifacts)
