@@ -24,6 +24,7 @@ from atlbench._cache import content_hash
 from atlbench._features import FeatureCache
 from atlbench._heap import bound_heap, trim
 from atlbench._source_task import source_accuracy, source_task
+from atlbench._threads import cpu_threads
 from atlbench._timing import device_label
 from atlbench.artifacts import Artifact, TaskSkipped
 from atlbench.budgets import holdout_split, select_budget, stratified_folds
@@ -299,12 +300,16 @@ class Worker:
         self, task: Task, progress: Progress = lambda m: None, checkpoint_root: Any = None
     ) -> TaskResult:
         """Run any task of the plan: what every executor calls. Never raises for the task's own
-        failure: a cell becomes a failed record, an artifact task a :class:`TaskSkipped`."""
-        if isinstance(task, Cell):
-            return self.run_cell(task, progress, checkpoint_root)
-        if isinstance(task, EstimateTask):
-            return self.run_estimates(task)
-        return self.run_artifact(task)
+        failure: a cell becomes a failed record, an artifact task a :class:`TaskSkipped`.
+
+        On a CPU it runs with one thread (:mod:`atlbench._threads`): the same floats with any
+        number of jobs or cores."""
+        with cpu_threads(self.device):
+            if isinstance(task, Cell):
+                return self.run_cell(task, progress, checkpoint_root)
+            if isinstance(task, EstimateTask):
+                return self.run_estimates(task)
+            return self.run_artifact(task)
 
     def run_artifact(self, task: ArtifactTask) -> Artifact | TaskSkipped:
         """A CKA comparison, domain gap or label mapping. These are views on the results: one

@@ -53,7 +53,8 @@ def cli() -> None:
     default="auto",
     show_default=True,
     help="Worker processes of the local executor: N, or auto (one per core on a CPU, at most 4; "
-    "one on a GPU). Results do not depend on it beyond float rounding of thread counts.",
+    "one on a GPU). On a CPU every process computes with one thread, so results do not depend "
+    "on it.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @click.option(

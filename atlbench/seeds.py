@@ -12,13 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SeedSchedule", "pocock_spending"]
+__all__ = ["SPENDING_GAMMA", "SeedSchedule", "spending"]
 
 
-def pocock_spending(t: np.ndarray | float) -> np.ndarray:
-    """Lan-DeMets Pocock-type spending as a share of alpha: ``ln(1 + (e - 1) t)`` on [0, 1]."""
+SPENDING_GAMMA = -4.0
+"""Hwang-Shih-DeCani parameter: -4 spends like O'Brien-Fleming, little early and most at ``max``."""
+
+
+def spending(t: np.ndarray | float, gamma: float = SPENDING_GAMMA) -> np.ndarray:
+    """Share of alpha spent by information fraction ``t`` (Hwang, Shih & DeCani 1990, Stat Med
+    9:1439-1445): ``(1 - exp(-gamma t)) / (1 - exp(-gamma))`` on [0, 1]."""
     u = np.clip(np.asarray(t, dtype=float), 0.0, 1.0)
-    out: np.ndarray = np.log1p((math.e - 1.0) * u)
+    out: np.ndarray = np.expm1(-gamma * u) / math.expm1(-gamma)
     return out
 
 
@@ -49,7 +54,7 @@ class SeedSchedule:
     def weights(self) -> np.ndarray:
         """Share of alpha spent at each look (sums to 1)."""
         frac = np.asarray(self.looks, dtype=float) / self.max
-        return np.diff(pocock_spending(np.concatenate([[0.0], frac])))
+        return np.diff(spending(np.concatenate([[0.0], frac])))
 
     def seeds(self, n: int) -> tuple[int, ...]:
         """The first ``n`` seeds of the schedule."""

@@ -545,6 +545,10 @@ class TrainingRun:
             self.on_epoch_start(self.epoch)
         train_mode(model)
         order = np.concatenate([self.rng.permutation(len(self.train)) for _ in range(self.passes)])
+        if len(order) > 1 and len(order) % cfg.batch_size == 1:
+            # a last batch of one example: batch norm cannot train on it (5 labels at 2 per class
+            # minus the hold-out, 13 passes, batches of 32), and one example is a noisy step
+            order = order[:-1]
         extra_loss = self.extra_loss
         regulariser = (lambda: extra_loss(model)) if extra_loss is not None else None
         correct: int | torch.Tensor = 0  # a device tensor once counted: read once per epoch

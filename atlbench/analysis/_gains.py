@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from atlbench.analysis._crossed import crossed_mean
+from atlbench.analysis._fragility import line_gains, near_threshold, threshold_distance
 from atlbench.analysis._inference import interval, p_value, tost_pvalue
 from atlbench.analysis._multitest import CORRECTIONS, adjust_pvalues
 from atlbench.analysis._pairing import check_comparison, difference_matrix, paired_runs
@@ -88,6 +89,7 @@ GAIN_COLUMNS = [
     "p_last_look",
     "stop",
     "near_threshold",
+    "threshold_distance",
     "baseline_source",
     "baseline_strategy",
     "trains_encoder",
@@ -96,10 +98,6 @@ GAIN_COLUMNS = [
 _PART_NAMES = ("se_seed", "df_seed", "se_example", "df_example", "ci_se", "ci_df")
 _NO_BASELINE = "no baseline (scratch) cell with the same arch, target, budget and seed"
 _NO_RANDOM_INIT = "no random_init cell with the same arch, target, strategy, budget and seed"
-NEAR_FACTOR = 3.0
-"""A verdict whose adjusted p-value lies within this factor of alpha (either side) is flagged
-``near_threshold``: another machine's float rounding changes every seed's training run, which
-moves such a p-value across the line (see the README, "What reproduces")."""
 
 
 def _group_inference(
@@ -209,7 +207,10 @@ def paired_gains(
     used. ``stop`` says why the comparison has the seeds it has: decided, the schedule's maximum,
     stopped for futility (:func:`atlbench.analysis._sequential.futile`), or still open
     (``held`` gives the sweep's reason for an open one: racing, the compute cap).
-    ``near_threshold`` flags a verdict whose adjusted p-value is within ``NEAR_FACTOR`` of alpha.
+    ``threshold_distance`` is how far (standard errors of the gain) the verdict sits from the
+    nearest line that could change it, and ``near_threshold`` flags one that a re-run with
+    other float rounding would cross about 5% of the time or more
+    (:mod:`atlbench.analysis._fragility`).
 
     Verdicts, same_algorithm / scratch:
     "positive|negative (significant|nominal)" / "above|below scratch training (...)" when the CI
@@ -287,8 +288,10 @@ def paired_gains(
         out["p_value"] = [sequential_pvalue(ps, weights) for ps in out["look_p"]]
     out["p_adj"] = adjust_pvalues(out["p_value"].to_numpy(), correction)
     out["correction"] = CORRECTIONS[correction]
+    p_eq_last = np.full(len(out), np.nan)
     if margin is not None:
-        out["p_equivalence"] = tost_pvalue(gain, s1, d1, s2, d2, margin=margin)
+        p_eq_last = tost_pvalue(gain, s1, d1, s2, d2, margin=margin)
+        out["p_equivalence"] = p_eq_last
         if schedule is not None:
             out["p_equivalence"] = [
                 sequential_pvalue(ps, schedule.weights) for ps in out["look_p_eq"]
@@ -298,7 +301,13 @@ def paired_gains(
         out["p_equivalence"] = np.nan
         p_eq_adj = np.full(len(out), np.nan)
     out["p_equivalence_adj"] = p_eq_adj
-    verdicts, notes_out, stops, nears, decided_rows = [], [], [], [], []
+    lines = line_gains(
+        (s1, d1, s2, d2), ci_se, ci_df, out["p_last_look"].to_numpy(dtype=float),
+        out["p_adj"].to_numpy(dtype=float), p_eq_last, p_eq_adj, margin, alpha, level,
+    )  # fmt: skip
+    distance = threshold_distance(gain, ci_se, lines)
+    nears = near_threshold(distance)
+    verdicts, notes_out, stops, decided_rows = [], [], [], []
     family = int(np.isfinite(out["p_value"].to_numpy(dtype=float)).sum())
     out["key"] = [tuple(r) for r in out[GROUP].itertuples(index=False)]
     n_pairs, p_adj = out["n_pairs"].to_numpy(dtype=int), out["p_adj"].to_numpy(dtype=float)
@@ -326,14 +335,14 @@ def paired_gains(
                 "(see the same_algorithm comparison)"
             )
         decided = verdict in _DECIDED[comparison]
-        near = _near_threshold(verdict, float(p_adj[k]), float(p_eq_adj[k]), alpha)
-        if near:
+        if verdict not in _TESTED:
+            nears[k] = False  # no interval or p-value: nothing to cross
+        if nears[k]:
             notes.append(
-                f"adjusted p within a factor {NEAR_FACTOR:g} of alpha: a re-run on another "
-                "machine may give the other verdict"
+                f"{distance[k]:.2f} standard errors from the line that decides it: a re-run "
+                "with other float rounding (another CPU, a GPU) may give the other verdict"
             )
         decided_rows.append(decided)
-        nears.append(near)
         verdicts.append(verdict)
         notes_out.append("; ".join(notes))
     # the correction's bar for the next rejection: alpha / (m - r) for Holm, alpha (r + 1) / m for
@@ -352,6 +361,7 @@ def paired_gains(
         )
     out["verdict"], out["note"] = verdicts, notes_out
     out["stop"], out["near_threshold"] = stops, nears
+    out["threshold_distance"] = distance
     out["comparison"] = comparison
     out["negative_transfer_gap"] = (
         out["baseline_mean"] - out["mean"] if comparison == "same_algorithm" else np.nan
@@ -366,6 +376,11 @@ _DECIDED: dict[str, frozenset[Verdict]] = {
 }
 """Verdicts that close a comparison: significant either way, or equivalent."""
 _REJECTED = frozenset(v for sides in _SIDES.values() for v in (sides[0], sides[2]))
+_TESTED = frozenset(v for sides in _SIDES.values() for v in sides[:4]) | {
+    Verdict.NOT_SIGNIFICANT,
+    Verdict.EQUIVALENT,
+}
+"""Verdicts that come from an interval and a test (the rest have neither)."""
 
 
 def _look_pvalues(
@@ -390,15 +405,6 @@ def _look_pvalues(
         eq = tost_pvalue(gain, *parts[:4], margin=margin) if margin is not None else np.nan
         eqs.append(float(eq))
     return ps, eqs
-
-
-def _near_threshold(verdict: Verdict, p_adj: float, p_eq_adj: float, alpha: float) -> bool:
-    """The adjusted p-value that decides (or nearly decides) the verdict is within
-    ``NEAR_FACTOR`` of alpha."""
-    p = p_eq_adj if verdict == Verdict.EQUIVALENT else p_adj
-    if not np.isfinite(p):
-        return False
-    return alpha / NEAR_FACTOR <= p < alpha * NEAR_FACTOR
 
 
 def _stop(

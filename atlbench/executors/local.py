@@ -1,11 +1,13 @@
 """Run the plan's tasks on this machine: in this process, or in a small pool of worker processes.
 
 With ``jobs: 1`` tasks run one after another in this process (GPU-friendly, no pickling). With
-``--jobs N`` on a CPU, N worker processes each run tasks with ``cores / N`` torch threads: the
-small models of a CPU study spend much of a step on per-operation overhead, which more threads do
-not shorten, so two processes of one thread train about 1.35x faster on two cores than one
-process of two. Each process keeps its own feature and encoder caches (the on-disk feature cache
-is shared safely); the driver alone writes the store, as with every executor.
+``--jobs N`` on a CPU, N worker processes each run tasks with one torch thread: the small models
+of a CPU study spend much of a step on per-operation overhead, which more threads do not
+shorten, so two processes of one thread train about 1.35x faster on two cores than one process
+of two. One thread is also what makes a CPU result independent of ``--jobs`` and of the core
+count (:mod:`atlbench._threads`). Each process keeps its own feature and encoder caches (the
+on-disk feature cache is shared safely); the driver alone writes the store, as with every
+executor.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from atlbench._runner import TaskResult, Worker
+from atlbench._threads import CPU_THREADS
 from atlbench._timing import resolve_device
 from atlbench.executors._base import ExecutorConfig, OnProgress, OnResult
 from atlbench.executors._remote import deliver, remote_call, remote_task, study_payload
@@ -64,10 +67,9 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _pool(jobs: int) -> cf.ProcessPoolExecutor:
-    """``jobs`` fresh processes (spawned: no forked torch state), ``cores / jobs`` threads each."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    """``jobs`` fresh processes (spawned: no forked torch state), one thread each."""
     context = multiprocessing.get_context("spawn")
-    return cf.ProcessPoolExecutor(jobs, context, _init_worker, (threads, os.getpid()))
+    return cf.ProcessPoolExecutor(jobs, context, _init_worker, (CPU_THREADS, os.getpid()))
 
 
 def parallel_calls(calls: list[tuple[Any, tuple[Any, ...]]], jobs: int) -> list[Any]:

@@ -64,6 +64,7 @@ COMPARISON_COLUMNS = [
     "verdict",
     "stop",
     "near_threshold",
+    "threshold_distance",
     "interval",
     "note",
 ]

@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from atlbench._cache import atomic_write_bytes, atomic_write_text, cache_dir, content_hash
+from atlbench._threads import cpu_threads
 from atlbench.protocol import TrainingConfig
 from atlbench.registry import register_source
 from atlbench.sources._base import Encoder, Progress, Source, SourceKind, SourceOptions
@@ -183,20 +184,21 @@ def pretrain(params: ZooParams, progress: Progress | None = None) -> dict[str, A
             progress(f"  epoch {epoch + 1}/{total}: validation accuracy {acc:.3f}")
 
     device = torch.device("cpu")
-    result = fit(
-        model,
-        [{"params": list(model.parameters())}],
-        train,
-        val,
-        cfg,
-        device,
-        lr=params.lr,
-        seed=params.seed,
-        on_epoch=report,
-    )
-    model.load_state_dict(result.best_state)
-    test = PreparedSplit(encoder, task.test)
-    test_acc = float((predict_logits(model, test, device).argmax(1) == task.test.labels).mean())
+    with cpu_threads(device):  # the same weights on any number of cores (atlbench._threads)
+        result = fit(
+            model,
+            [{"params": list(model.parameters())}],
+            train,
+            val,
+            cfg,
+            device,
+            lr=params.lr,
+            seed=params.seed,
+            on_epoch=report,
+        )
+        model.load_state_dict(result.best_state)
+        test = PreparedSplit(encoder, task.test)
+        test_acc = float((predict_logits(model, test, device).argmax(1) == task.test.labels).mean())
     meta = {
         "recipe": params.model_dump(),
         "num_classes": task.num_classes,

@@ -263,10 +263,11 @@ def _contrasting_colours(n: int, rng: np.random.Generator) -> tuple[np.ndarray, 
     fg = rng.uniform(0.0, 1.0, (n, 3)).astype(np.float32)
     bg = rng.uniform(0.0, 1.0, (n, 3)).astype(np.float32)
     lum = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    gap = fg @ lum - bg @ lum
-    weak = np.abs(gap) < 0.3
+    # elementwise sums, not a BLAS product: the same rounding on every machine and thread count
+    fg_lum, bg_lum = (fg * lum).sum(axis=1), (bg * lum).sum(axis=1)
+    weak = np.abs(fg_lum - bg_lum) < 0.3
     # push the background away from the foreground along the luminance axis
-    direction = np.where(fg @ lum > 0.5, -1.0, 1.0).astype(np.float32)
+    direction = np.where(fg_lum > 0.5, -1.0, 1.0).astype(np.float32)
     bg[weak] = np.clip(
         fg[weak] + direction[weak, None] * rng.uniform(0.4, 0.7, (weak.sum(), 1)), 0.0, 1.0
     )
@@ -636,6 +637,23 @@ def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
+def _upsample_exact(levels: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling of integer images (0-16) in exact integer arithmetic, as float64 in
+    [0, 1].
+
+    Every bilinear weight is a multiple of ``1 / (2 size)`` (:func:`bilinear_matrix`), so the
+    products sum exactly in int64, in any order; the one division is correctly rounded. A float
+    matrix product instead sums in whatever order the BLAS picks for the machine and its thread
+    count, and a pixel that lands on a rounding tie of the uint8 conversion came out differently
+    on two threads than on one: the data themselves depended on the machine.
+    """
+    scale = 2 * size
+    weights = np.rint(bilinear_matrix(levels.shape[-1], size) * scale).astype(np.int64)
+    up = np.einsum("oi,nij,pj->nop", weights, levels.astype(np.int64), weights)
+    out: np.ndarray = up / float(16 * scale * scale)
+    return out
+
+
 def digits(
     seed: int,
     size: int = 32,
@@ -651,7 +669,6 @@ def digits(
     from sklearn.datasets import load_digits
 
     data = load_digits()
-    raw = data.images.astype(np.float32) / 16.0
     target = data.target.astype(np.int64)
     wanted = list(range(10)) if classes is None else [int(c) for c in classes]
     if len(wanted) < 2 or len(set(wanted)) != len(wanted) or not all(0 <= c <= 9 for c in wanted):
@@ -661,9 +678,7 @@ def digits(
     lookup = np.full(10, -1, dtype=np.int64)
     lookup[wanted] = np.arange(len(wanted))
     keep = lookup[target] >= 0
-    m = bilinear_matrix(8, size).astype(np.float32)
-    up = np.einsum("oi,nij,pj->nop", m, raw[keep], m, optimize=True)
-    images = np.repeat(_to_uint8(up)[..., None], 3, axis=-1)
+    images = np.repeat(_to_uint8(_upsample_exact(data.images[keep], size))[..., None], 3, axis=-1)
     return _finish(
         images, lookup[target[keep]], [str(d) for d in wanted], shift, seed, _STREAM["digits"]
     )

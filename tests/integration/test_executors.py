@@ -1,12 +1,13 @@
-"""Ray, SLURM (submitit) and the local pool reproduce the local executor's records cell for cell,
-and its artifacts (CKA comparisons, domain gaps, label mappings) task for task.
+"""Ray, SLURM (submitit) and the local pool reproduce the local executor's records cell for
+cell, and its artifacts (CKA comparisons, domain gaps, label mappings) task for task.
 
-Every run here uses one thread per process (the local reference pins torch and BLAS to one; Ray
-sets ``OMP_NUM_THREADS=1`` in its CPU tasks; the submitit jobs inherit ``OMP_NUM_THREADS=1``; the
-local pool of two runs one thread per process on two cores), so
-fine-tuning does the same float operations in the same order everywhere and we can demand exact
-equality for every strategy. Frozen-feature strategies would match even without that: they read
-the same cached features (one shared ``ATLBENCH_CACHE``, as a cluster would share it).
+Every run here computes with one thread per process, as every CPU task does
+(:mod:`atlbench._threads`): the local reference runs in this process with the machine's default
+thread count, which the worker lowers to one while a task runs; the local pool's processes and
+Ray's and submitit's jobs do the same. So fine-tuning does the same float operations in the same
+order everywhere and we can demand exact equality for every strategy. Frozen-feature strategies
+would match even without that: they read the same cached features (one shared ``ATLBENCH_CACHE``,
+as a cluster would share it).
 """
 
 from __future__ import annotations
@@ -86,20 +87,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_reference(workdir: Path) -> dict[str, Any]:
-    from threadpoolctl import threadpool_limits
-
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):  # BLAS too: a domain gap's Frechet distance runs sqrtm
-            summary = run_sweep(
-                workdir / "exec.yaml",
-                SweepOptions(
-                    results_root=workdir / "local", reports_root=workdir / "rep", quiet=True
-                ),
-            )
-    finally:
-        torch.set_num_threads(threads)
+    summary = run_sweep(
+        workdir / "exec.yaml",
+        SweepOptions(results_root=workdir / "local", reports_root=workdir / "rep", quiet=True),
+    )
+    assert torch.get_num_threads() == threads  # lowered only while a task ran
     assert not summary.failed
     snap = snapshot(summary.results_dir)
     assert len(snap["cells"]) == 4  # probe, its random-init twin, finetune, scratch
@@ -141,13 +134,8 @@ def test_ray_executor_matches_local(workdir: Path, local_reference: dict[str, An
     assert snapshot(summary.results_dir) == local_reference
 
 
-def test_local_pool_matches_local(
-    workdir: Path, local_reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``--jobs 2``: two worker processes of one thread each (as the reference ran)."""
-    import os
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # the pool gives each process cores / jobs
+def test_local_pool_matches_local(workdir: Path, local_reference: dict[str, Any]) -> None:
+    """``--jobs 2``: two worker processes, whatever the core count."""
     summary = run_sweep(
         workdir / "exec.yaml",
         SweepOptions(

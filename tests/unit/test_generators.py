@@ -192,6 +192,35 @@ def test_digits_subset_reindexing_and_pixels_against_sklearn() -> None:
     assert np.array_equal(full_y, raw.target)
 
 
+def test_digits_pixels_are_exact_and_do_not_depend_on_the_blas_threads() -> None:
+    """Integer resampling: each pixel is the correctly rounded exact value (a float64 reference
+    agrees except on exact rounding ties, where float noise decided before), and one or many
+    BLAS threads give the same bytes."""
+    from fractions import Fraction
+
+    from sklearn.datasets import load_digits
+    from threadpoolctl import threadpool_limits
+
+    size = int(np.random.default_rng(_fresh_seed()).choice([13, 24, 29]))
+    x = gen.digits(0, size=size)[0][..., 0]
+    with threadpool_limits(1):
+        assert np.array_equal(gen.digits(0, size=size)[0][..., 0], x)
+    raw = load_digits().images
+    m = gen.bilinear_matrix(8, size)
+    ref = np.clip(np.rint(np.einsum("oi,nij,pj->nop", m, raw / 16.0, m) * 255.0), 0, 255)
+    assert np.abs(x.astype(float) - ref).max() <= 1.0
+    # a pixel where they differ is an exact tie: value * 255 ends in exactly one half
+    weights = [[Fraction(round(w * 2 * size), 2 * size) for w in row] for row in m]
+    for n, o, p in np.argwhere(x != ref)[:5]:
+        exact = sum(
+            weights[o][i] * Fraction(int(raw[n, i, j]), 16) * weights[p][j]
+            for i in range(8)
+            for j in range(8)
+        )
+        assert (exact * 255) % 1 == Fraction(1, 2)
+        assert x[n, o, p] == round(exact * 255)  # Python rounds ties to even, as np.rint
+
+
 def test_bilinear_matrix_rows_are_convex_weights() -> None:
     m = gen.bilinear_matrix(8, 29)
     np.testing.assert_allclose(m.sum(1), 1.0)

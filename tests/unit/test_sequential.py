@@ -26,7 +26,7 @@ from atlbench.analysis import adjust_pvalues, crossed_mean, interval, p_value, p
 from atlbench.analysis._racing import race, race_pvalues
 from atlbench.analysis._sequential import futile, sequential_pvalue
 from atlbench.record import Verdict
-from atlbench.seeds import SeedSchedule, pocock_spending
+from atlbench.seeds import SeedSchedule, spending
 
 ALPHA = 0.05
 FAMILY = 10
@@ -37,18 +37,21 @@ M_EXAMPLES = 200
 # ------------------------------------------------------------------ schedule and p-value
 
 
-def test_schedule_looks_and_pocock_weights() -> None:
+def test_schedule_looks_and_spending_weights() -> None:
     s = SeedSchedule(3, 2, 15)
     assert s.looks == (3, 5, 7, 9, 11, 13, 15)
     assert SeedSchedule(3, 4, 12).looks == (3, 7, 11, 12)
     assert SeedSchedule(5, 5, 5).looks == (5,)
     w = s.weights
     assert w.sum() == pytest.approx(1.0, abs=1e-12)
-    # Lan & DeMets (1983) Pocock-type spending, written out in float64
+    # Hwang, Shih & DeCani (1990) spending with gamma = -4, written out in float64
     t = np.array(s.looks) / 15
-    cum = np.log(1 + (np.e - 1) * t)
+    cum = (1 - np.exp(4 * t)) / (1 - np.exp(4))
     np.testing.assert_allclose(np.cumsum(w), cum, rtol=1e-12)
-    assert pocock_spending(0.0) == 0.0 and pocock_spending(1.0) == pytest.approx(1.0)
+    assert spending(0.0) == 0.0 and spending(1.0) == pytest.approx(1.0)
+    # gamma -> 0 is linear spending (the family's limit), and it is increasing for any gamma
+    np.testing.assert_allclose(spending(t, -1e-9), t, atol=1e-8)
+    assert np.all(np.diff(spending(np.linspace(0, 1, 50), 1.0)) > 0)
     assert s.seeds(5) == (0, 1, 2, 3, 4) and s.next_look(3) == 5 and s.next_look(15) is None
     assert s.reached([0, 1, 2, 3, 4, 5]) == [0, 1]  # 6 seeds: the looks at 3 and 5
     with pytest.raises(ValueError, match="start <= max"):

@@ -304,3 +304,17 @@ def test_patience_never_stops_a_run_inside_the_burn_in(min_epochs: int, stopped_
     assert result.epochs_run == stopped_after
     assert result.stopped_early == (stopped_after < cfg.max_epochs)
     assert result.best_epoch == 0
+
+
+@pytest.mark.parametrize(("n", "passes_samples", "seen"), [(5, 64, 64), (9, 0, 8), (8, 0, 8)])
+def test_a_last_batch_of_one_example_is_dropped(n: int, passes_samples: int, seen: int) -> None:
+    """Batch norm cannot train on one example: 5 examples repeated to 64 samples per epoch
+    (13 passes, 65 samples) in batches of 32 would end on a batch of one, and so would 9 in
+    batches of 8. The epoch drops that one example; other remainders keep every example."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 3))
+    groups = [{"params": list(model.parameters())}]
+    cfg = _cfg(max_epochs=1, batch_size=32 if passes_samples else 8,
+               min_epoch_samples=passes_samples)  # fmt: skip
+    result = fit(model, groups, blobs(n, 1), blobs(6, 2), cfg, torch.device("cpu"), lr=0.1)
+    assert result.samples_seen == seen

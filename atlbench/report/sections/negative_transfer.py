@@ -65,8 +65,11 @@ class NegativeTransfer(Section):
         "than 5 seeds agree exactly (no spread to test). With a seed schedule, seeds were added "
         "only to open comparisons and the p-values are sequential (alpha spent over the looks, "
         "valid whatever stopped a comparison); <b>Seeds</b> says how many each used and why it "
-        "stopped. A verdict whose adjusted p-value is within a factor 3 of 0.05 is flagged "
-        "<i>near threshold</i> in its note: another machine may give the other verdict. The "
+        "stopped. A verdict that a re-run with other float rounding (another CPU, a GPU) would "
+        "cross about 5% of the time or more is flagged <i>near threshold</i> in its note; "
+        "<i>threshold_distance</i> in the CSV says how far, in standard errors, it sits from the "
+        "line that decides it. On the same kind of CPU with the same package versions every "
+        "result reproduces bit for bit, whatever the number of cores or jobs. The "
         "negative-transfer gap (NTG, Wang et al.) is the transfer model's test error minus the "
         "baseline's; positive means transfer hurt.</p>"
     )

@@ -80,7 +80,7 @@ class SeedRounds(Section):
         near = int(frame["near_threshold"].fillna(False).astype(bool).sum())
         if near:
             lines.append(
-                f"{near} verdict(s) sit near their threshold (adjusted p within a factor 3 of "
-                "0.05): another machine's float rounding may flip them."
+                f"{near} verdict(s) sit near their threshold: a re-run with other float "
+                "rounding (another CPU, a GPU) would flip each about 5% of the time or more."
             )
         return lines
