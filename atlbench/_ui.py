@@ -255,9 +255,12 @@ class SweepUI:
         )
         if rounds is not None and len(rounds):
             decided = rounds["stop"].astype(str).str.startswith("decided")
+            near = rounds["near_threshold"].fillna(False).astype(bool)
             self.console.print(
                 f"seed schedule: {int(decided.sum())} of {len(rounds)} comparisons decided, "
-                f"{int(rounds['n_pairs'].sum())} paired seeds in all (see seed_rounds.csv)"
+                f"{int(rounds['n_pairs'].sum())} paired seeds in all (see seed_rounds.csv); "
+                f"{int(near.sum())} verdicts near their threshold, which another CPU's rounding "
+                "could flip (near_threshold)"
             )
         if summary.skipped_failed:
             self.console.print(

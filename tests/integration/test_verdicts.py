@@ -74,7 +74,9 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
             f"gain {row.gain_mean:+.3f} [{row.gain_ci_low:+.3f}, {row.gain_ci_high:+.3f}], "
             f"{row.threshold_distance:.2f} SE from its line"
         )
-    return table.set_index(["source", "strategy", "comparison"])
+    out = table.set_index(["source", "strategy", "comparison"])
+    out.attrs["results_dir"] = root / "r" / "verdicts"
+    return out
 
 
 @pytest.mark.parametrize("comparison", ["same_algorithm", "scratch"])
@@ -97,3 +99,24 @@ def test_a_related_source_helps_at_a_small_budget(verdicts: pd.DataFrame) -> Non
     probe = verdicts.loc[("related", "linear_probe", "same_algorithm")]
     assert probe["gain_mean"] > 0, probe.to_dict()
     assert not probe["verdict"].startswith("negative"), probe.to_dict()
+
+
+def test_the_sweep_summary_counts_decided_and_near_threshold_verdicts(
+    verdicts: pd.DataFrame,
+) -> None:
+    from io import StringIO
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from atlbench._ui import SweepUI
+
+    out = StringIO()
+    summary = SimpleNamespace(ran=0, failed=[], seconds=1.0, report_path=None, skipped_failed=0,
+                              results_dir=verdicts.attrs["results_dir"])  # fmt: skip
+    SweepUI(console=Console(file=out, width=300)).print_summary(summary)
+    decided = int(verdicts["stop"].astype(str).str.startswith("decided").sum())
+    near = int(verdicts["near_threshold"].astype(bool).sum())
+    text = " ".join(out.getvalue().split())
+    assert f"seed schedule: {decided} of {len(verdicts)} comparisons decided" in text, text
+    assert f"{near} verdicts near their threshold" in text, text
