@@ -83,13 +83,19 @@ def test_only_open_comparisons_and_their_partners_get_the_next_look(
     ]
 
 
-def test_a_cell_cap_serves_the_comparison_nearest_a_decision_first(
-    study: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _two_open(study: Any, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
+    """Two same-algorithm comparisons open at 2 seeds, knn nearer a decision (p 0.06) than
+    the probe (p 0.2); the study's records."""
     same = _frame([("zoo-digits", "linear_probe", 0.2, "open at 2 seeds"),
                    ("zoo-digits", "knn", 0.06, "open at 2 seeds")])  # fmt: skip
     _patch(monkeypatch, same, _frame([]))
-    records = _records(study)
+    return _records(study)
+
+
+def test_a_cell_cap_serves_the_comparison_nearest_a_decision_first(
+    study: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _two_open(study, monkeypatch)
     planned = len(records)
     # room for exactly one comparison's look: knn (p 0.06) goes first
     cells, run = _adaptive.next_round(study, records, None, planned, 0.0)
@@ -121,10 +127,7 @@ def test_an_hours_cap_counts_the_recorded_cell_times(
 def test_an_hours_cap_adds_up_the_cells_chosen_in_a_round(
     study: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    same = _frame([("zoo-digits", "linear_probe", 0.2, "open at 2 seeds"),
-                   ("zoo-digits", "knn", 0.06, "open at 2 seeds")])  # fmt: skip
-    _patch(monkeypatch, same, _frame([]))
-    records = _records(study)
+    records = _two_open(study, monkeypatch)
     capped = parse_study(SUITE | {"compute": {"hours": 1.0}})
     # each look needs two 2-s cells: in the last 6 s of the hour only the first (knn) fits
     cells, run = _adaptive.next_round(capped, records, None, len(records), 3600 - 6.0)
