@@ -47,6 +47,29 @@ FAMILY = 10
 ALPHA = 0.05
 
 
+def probit_arms(
+    rng: np.random.Generator,
+    mus: tuple[np.ndarray, np.ndarray],
+    z: np.ndarray,
+    n: int,
+    scales: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Correctness (0/1, ``count x n x m``) of the two arms of each comparison: example
+    difficulty ``z`` shared by both arms, per-arm example effects (sd ``sw``), seed x example
+    noise (``se``) and seed effects (``su``) correlated ``rho`` between the arms of a seed."""
+    sw, se, su, rho = (v[:, None, None] for v in scales)
+    count, m = z.shape[0], z.shape[2]
+    common = rng.normal(size=(count, n, 1))
+
+    def arm(mu: np.ndarray) -> np.ndarray:
+        w = rng.normal(size=(count, 1, m)) * sw
+        u = common * np.sqrt(rho) + rng.normal(size=(count, n, 1)) * np.sqrt(1 - rho)
+        e = rng.normal(size=(count, n, m)) * se
+        return (mu[:, None, None] + u * su + z + w + e > 0).astype(float)
+
+    return arm(mus[0]), arm(mus[1])
+
+
 def simulate(rng: np.random.Generator, count: int, n: int, m: int, null: bool) -> dict:
     """``count`` comparisons of ``n`` seeds x ``m`` test examples; see the module docstring."""
     sz = rng.uniform(1.0, 2.5, count)
@@ -60,20 +83,8 @@ def simulate(rng: np.random.Generator, count: int, n: int, m: int, null: bool) -
     shift *= rng.choice([-1.0, 1.0], count)
     acc_a = np.clip(acc_b + shift, 0.05, 0.99)
     mu_a, mu_b = sps.norm.ppf(acc_a) * tau, sps.norm.ppf(acc_b) * tau
-
-    def col(v: np.ndarray) -> np.ndarray:
-        return v[:, None, None]
-
-    z = rng.normal(size=(count, 1, m)) * col(sz)
-    common = rng.normal(size=(count, n, 1))
-
-    def arm(mu: np.ndarray) -> np.ndarray:
-        w = rng.normal(size=(count, 1, m)) * col(sw)
-        u = common * col(np.sqrt(rho)) + rng.normal(size=(count, n, 1)) * col(np.sqrt(1 - rho))
-        e = rng.normal(size=(count, n, m)) * col(se)
-        return (col(mu) + u * col(su) + z + w + e > 0).astype(float)
-
-    a, b = arm(mu_a), arm(mu_b)
+    z = rng.normal(size=(count, 1, m)) * sz[:, None, None]
+    a, b = probit_arms(rng, (mu_a, mu_b), z, n, (sw, se, su, rho))
     return {
         "a": a,
         "b": b,

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 from scipy.special import ndtr
+from test_coverage import probit_arms
 
 from atlbench.analysis import adjust_pvalues, crossed_mean, interval, p_value, paired_gains
 from atlbench.analysis._racing import race, race_pvalues
@@ -170,22 +171,12 @@ def simulate(
     tau = np.sqrt(sz**2 * (3.0 if heavy else 1.0) + rest**2)
     mu_a, mu_b = sps.norm.ppf(acc_a) * tau, sps.norm.ppf(acc_b) * tau  # starting points
 
-    def col(v: np.ndarray) -> np.ndarray:
-        return v[:, None, None]
-
     if heavy:
-        z = rng.standard_t(3, size=(count, 1, m)) * col(sz)
+        z = rng.standard_t(3, size=(count, 1, m)) * sz[:, None, None]
     else:
-        z = rng.normal(size=(count, 1, m)) * col(sz)
-    common = rng.normal(size=(count, n, 1))
-
-    def arm(mu: np.ndarray) -> np.ndarray:
-        w = rng.normal(size=(count, 1, m)) * col(sw)
-        u = common * col(np.sqrt(rho)) + rng.normal(size=(count, n, 1)) * col(np.sqrt(1 - rho))
-        e = rng.normal(size=(count, n, m)) * col(se)
-        return (col(mu) + u * col(su) + z + w + e > 0).astype(np.float32)
-
-    d = arm(mu_a) - arm(mu_b)
+        z = rng.normal(size=(count, 1, m)) * sz[:, None, None]
+    a, b = probit_arms(rng, (mu_a, mu_b), z, n, (sw, se, su, rho))
+    d = (a - b).astype(np.float32)
     truth = _true_acc(mu_a, sz, rest, heavy) - _true_acc(mu_b, sz, rest, heavy)
     return d, truth
 
